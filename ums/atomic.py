@@ -1,0 +1,58 @@
+"""Crash-safe file writes: write to a temporary name in the same folder, fsync, then rename.
+
+A process killed at any instant leaves either the old file, the new file, or a stray temporary
+(``.<name>.<pid>.tmp``) that :func:`remove_stale_temporaries` deletes on the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temporary_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def write_bytes(target: Path, data: bytes) -> Path:
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(target)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    return target
+
+
+def write_text(target: Path, text: str) -> Path:
+    return write_bytes(target, text.encode("utf-8"))
+
+
+def write_image(target: Path, image: np.ndarray, params: list[int] | None = None) -> Path:
+    """Encode with OpenCV (format from the suffix; PNG keeps uint16) and write atomically."""
+    ok, encoded = cv2.imencode(Path(target).suffix, image, params or [])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode an image of shape {image.shape} as {target}")
+    return write_bytes(target, encoded.tobytes())
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporaries left by killed writers under ``folder``; return what was removed."""
+    removed = []
+    for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

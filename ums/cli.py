@@ -1,0 +1,165 @@
+"""The ``ums`` command: a thin shell over the stage functions (each importable on its own)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import ums  # noqa: F401  (applies the offline settings before anything else is imported)
+from ums.config import PIPELINES_DIR, ConfigError, load_config
+from ums.workspace import Workspace, WorkspaceError
+
+app = typer.Typer(
+    help="Build registered, labelled IR/visible datasets from DJI M30T flights.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+WorkspaceOption = typer.Option(
+    None, "--workspace", "-w", envvar="UMS_WORKSPACE",
+    help="Workspace folder [default: ./ums-workspace].",
+)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _table(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+@app.command()
+def ingest(
+    flight_dir: Path = typer.Argument(..., help="A flight folder: an SD card's DCIM or any folder below it."),
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/ingest.yaml]."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    max_issues: int = typer.Option(20, help="Issues to print (all are recorded)."),
+) -> None:
+    """Find DJI captures, pair their frames, read EXIF + drone-dji XMP, extract raw thermal."""
+    from ums.ingest import IngestConfig, ingest_flight
+
+    try:
+        settings = load_config(IngestConfig, config or PIPELINES_DIR / "ingest.yaml",
+                               show_progress=progress and sys.stderr.isatty())
+        with Workspace.open(workspace) as ws:
+            report = ingest_flight(ws, flight_dir, settings)
+    except (ConfigError, FileNotFoundError, WorkspaceError) as exc:
+        _fail(str(exc))
+    console.print(_table(f"ingest {report.flight_root}", report.rows()))
+    for issue in report.issues[:max_issues]:
+        colour = "red" if issue.level == "error" else "yellow"
+        console.print(f"[{colour}]{issue.level}[/{colour}] {issue.describe()}")
+    if len(report.issues) > max_issues:
+        console.print(f"... and {len(report.issues) - max_issues} more: `ums status --issues`")
+
+
+@app.command()
+def status(
+    workspace: Optional[Path] = WorkspaceOption,
+    issues: bool = typer.Option(False, "--issues", help="List every recorded issue."),
+) -> None:
+    """Counts per stage and the issues recorded in the workspace."""
+    from ums.report import summarize
+
+    try:
+        with Workspace.open(workspace, create=False) as ws:
+            summary = summarize(ws)
+    except WorkspaceError as exc:
+        _fail(str(exc))
+    Console().print(_table("ums status", summary.rows()))
+    if issues:
+        for issue in summary.issues:
+            print(f"{issue.level}\t{issue.describe()}")
+
+
+@app.command()
+def manifest(
+    workspace: Optional[Path] = WorkspaceOption,
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per capture per line."),
+    redact: bool = typer.Option(False, help="Drop GPS positions and serial numbers."),
+) -> None:
+    """The captures of the workspace (the JSON form is a stable, documented interface)."""
+    from ums.manifest import manifest_lines, manifest_records
+
+    try:
+        ws = Workspace.open(workspace, create=False)
+    except WorkspaceError as exc:
+        _fail(str(exc))
+    with ws:
+        if json_lines:
+            for line in manifest_lines(ws, redact):
+                sys.stdout.write(line + "\n")
+            return
+        table = Table("capture", "time", "frames", "raw thermal", "issues")
+        for record in manifest_records(ws, redact):
+            raw = record["thermal_raw"]
+            table.add_row(record["capture_id"], record["timestamp"] or "-",
+                          " ".join(sorted(record["frames"])),
+                          "x".join(map(str, raw["shape"])) if raw else "-", str(len(record["issues"])))
+        Console().print(table)
+
+
+@app.command("synth-flight")
+def synth_flight_command(
+    out: Path = typer.Argument(..., help="Folder to write the flight into (DCIM/... + groundtruth.json)."),
+    pairs: Optional[Path] = typer.Option(None, help="Aligned IR/visible pairs (ir/ + vi/), e.g. ../shared/data/llvip/train."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of captures."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/synth-flight.yaml]."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Write a synthetic M30T flight (W + T frames, DJI metadata) with exact ground truth."""
+    from ums.synth import SynthFlightConfig, synth_flight
+
+    try:
+        settings = load_config(SynthFlightConfig, config or PIPELINES_DIR / "synth-flight.yaml",
+                               n=n, seed=seed, pairs=pairs, show_progress=progress and sys.stderr.isatty())
+        truth = synth_flight(out, settings)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {settings.n} captures under {out}; ground truth: {truth}")
+
+
+@app.command()
+def report(workspace: Optional[Path] = WorkspaceOption) -> None:
+    """Write reports/index.html: summary, thumbnails, issues."""
+    from ums.report import write_html_report
+
+    try:
+        with Workspace.open(workspace, create=False) as ws:
+            page = write_html_report(ws)
+    except WorkspaceError as exc:
+        _fail(str(exc))
+    console.print(f"report: {page}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Folder for the synthetic flight and its workspace."),
+    n: int = typer.Option(6, "--n", help="Number of captures."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """The whole pipeline on an embedded default: a procedural flight, ingested and reported."""
+    from ums.demo import run_demo
+
+    result = run_demo(out, n=n, show_progress=progress and sys.stderr.isatty())
+    console.print(_table("ums demo", result.rows()))
+    console.print(f"open {result.report} in a browser")
+
+
+def main() -> None:  # pragma: no cover - console-script entry point
+    app()

@@ -1,0 +1,36 @@
+"""Stage configs: pydantic models whose defaults may be overridden by a YAML file, then by flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(model: type[ConfigT], path: str | Path | None = None, **overrides: Any) -> ConfigT:
+    """``model`` from its defaults, then ``path`` (YAML), then non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping of settings")
+        values.update(loaded)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        source = f" in {path}" if path else ""
+        raise ConfigError(f"invalid {model.__name__}{source}:\n{exc}") from exc

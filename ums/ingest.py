@@ -1,0 +1,398 @@
+"""Stage ``ingest``: find DJI captures in a flight folder, read their metadata, extract raw thermal.
+
+Re-running is cheap and safe: a file whose size and modification time are unchanged is not read
+again, a changed file is re-read (its content hash decides what it is), new files are added, and
+files that vanished are reported but their records kept. Every file is committed as soon as it is
+read, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from ums.atomic import write_image
+from ums.dji.exif import find_exif_block, read_exif
+from ums.dji.filenames import (
+    IMAGE_SUFFIXES,
+    THERMAL_LETTERS,
+    VISIBLE_LETTERS,
+    CaptureName,
+    parse_capture_name,
+)
+from ums.dji.jpeg import APP1, JpegError, read_header
+from ums.dji.rjpeg import extract_raw_thermal
+from ums.dji.xmp import XmpError, find_xmp_packet, parse_drone_dji
+from ums.progress import progress_bar
+from ums.records import (
+    CaptureRecord,
+    ExifSummary,
+    FileProbe,
+    FrameRecord,
+    Issue,
+    ThermalRawRecord,
+    XmpField,
+)
+from ums.workspace import Workspace
+
+STAGE = "ingest"
+THERMAL_RAW_DIR = "thermal_raw"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class IngestConfig(BaseModel):
+    """Settings of ``ums ingest`` (``pipelines/ingest.yaml`` holds the defaults)."""
+
+    timestamp_tolerance_s: float = Field(1.0, ge=0, description="frames of one sequence number "
+                                         "within this many seconds are one capture")
+    extract_thermal_raw: bool = True
+    show_progress: bool = True
+
+
+@dataclass
+class IngestReport:
+    flight_root: str
+    files_seen: int = 0
+    read: int = 0
+    unchanged: int = 0
+    unreadable: int = 0
+    ignored: int = 0
+    duplicates: int = 0
+    removed: int = 0
+    captures: int = 0
+    paired: int = 0
+    thermal_raw: int = 0
+    issues: list[Issue] = field(default_factory=list)
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [
+            ("DJI image files", self.files_seen),
+            ("read now", self.read),
+            ("unchanged since last ingest", self.unchanged),
+            ("unreadable", self.unreadable),
+            ("duplicates skipped", self.duplicates),
+            ("removed since last ingest", self.removed),
+            ("other files ignored", self.ignored),
+            ("captures", self.captures),
+            ("visible + thermal pairs", self.paired),
+            ("raw thermal extracted", self.thermal_raw),
+            ("issues", len(self.issues)),
+        ]
+
+
+def ingest_flight(
+    workspace: Workspace, flight_dir: str | os.PathLike[str], config: IngestConfig | None = None
+) -> IngestReport:
+    """Ingest one flight folder (an SD card's DCIM, or any folder below it) into ``workspace``."""
+    config = config or IngestConfig()
+    root = Path(flight_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"ingest: flight folder {root} does not exist or is not a folder")
+    flight_root = str(root)
+    run_id = workspace.start_run(STAGE, {"flight_root": flight_root, **config.model_dump()})
+    report = IngestReport(flight_root)
+    candidates, other_issues, report.ignored = scan_flight(root)
+    report.files_seen = len(candidates)
+    probes, file_issues = _probe_all(workspace, flight_root, candidates, config, report)
+    kept, duplicate_issues = drop_duplicates(probes)
+    report.duplicates = len(duplicate_issues)
+    captures, capture_issues = group_captures(kept, root, config.timestamp_tolerance_s)
+    removed_issues = _report_removed(workspace, flight_root, {str(p) for p, _ in candidates})
+    report.removed = len(removed_issues)
+    report.issues = other_issues + file_issues + duplicate_issues + capture_issues + removed_issues
+    workspace.replace_flight(flight_root, captures, report.issues, scope=flight_root)
+    report.captures = len(captures)
+    report.paired = sum(1 for c in captures if _is_pair(c))
+    report.thermal_raw = sum(1 for c in captures if c.thermal_raw is not None)
+    workspace.finish_run(run_id, {key: value for key, value in report.rows()})
+    return report
+
+
+# -- discovery -------------------------------------------------------------------------------------
+def scan_flight(root: Path) -> tuple[list[tuple[Path, CaptureName]], list[Issue], int]:
+    """All files below ``root``: DJI captures by name, non-DJI images as issues, the rest counted."""
+    candidates: list[tuple[Path, CaptureName]] = []
+    issues: list[Issue] = []
+    ignored = 0
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.startswith("."):
+                ignored += 1
+                continue
+            parsed = parse_capture_name(name)
+            if parsed is not None:
+                candidates.append((path, parsed))
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                issues.append(_issue(path, "not a DJI capture file name (expected "
+                                     "DJI_<YYYYMMDDHHMMSS>_<NNNN>_<W|Z|T|S|V>.JPG); skipped",
+                                     "warning"))
+            else:
+                ignored += 1
+    return candidates, issues, ignored
+
+
+def _issue(path: Path | str, message: str, level: str = "error", capture_id: str | None = None):
+    return Issue(stage=STAGE, file=str(path), message=message, level=level, capture_id=capture_id)
+
+
+# -- reading files ---------------------------------------------------------------------------------
+def _probe_all(
+    workspace: Workspace,
+    flight_root: str,
+    candidates: list[tuple[Path, CaptureName]],
+    config: IngestConfig,
+    report: IngestReport,
+) -> tuple[list[FileProbe], list[Issue]]:
+    known = workspace.known_files(flight_root)
+    probes: list[FileProbe] = []
+    issues: list[Issue] = []
+    for path, name in progress_bar(candidates, "ingest", enabled=config.show_progress):
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            issues.append(_issue(path, f"cannot stat: {exc.strerror}"))
+            report.unreadable += 1
+            continue
+        previous = known.get(str(path))
+        if previous is not None and _unchanged(previous, stat):
+            report.unchanged += 1
+            if not previous["present"]:
+                workspace.mark_file_present(str(path))
+            if previous["probe_json"] is None:
+                issues.append(_issue(path, previous["error"]))
+                report.unreadable += 1
+                continue
+            probe = FileProbe.model_validate_json(previous["probe_json"])
+            if config.extract_thermal_raw and not _thermal_output_ok(workspace, probe):
+                probe = _read_and_record(workspace, flight_root, path, name, stat, config)
+        else:
+            report.read += 1
+            probe = _read_and_record(workspace, flight_root, path, name, stat, config)
+        if probe is None:
+            row = workspace.known_files(flight_root)[str(path)]
+            issues.append(_issue(path, row["error"]))
+            report.unreadable += 1
+            continue
+        probes.append(probe)
+        issues.extend(probe.issues)
+    return probes, issues
+
+
+def _unchanged(row, stat: os.stat_result) -> bool:
+    return row["size"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns
+
+
+def _thermal_output_ok(workspace: Workspace, probe: FileProbe) -> bool:
+    if probe.camera not in THERMAL_LETTERS or probe.thermal_raw is None:
+        return True
+    return workspace.absolute(probe.thermal_raw.path).exists()
+
+
+def _read_and_record(
+    workspace: Workspace,
+    flight_root: str,
+    path: Path,
+    name: CaptureName,
+    stat: os.stat_result,
+    config: IngestConfig,
+) -> FileProbe | None:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        probe = probe_bytes(data, path, name, stat, digest)
+    except JpegError as exc:
+        workspace.record_unreadable(
+            flight_root, str(path), stat.st_size, stat.st_mtime_ns, digest, _unreadable_reason(data, exc)
+        )
+        return None
+    if config.extract_thermal_raw and name.camera in THERMAL_LETTERS:
+        _extract_thermal(workspace, data, probe)
+    workspace.record_probe(flight_root, probe)
+    return probe
+
+
+def _unreadable_reason(data: bytes, error: JpegError) -> str:
+    if not data:
+        return "empty file (0 bytes)"
+    if data.startswith(_PNG_SIGNATURE):
+        return "a PNG file named like a DJI JPEG; skipped"
+    return f"unreadable JPEG: {error}"
+
+
+def probe_bytes(
+    data: bytes, path: Path, name: CaptureName, stat: os.stat_result, digest: str
+) -> FileProbe:
+    """Everything ingest learns from a file's bytes without decoding pixels (raises JpegError)."""
+    header = read_header(data)
+    issues: list[Issue] = []
+    app1 = header.payloads(APP1)
+    exif_block = find_exif_block(app1)
+    exif = ExifSummary(**read_exif(exif_block)) if exif_block else ExifSummary()
+    if exif_block is None:
+        issues.append(_issue(path, "no EXIF block", "warning"))
+    xmp: dict[str, XmpField] = {}
+    packet = find_xmp_packet(app1)
+    if packet is not None:
+        try:
+            xmp = {key: XmpField(**value) for key, value in parse_drone_dji(packet).items()}
+        except XmpError as exc:
+            issues.append(_issue(path, f"XMP ignored: {exc}", "warning"))
+    if not _looks_like_dji(exif, xmp):
+        issues.append(_issue(path, f"EXIF Make is {exif.make!r} and there is no drone-dji XMP: "
+                             "not a DJI file; kept, but check its origin", "warning"))
+    if header.truncated:
+        issues.append(_issue(path, "image data is truncated (no end-of-image marker); metadata "
+                             "and any raw thermal block were still read", "warning"))
+    return FileProbe(
+        path=str(path),
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        sha256=digest,
+        camera=name.camera,
+        sequence=name.sequence,
+        name_timestamp=name.timestamp.isoformat() if name.timestamp else None,
+        width=header.width,
+        height=header.height,
+        jpeg_truncated=header.truncated,
+        exif=exif,
+        xmp=xmp,
+        issues=issues,
+    )
+
+
+def _looks_like_dji(exif: ExifSummary, xmp: dict[str, XmpField]) -> bool:
+    make = (exif.make or "").upper()
+    return make.startswith("DJI") or make.startswith("HASSELBLAD") or bool(xmp)
+
+
+def _extract_thermal(workspace: Workspace, data: bytes, probe: FileProbe) -> None:
+    raw = extract_raw_thermal(read_header(data))
+    if raw is None:
+        probe.issues.append(_issue(probe.path, "no raw thermal block (FLIR FFF container or a "
+                                   "non-radiometric file); later stages use the palette preview",
+                                   "warning"))
+        return
+    relative = f"{THERMAL_RAW_DIR}/{probe.sha256[:20]}.png"
+    target = workspace.absolute(relative)
+    if not target.exists():  # content-addressed: same source bytes, same output
+        write_image(target, raw.counts)
+    probe.thermal_raw = ThermalRawRecord(
+        path=relative,
+        shape=raw.shape,
+        min=int(raw.counts.min()),
+        max=int(raw.counts.max()),
+        source_marker=raw.marker,
+        palette=probe.exif.image_description,
+    )
+
+
+# -- grouping --------------------------------------------------------------------------------------
+def drop_duplicates(probes: list[FileProbe]) -> tuple[list[FileProbe], list[Issue]]:
+    """Keep the first file of each content hash (by path); report the copies."""
+    first_by_hash: dict[str, FileProbe] = {}
+    issues = []
+    for probe in sorted(probes, key=lambda p: p.path):
+        original = first_by_hash.setdefault(probe.sha256, probe)
+        if original is not probe:
+            issues.append(_issue(probe.path, f"duplicate of {original.path}; skipped", "warning"))
+    return list(first_by_hash.values()), issues
+
+
+def group_captures(
+    probes: list[FileProbe], root: Path, tolerance_s: float
+) -> tuple[list[CaptureRecord], list[Issue]]:
+    """Group by folder and sequence number, then split by capture time (± ``tolerance_s``)."""
+    by_key: dict[tuple[str, int], list[FileProbe]] = defaultdict(list)
+    for probe in probes:
+        folder = str(Path(probe.path).parent.relative_to(root))
+        by_key[(folder, probe.sequence)].append(probe)
+    captures: list[CaptureRecord] = []
+    issues: list[Issue] = []
+    for (folder, sequence), members in sorted(by_key.items()):
+        for cluster in _split_by_time(members, tolerance_s):
+            capture, cluster_issues = _build_capture(str(root), folder, sequence, cluster)
+            captures.append(capture)
+            issues.extend(cluster_issues)
+    return captures, issues
+
+
+def _split_by_time(members: list[FileProbe], tolerance_s: float) -> list[list[FileProbe]]:
+    timed = sorted(members, key=lambda p: (p.timestamp or "", p.path))
+    clusters: list[list[FileProbe]] = []
+    cluster_start: datetime | None = None
+    for probe in timed:
+        moment = datetime.fromisoformat(probe.timestamp) if probe.timestamp else None
+        starts_new = (
+            not clusters
+            or (moment is not None and cluster_start is not None
+                and (moment - cluster_start).total_seconds() > tolerance_s)
+        )
+        if starts_new:
+            clusters.append([])
+            cluster_start = moment
+        clusters[-1].append(probe)
+    return clusters
+
+
+def capture_id_for(folder: str, sequence: int, timestamp: str | None) -> str:
+    """Stable, file-name-safe and sortable: ``<YYYYMMDDHHMMSS>_<NNNN>_<folder hash>``."""
+    stamp = timestamp.replace("-", "").replace(":", "").replace("T", "")[:14] if timestamp else ""
+    folder_hash = hashlib.sha1(folder.encode("utf-8")).hexdigest()[:6]
+    return f"{stamp or '00000000000000'}_{sequence:04d}_{folder_hash}"
+
+
+def _build_capture(
+    flight_root: str, folder: str, sequence: int, cluster: list[FileProbe]
+) -> tuple[CaptureRecord, list[Issue]]:
+    timestamp = min((p.timestamp for p in cluster if p.timestamp), default=None)
+    capture_id = capture_id_for(folder, sequence, timestamp)
+    frames: dict[str, FrameRecord] = {}
+    issues: list[Issue] = []
+    for probe in sorted(cluster, key=lambda p: p.path):
+        key = "T" if probe.camera in THERMAL_LETTERS else probe.camera
+        if key in frames:
+            issues.append(_issue(probe.path, f"a second {key} frame for capture {capture_id} "
+                                 f"(first: {frames[key].path}); skipped", "warning", capture_id))
+            continue
+        frames[key] = FrameRecord.from_probe(probe)
+    thermal_probe = next((p for p in cluster if "T" in frames and p.path == frames["T"].path), None)
+    has_visible = any(letter in frames for letter in VISIBLE_LETTERS)
+    if "T" in frames and not has_visible:
+        issues.append(_issue(frames["T"].path, "thermal frame without a visible partner "
+                             "(W, Z or V)", "warning", capture_id))
+    if has_visible and "T" not in frames:
+        first_visible = next(frames[k] for k in VISIBLE_LETTERS if k in frames)
+        issues.append(_issue(first_visible.path, "visible frame without a thermal partner (T)",
+                             "warning", capture_id))
+    capture = CaptureRecord(
+        capture_id=capture_id,
+        flight_root=flight_root,
+        folder=folder,
+        sequence=sequence,
+        timestamp=timestamp,
+        frames=frames,
+        thermal_raw=thermal_probe.thermal_raw if thermal_probe else None,
+    )
+    return capture, issues
+
+
+def _is_pair(capture: CaptureRecord) -> bool:
+    return "T" in capture.frames and any(k in capture.frames for k in VISIBLE_LETTERS)
+
+
+def _report_removed(workspace: Workspace, flight_root: str, present: set[str]) -> list[Issue]:
+    gone = [
+        path for path, row in workspace.known_files(flight_root).items()
+        if path not in present
+    ]
+    workspace.mark_files_missing(gone)
+    return [_issue(path, "ingested before but no longer in the flight folder; its records are "
+                   "kept", "warning") for path in gone]

@@ -1,0 +1,152 @@
+"""The workspace's records: one pydantic model per row kind, and the public manifest shape.
+
+The manifest line (``ums manifest --json``) is :class:`CaptureManifest` serialised with
+``model_dump(mode="json")``; its fields are a public interface documented in
+``docs/manifest.md`` — add fields, never rename or remove them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IssueLevel = Literal["error", "warning", "info"]
+
+
+class Issue(BaseModel):
+    """Something a stage could not do, or did with a caveat, for one file or capture."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    file: str | None = None
+    message: str
+    level: IssueLevel = "error"
+    capture_id: str | None = None
+
+    def describe(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        return f"[{self.stage}] {where}{self.message}"
+
+
+class ExifSummary(BaseModel):
+    make: str | None = None
+    model: str | None = None
+    datetime: str | None = None
+    focal_length_mm: float | None = None
+    focal_length_35mm: float | None = None
+    f_number: float | None = None
+    gps_latitude: float | None = None
+    gps_longitude: float | None = None
+    gps_altitude_m: float | None = None
+    image_description: str | None = None
+    software: str | None = None
+    serial_number: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class XmpField(BaseModel):
+    raw: str
+    value: Any
+
+
+class FileProbe(BaseModel):
+    """What ingest learned from one source file without decoding its pixels."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    camera: str
+    sequence: int
+    name_timestamp: str | None = None
+    width: int
+    height: int
+    jpeg_truncated: bool = False
+    exif: ExifSummary = Field(default_factory=ExifSummary)
+    xmp: dict[str, XmpField] = Field(default_factory=dict)
+    thermal_raw: ThermalRawRecord | None = None
+    issues: list[Issue] = Field(default_factory=list)
+
+    @property
+    def timestamp(self) -> str | None:
+        """Capture time: the file name's, else EXIF DateTimeOriginal."""
+        return self.name_timestamp or self.exif.datetime
+
+
+class ThermalRawRecord(BaseModel):
+    path: str  # relative to the workspace root
+    shape: tuple[int, int]
+    dtype: str = "uint16"
+    min: int
+    max: int
+    source_marker: str
+    palette: str | None = None
+
+
+class FrameRecord(BaseModel):
+    path: str
+    sha256: str
+    width: int
+    height: int
+    camera_letter: str
+    size: int
+    jpeg_truncated: bool = False
+    exif: ExifSummary
+    xmp: dict[str, XmpField]
+
+    @classmethod
+    def from_probe(cls, probe: FileProbe) -> FrameRecord:
+        return cls(
+            path=probe.path,
+            sha256=probe.sha256,
+            width=probe.width,
+            height=probe.height,
+            camera_letter=probe.camera,
+            size=probe.size,
+            jpeg_truncated=probe.jpeg_truncated,
+            exif=probe.exif,
+            xmp=probe.xmp,
+        )
+
+
+class CaptureRecord(BaseModel):
+    """One capture: the frames that several cameras took at one trigger."""
+
+    capture_id: str
+    flight_root: str
+    folder: str  # relative to flight_root
+    sequence: int
+    timestamp: str | None
+    frames: dict[str, FrameRecord]
+    thermal_raw: ThermalRawRecord | None = None
+
+    @property
+    def reference_frame(self) -> FrameRecord:
+        """The thermal frame when there is one (its metadata describes the IR channel), else the
+        first visible frame."""
+        for key in ("T", "W", "Z", "V", "S"):
+            if key in self.frames:
+                return self.frames[key]
+        return next(iter(self.frames.values()))
+
+
+class CaptureManifest(BaseModel):
+    """One line of ``ums manifest --json``."""
+
+    capture_id: str
+    sequence: int
+    timestamp: str | None
+    folder: str
+    flight_root: str
+    frames: dict[str, FrameRecord]
+    exif: ExifSummary
+    xmp: dict[str, XmpField]
+    thermal_raw: ThermalRawRecord | None
+    stages: dict[str, Any] = Field(default_factory=dict)
+    issues: list[Issue]
+
+
+FileProbe.model_rebuild()

@@ -1,0 +1,350 @@
+"""The workspace: one folder holding a dataset build.
+
+``ums.sqlite`` (stdlib sqlite3, WAL) is the manifest of source files, captures, stage results and
+issues; derived files live in one folder per stage beside it. Everything a stage writes goes
+through :mod:`ums.atomic`, and every database change is a transaction, so a process killed at any
+instant leaves a workspace that the next run can read and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ums.atomic import remove_stale_temporaries
+from ums.records import CaptureManifest, CaptureRecord, FileProbe, Issue
+
+DATABASE_NAME = "ums.sqlite"
+DEFAULT_WORKSPACE = "ums-workspace"
+
+# Each entry moves the schema one version up; never edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,
+        flight_root TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT,
+        probe_json TEXT,
+        error TEXT,
+        present INTEGER NOT NULL DEFAULT 1,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX files_by_root ON files (flight_root);
+    CREATE INDEX files_by_sha ON files (sha256);
+    CREATE TABLE captures (
+        capture_id TEXT PRIMARY KEY,
+        flight_root TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        timestamp TEXT,
+        record_json TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX captures_by_root ON captures (flight_root);
+    CREATE TABLE stage_results (
+        capture_id TEXT NOT NULL REFERENCES captures (capture_id),
+        stage TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result_json TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (capture_id, stage)
+    );
+    CREATE TABLE issues (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        level TEXT NOT NULL,
+        file TEXT,
+        capture_id TEXT,
+        message TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX issues_by_scope ON issues (stage, scope);
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage TEXT NOT NULL,
+        config_json TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        summary_json TEXT
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class WorkspaceError(RuntimeError):
+    pass
+
+
+def resolve_workspace_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--workspace`` when given, else ``$UMS_WORKSPACE``, else ``./ums-workspace``."""
+    chosen = explicit or os.environ.get("UMS_WORKSPACE") or DEFAULT_WORKSPACE
+    return Path(chosen).expanduser().resolve()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Workspace:
+    """A dataset build on disk. Open with :meth:`open`; usable as a context manager."""
+
+    def __init__(self, root: Path, connection: sqlite3.Connection):
+        self.root = root
+        self._db = connection
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | os.PathLike[str] | None = None, create: bool = True) -> Workspace:
+        path = resolve_workspace_path(root)
+        database = path / DATABASE_NAME
+        if not database.exists() and not create:
+            raise WorkspaceError(
+                f"no workspace at {path} (no {DATABASE_NAME}); run `ums ingest FLIGHT_DIR "
+                f"--workspace {path}` first, or pass --workspace / set UMS_WORKSPACE"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        connection = sqlite3.connect(database, timeout=30, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        workspace = cls(path, connection)
+        workspace._migrate()
+        return workspace
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"workspace {self.root} has schema version {version}, newer than this ums "
+                f"({SCHEMA_VERSION}); upgrade ums"
+            )
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                for statement in _statements(script):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={target}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def stage_dir(self, stage: str) -> Path:
+        folder = self.root / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def absolute(self, relative: str) -> Path:
+        return self.root / relative
+
+    # -- runs ----------------------------------------------------------------------------------
+    def start_run(self, stage: str, config: dict[str, Any]) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (stage, config_json, started_at) VALUES (?, ?, ?)",
+                (stage, json.dumps(config, default=str), utc_now()),
+            )
+        return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, summary_json = ? WHERE id = ?",
+                (utc_now(), json.dumps(summary, default=str), run_id),
+            )
+
+    def runs(self, stage: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM runs" + (" WHERE stage = ?" if stage else "") + " ORDER BY id"
+        rows = self._db.execute(query, (stage,) if stage else ()).fetchall()
+        return [dict(row) for row in rows]
+
+    # -- source files --------------------------------------------------------------------------
+    def known_files(self, flight_root: str) -> dict[str, sqlite3.Row]:
+        rows = self._db.execute("SELECT * FROM files WHERE flight_root = ?", (flight_root,))
+        return {row["path"]: row for row in rows}
+
+    def record_probe(self, flight_root: str, probe: FileProbe) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files (path, flight_root, size, mtime_ns, sha256, "
+                "probe_json, error, present, updated_at) VALUES (?, ?, ?, ?, ?, ?, NULL, 1, ?)",
+                (
+                    probe.path, flight_root, probe.size, probe.mtime_ns, probe.sha256,
+                    probe.model_dump_json(), utc_now(),
+                ),
+            )
+
+    def record_unreadable(
+        self, flight_root: str, path: str, size: int, mtime_ns: int, sha256: str | None, error: str
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files (path, flight_root, size, mtime_ns, sha256, "
+                "probe_json, error, present, updated_at) VALUES (?, ?, ?, ?, ?, NULL, ?, 1, ?)",
+                (path, flight_root, size, mtime_ns, sha256, error, utc_now()),
+            )
+
+    def mark_files_missing(self, paths: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE files SET present = 0 WHERE path = ?", [(p,) for p in paths])
+
+    def mark_file_present(self, path: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE files SET present = 1 WHERE path = ?", (path,))
+
+    def file_counts(self) -> dict[str, int]:
+        row = self._db.execute(
+            "SELECT COUNT(*) AS total, SUM(present = 1 AND probe_json IS NOT NULL) AS readable, "
+            "SUM(present = 1 AND error IS NOT NULL) AS unreadable, SUM(present = 0) AS missing "
+            "FROM files"
+        ).fetchone()
+        return {key: int(row[key] or 0) for key in ("total", "readable", "unreadable", "missing")}
+
+    # -- captures ------------------------------------------------------------------------------
+    def replace_flight(
+        self, flight_root: str, captures: list[CaptureRecord], issues: list[Issue], scope: str
+    ) -> None:
+        """Store a flight's captures and the ingest issues of that flight in one transaction.
+
+        Captures that disappear from the grouping (all their files removed) are kept: their stage
+        results and labels may hold human work, so nothing is deleted.
+        """
+        now = utc_now()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO captures (capture_id, flight_root, sequence, timestamp, record_json, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (capture_id) DO UPDATE SET "
+                "record_json = excluded.record_json, updated_at = excluded.updated_at",
+                [
+                    (c.capture_id, flight_root, c.sequence, c.timestamp, c.model_dump_json(), now)
+                    for c in captures
+                ],
+            )
+            self._replace_issues(db, "ingest", scope, issues, now)
+
+    def replace_issues(self, stage: str, scope: str, issues: list[Issue]) -> None:
+        with self.transaction() as db:
+            self._replace_issues(db, stage, scope, issues, utc_now())
+
+    @staticmethod
+    def _replace_issues(
+        db: sqlite3.Connection, stage: str, scope: str, issues: list[Issue], now: str
+    ) -> None:
+        db.execute("DELETE FROM issues WHERE stage = ? AND scope = ?", (stage, scope))
+        db.executemany(
+            "INSERT INTO issues (stage, scope, level, file, capture_id, message, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(i.stage, scope, i.level, i.file, i.capture_id, i.message, now) for i in issues],
+        )
+
+    def captures(self) -> list[CaptureRecord]:
+        rows = self._db.execute(
+            "SELECT record_json FROM captures ORDER BY flight_root, timestamp, sequence, capture_id"
+        )
+        return [CaptureRecord.model_validate_json(row["record_json"]) for row in rows]
+
+    def capture_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM captures").fetchone()[0]
+
+    def issues(self, stage: str | None = None) -> list[Issue]:
+        query = "SELECT * FROM issues" + (" WHERE stage = ?" if stage else "") + " ORDER BY id"
+        rows = self._db.execute(query, (stage,) if stage else ())
+        return [
+            Issue(
+                stage=row["stage"], level=row["level"], file=row["file"],
+                capture_id=row["capture_id"], message=row["message"],
+            )
+            for row in rows
+        ]
+
+    # -- stage results -------------------------------------------------------------------------
+    def record_stage_result(
+        self, capture_id: str, stage: str, status: str, result: dict[str, Any]
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO stage_results (capture_id, stage, status, result_json, "
+                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                (capture_id, stage, status, json.dumps(result, default=str), utc_now()),
+            )
+
+    def stage_results(self, capture_id: str) -> dict[str, Any]:
+        rows = self._db.execute(
+            "SELECT stage, status, result_json FROM stage_results WHERE capture_id = ?",
+            (capture_id,),
+        )
+        return {
+            row["stage"]: {"status": row["status"], **json.loads(row["result_json"])}
+            for row in rows
+        }
+
+    def stage_counts(self) -> dict[str, Counter[str]]:
+        counts: dict[str, Counter[str]] = {}
+        rows = self._db.execute(
+            "SELECT stage, status, COUNT(*) AS n FROM stage_results GROUP BY stage, status"
+        )
+        for row in rows:
+            counts.setdefault(row["stage"], Counter())[row["status"]] = row["n"]
+        return counts
+
+    # -- the public manifest -------------------------------------------------------------------
+    def manifest(self) -> Iterator[CaptureManifest]:
+        """One :class:`CaptureManifest` per capture, paths made absolute."""
+        issues_by_capture: dict[str, list[Issue]] = {}
+        for issue in self.issues():
+            if issue.capture_id:
+                issues_by_capture.setdefault(issue.capture_id, []).append(issue)
+        for capture in self.captures():
+            reference = capture.reference_frame
+            thermal_raw = capture.thermal_raw
+            if thermal_raw is not None:
+                thermal_raw = thermal_raw.model_copy(
+                    update={"path": str(self.absolute(thermal_raw.path))}
+                )
+            yield CaptureManifest(
+                capture_id=capture.capture_id,
+                sequence=capture.sequence,
+                timestamp=capture.timestamp,
+                folder=capture.folder,
+                flight_root=capture.flight_root,
+                frames=capture.frames,
+                exif=reference.exif,
+                xmp=reference.xmp,
+                thermal_raw=thermal_raw,
+                stages=self.stage_results(capture.capture_id),
+                issues=issues_by_capture.get(capture.capture_id, []),
+            )
+
+
+def _statements(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
