@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 WorkspaceOption = typer.Option(
     None, "--workspace", "-w", envvar="UMS_WORKSPACE",
@@ -60,7 +60,8 @@ def ingest(
     except (ConfigError, FileNotFoundError, WorkspaceError) as exc:
         _fail(str(exc))
     console.print(_table(f"ingest {report.flight_root}", report.rows()))
-    for issue in report.issues[:max_issues]:
+    by_severity = sorted(report.issues, key=lambda i: ("error", "warning", "info").index(i.level))
+    for issue in by_severity[:max_issues]:
         colour = "red" if issue.level == "error" else "yellow"
         console.print(f"[{colour}]{issue.level}[/{colour}] {issue.describe()}")
     if len(report.issues) > max_issues:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,10 +24,11 @@ from ums.dji.filenames import (
     THERMAL_LETTERS,
     VISIBLE_LETTERS,
     CaptureName,
+    fallback_capture_name,
     parse_capture_name,
 )
 from ums.dji.jpeg import APP1, JpegError, read_header
-from ums.dji.rjpeg import extract_raw_thermal
+from ums.dji.rjpeg import extract_raw_thermal, has_flir_container, has_raw_thermal
 from ums.dji.xmp import XmpError, find_xmp_packet, parse_drone_dji
 from ums.progress import progress_bar
 from ums.records import (
@@ -44,6 +45,12 @@ from ums.workspace import Workspace
 STAGE = "ingest"
 THERMAL_RAW_DIR = "thermal_raw"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE_SOURCE_LETTERS = {"InfraredCamera": "T", "WideCamera": "W", "ZoomCamera": "Z", "VisibleCamera": "V"}
+THERMAL_FRAME_SIZES = {(640, 512), (1280, 1024), (336, 256), (320, 256), (640, 480)}
+
+
+class SkipFile(ValueError):
+    """A readable file that is not a DJI capture frame."""
 
 
 class IngestConfig(BaseModel):
@@ -128,12 +135,10 @@ def scan_flight(root: Path) -> tuple[list[tuple[Path, CaptureName]], list[Issue]
                 ignored += 1
                 continue
             parsed = parse_capture_name(name)
+            if parsed is None and path.suffix.lower() in IMAGE_SUFFIXES:
+                parsed = fallback_capture_name(name)  # its content decides whether it is DJI's
             if parsed is not None:
                 candidates.append((path, parsed))
-            elif path.suffix.lower() in IMAGE_SUFFIXES:
-                issues.append(_issue(path, "not a DJI capture file name (expected "
-                                     "DJI_<YYYYMMDDHHMMSS>_<NNNN>_<W|Z|T|S|V>.JPG); skipped",
-                                     "warning"))
             else:
                 ignored += 1
     return candidates, issues, ignored
@@ -208,18 +213,20 @@ def _read_and_record(
     digest = hashlib.sha256(data).hexdigest()
     try:
         probe = probe_bytes(data, path, name, stat, digest)
-    except JpegError as exc:
+    except (JpegError, SkipFile) as exc:
         workspace.record_unreadable(
             flight_root, str(path), stat.st_size, stat.st_mtime_ns, digest, _unreadable_reason(data, exc)
         )
         return None
-    if config.extract_thermal_raw and name.camera in THERMAL_LETTERS:
+    if config.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
         _extract_thermal(workspace, data, probe)
     workspace.record_probe(flight_root, probe)
     return probe
 
 
-def _unreadable_reason(data: bytes, error: JpegError) -> str:
+def _unreadable_reason(data: bytes, error: Exception) -> str:
+    if isinstance(error, SkipFile):
+        return str(error)
     if not data:
         return "empty file (0 bytes)"
     if data.startswith(_PNG_SIGNATURE):
@@ -245,9 +252,20 @@ def probe_bytes(
             xmp = {key: XmpField(**value) for key, value in parse_drone_dji(packet).items()}
         except XmpError as exc:
             issues.append(_issue(path, f"XMP ignored: {exc}", "warning"))
+    camera = name.camera
     if not _looks_like_dji(exif, xmp):
+        if not name.standard:
+            raise SkipFile(f"not a DJI file (EXIF Make {exif.make!r}, no drone-dji XMP) and not "
+                           "named like a DJI capture; skipped")
         issues.append(_issue(path, f"EXIF Make is {exif.make!r} and there is no drone-dji XMP: "
                              "not a DJI file; kept, but check its origin", "warning"))
+    if camera is None:
+        camera = infer_camera(header, xmp)
+        if camera is None:
+            raise SkipFile("a DJI file with a non-standard name whose camera cannot be told "
+                           "(no ImageSource, no raw thermal block); skipped")
+        issues.append(_issue(path, f"non-standard DJI file name: ingested as a capture of its "
+                             f"own, camera {camera} judged from its content", "info"))
     if header.truncated:
         issues.append(_issue(path, "image data is truncated (no end-of-image marker); metadata "
                              "and any raw thermal block were still read", "warning"))
@@ -256,7 +274,8 @@ def probe_bytes(
         size=stat.st_size,
         mtime_ns=stat.st_mtime_ns,
         sha256=digest,
-        camera=name.camera,
+        camera=camera,
+        standard_name=name.standard,
         sequence=name.sequence,
         name_timestamp=name.timestamp.isoformat() if name.timestamp else None,
         width=header.width,
@@ -266,6 +285,18 @@ def probe_bytes(
         xmp=xmp,
         issues=issues,
     )
+
+
+def infer_camera(header, xmp: dict[str, XmpField]) -> str | None:
+    """Which camera took a file whose name does not say: XMP ImageSource, else thermal evidence."""
+    source = xmp.get("ImageSource")
+    if source is not None and source.raw in IMAGE_SOURCE_LETTERS:
+        return IMAGE_SOURCE_LETTERS[source.raw]
+    if has_raw_thermal(header) or has_flir_container(header):
+        return "T"
+    if (header.width, header.height) in THERMAL_FRAME_SIZES:
+        return "T"
+    return None
 
 
 def _looks_like_dji(exif: ExifSummary, xmp: dict[str, XmpField]) -> bool:
@@ -296,10 +327,15 @@ def _extract_thermal(workspace: Workspace, data: bytes, probe: FileProbe) -> Non
 
 # -- grouping --------------------------------------------------------------------------------------
 def drop_duplicates(probes: list[FileProbe]) -> tuple[list[FileProbe], list[Issue]]:
-    """Keep the first file of each content hash (by path); report the copies."""
+    """Keep one file of each content hash; report the copies.
+
+    The file kept is the one in the folder holding most captures (a stray copy beside the mission
+    folder loses to the original inside it), then the first by path.
+    """
+    folder_sizes = Counter(str(Path(p.path).parent) for p in probes)
     first_by_hash: dict[str, FileProbe] = {}
     issues = []
-    for probe in sorted(probes, key=lambda p: p.path):
+    for probe in sorted(probes, key=lambda p: (-folder_sizes[str(Path(p.path).parent)], p.path)):
         original = first_by_hash.setdefault(probe.sha256, probe)
         if original is not probe:
             issues.append(_issue(probe.path, f"duplicate of {original.path}; skipped", "warning"))
@@ -310,15 +346,17 @@ def group_captures(
     probes: list[FileProbe], root: Path, tolerance_s: float
 ) -> tuple[list[CaptureRecord], list[Issue]]:
     """Group by folder and sequence number, then split by capture time (± ``tolerance_s``)."""
-    by_key: dict[tuple[str, int], list[FileProbe]] = defaultdict(list)
+    by_key: dict[tuple[str, int, str], list[FileProbe]] = defaultdict(list)
     for probe in probes:
         folder = str(Path(probe.path).parent.relative_to(root))
-        by_key[(folder, probe.sequence)].append(probe)
+        # A file without a standard name pairs with nothing: its own name keys its group.
+        own_name = "" if probe.standard_name else Path(probe.path).name
+        by_key[(folder, probe.sequence, own_name)].append(probe)
     captures: list[CaptureRecord] = []
     issues: list[Issue] = []
-    for (folder, sequence), members in sorted(by_key.items()):
+    for (folder, sequence, own_name), members in sorted(by_key.items()):
         for cluster in _split_by_time(members, tolerance_s):
-            capture, cluster_issues = _build_capture(str(root), folder, sequence, cluster)
+            capture, cluster_issues = _build_capture(str(root), folder, sequence, own_name, cluster)
             captures.append(capture)
             issues.extend(cluster_issues)
     return captures, issues
@@ -342,18 +380,19 @@ def _split_by_time(members: list[FileProbe], tolerance_s: float) -> list[list[Fi
     return clusters
 
 
-def capture_id_for(folder: str, sequence: int, timestamp: str | None) -> str:
+def capture_id_for(folder: str, sequence: int, timestamp: str | None, own_name: str = "") -> str:
     """Stable, file-name-safe and sortable: ``<YYYYMMDDHHMMSS>_<NNNN>_<folder hash>``."""
     stamp = timestamp.replace("-", "").replace(":", "").replace("T", "")[:14] if timestamp else ""
-    folder_hash = hashlib.sha1(folder.encode("utf-8")).hexdigest()[:6]
-    return f"{stamp or '00000000000000'}_{sequence:04d}_{folder_hash}"
+    place = f"{folder}/{own_name}" if own_name else folder
+    place_hash = hashlib.sha1(place.encode("utf-8")).hexdigest()[:6]
+    return f"{stamp or '00000000000000'}_{sequence:04d}_{place_hash}"
 
 
 def _build_capture(
-    flight_root: str, folder: str, sequence: int, cluster: list[FileProbe]
+    flight_root: str, folder: str, sequence: int, own_name: str, cluster: list[FileProbe]
 ) -> tuple[CaptureRecord, list[Issue]]:
     timestamp = min((p.timestamp for p in cluster if p.timestamp), default=None)
-    capture_id = capture_id_for(folder, sequence, timestamp)
+    capture_id = capture_id_for(folder, sequence, timestamp, own_name)
     frames: dict[str, FrameRecord] = {}
     issues: list[Issue] = []
     for probe in sorted(cluster, key=lambda p: p.path):

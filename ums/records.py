@@ -60,6 +60,7 @@ class FileProbe(BaseModel):
     mtime_ns: int
     sha256: str
     camera: str
+    standard_name: bool = True
     sequence: int
     name_timestamp: str | None = None
     width: int

@@ -30,13 +30,10 @@ _WITHOUT_TIMESTAMP = re.compile(r"^DJI_(\d{4})_([A-Z])\.jpe?g$", re.IGNORECASE)
 @dataclass(frozen=True)
 class CaptureName:
     sequence: int
-    camera: str  # the letter as written, upper case
+    camera: str | None  # the letter as written, upper case; None until the content decides
     timestamp: datetime | None
+    standard: bool = True  # False: a JPEG that is not named like a DJI capture
 
-    @property
-    def frame_key(self) -> str:
-        """The manifest's camera key: thermal frames are ``T`` whatever letter the file uses."""
-        return "T" if self.camera in THERMAL_LETTERS else self.camera
 
 
 def parse_capture_name(file_name: str) -> CaptureName | None:
@@ -58,3 +55,10 @@ def parse_capture_name(file_name: str) -> CaptureName | None:
     if camera not in CAMERA_ROLES:
         return None
     return CaptureName(int(sequence), camera, timestamp)
+
+
+def fallback_capture_name(file_name: str) -> CaptureName:
+    """A JPEG named otherwise (``DJI_H20T.jpg``, a renamed copy): its last digits are the
+    sequence number, and its content must tell which camera took it."""
+    digits = re.findall(r"\d+", file_name.rsplit(".", 1)[0])
+    return CaptureName(int(digits[-1]) % 10000 if digits else 0, None, None, standard=False)

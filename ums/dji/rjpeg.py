@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ums.dji.jpeg import APP3, APP4, JpegHeader
+from ums.dji.jpeg import APP1, APP3, APP4, JpegHeader
 
 _RAW_MARKERS = (APP3, APP4)
 _KNOWN_RAW_SHAPES = ((512, 640), (1024, 1280), (256, 320), (480, 640), (288, 384))
@@ -38,6 +38,18 @@ def extract_raw_thermal(header: JpegHeader) -> RawThermal | None:
             counts = np.frombuffer(blob, dtype="<u2").reshape(shape)
             return RawThermal(counts.astype(np.uint16, copy=True), f"APP{marker - 0xE0}")
     return None
+
+
+def has_raw_thermal(header: JpegHeader) -> bool:
+    """Whether a raw block is present, without copying it."""
+    return any(
+        _raw_shape(sum(len(p) for p in header.payloads(marker)), header.width, header.height)
+        for marker in _RAW_MARKERS
+    )
+
+
+def has_flir_container(header: JpegHeader) -> bool:
+    return any(payload.startswith(b"FLIR\x00") for payload in header.payloads(APP1))
 
 
 def _raw_shape(n_bytes: int, image_width: int, image_height: int) -> tuple[int, int] | None:

@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import PROJECT_ROOT, shared_data
+from tests.ums.dji.test_xmp import BILLION_LAUGHS
+from ums.dji.jpeg import APP1, insert_segments
+from ums.dji.xmp import XMP_APP1_PREFIX
+from ums.ingest import IngestConfig, ingest_flight
+from ums.manifest import manifest_records
+from ums.synth import SynthFlightConfig, synth_flight
+from ums.workspace import DATABASE_NAME, Workspace
+
+QUIET = IngestConfig(show_progress=False)
+
+
+def flight_folder(root: Path) -> Path:
+    return next((root / "DCIM").iterdir())
+
+
+def ingest(flight: Path, workspace: Path):
+    with Workspace.open(workspace) as ws:
+        report = ingest_flight(ws, flight, QUIET)
+        records = list(manifest_records(ws))
+    return report, records
+
+
+def issues_for(report, file_name: str) -> list[str]:
+    return [i.message for i in report.issues if i.file and Path(i.file).name == file_name]
+
+
+def test_synthetic_flight_pairs_every_capture(synthetic_flight, tmp_path):
+    report, records = ingest(synthetic_flight, tmp_path / "ws")
+    assert (report.files_seen, report.captures, report.paired, report.thermal_raw) == (8, 4, 4, 4)
+    assert report.issues == []
+    truth = json.loads((synthetic_flight / "groundtruth.json").read_text())
+    for record, expected in zip(records, truth["captures"]):
+        assert record["sequence"] == expected["sequence"]
+        assert set(record["frames"]) == {"W", "T"}
+        assert (record["frames"]["W"]["width"], record["frames"]["W"]["height"]) == (4000, 3000)
+        assert record["xmp"]["ImageSource"]["value"] == "InfraredCamera"
+        assert record["frames"]["W"]["xmp"]["ImageSource"]["value"] == "WideCamera"
+        assert record["xmp"]["LRFTargetDistance"]["value"] == pytest.approx(expected["distance_m"], abs=1e-3)
+        raw = record["thermal_raw"]
+        assert raw["shape"] == [512, 640] and raw["dtype"] == "uint16"
+        counts = cv2.imread(raw["path"], cv2.IMREAD_UNCHANGED)
+        assert counts.dtype == np.uint16 and (counts.min(), counts.max()) == (raw["min"], raw["max"])
+
+
+def test_late_thermal_file_joins_its_capture(tmp_path):
+    # every 2nd T file is named one second after its W partner
+    synth_flight(tmp_path / "f", SynthFlightConfig(n=2, late_thermal_every=2, show_progress=False))
+    names = sorted(p.name for p in flight_folder(tmp_path / "f").iterdir())
+    assert "DJI_20240517103003_0002_T.JPG" in names and "DJI_20240517103002_0002_W.JPG" in names
+    report, records = ingest(tmp_path / "f", tmp_path / "ws")
+    assert report.captures == 2 and report.paired == 2
+
+
+def test_every_real_dji_model_ingests(tmp_path):
+    report, records = ingest(shared_data("dji"), tmp_path / "ws")
+    jpegs = [p for p in shared_data("dji").rglob("*") if p.suffix.lower() == ".jpg"]
+    assert report.files_seen == len(jpegs) and report.captures == len(jpegs)
+    assert report.unreadable == 0
+    models = {r["exif"]["model"] for r in records}
+    assert {"M30T", "M3T", "ZH20T", "ZH20N", "MAVIC2-ENTERPRISE-ADVANCED", "M3TD", "M4T", "H30T", "XT S", "FLIR"} <= models
+    by_name = {Path(r["frames"]["T"]["path"]).relative_to(shared_data("dji")).as_posix(): r for r in records}
+    assert by_name["tsdk_v1.4_dataset/M30T/DJI_0001_R.JPG"]["thermal_raw"]["shape"] == [512, 640]
+    assert by_name["tsdk_v1.4_dataset/M30T/DJI_0001_R.JPG"]["frames"]["T"]["width"] == 1280
+    assert by_name["tsdk_newer_via_thermal_parser/H30T/DJI_0001_R.JPG"]["thermal_raw"]["shape"] == [1024, 1280]
+    assert by_name["tsdk_newer_via_thermal_parser/XT2/DJI_XT2.jpg"]["thermal_raw"] is None
+    assert by_name["tsdk_newer_via_thermal_parser/M30T/DJI_0005_R.JPG"]["thermal_raw"]["palette"] == "IronRed"
+    assert by_name["tsdk_v1.4_dataset/M3T/DJI_0001_R.JPG"]["exif"]["gps_latitude"] == pytest.approx(22.6939925, abs=1e-6)
+    assert by_name["tsdk_v1.4_dataset/M3T/DJI_0001_R.JPG"]["xmp"]["RelativeAltitude"]["value"] == 87.243
+    truncated = by_name["tsdk_v1.4_dataset/XTS/DJI_0001_R.jpg"]
+    assert truncated["frames"]["T"]["jpeg_truncated"] and truncated["thermal_raw"]["shape"] == [512, 640]
+    assert any("truncated" in m for m in issues_for(report, "DJI_0001_R.jpg"))
+    assert any("FLIR FFF" in m for m in issues_for(report, "DJI_XT2.jpg"))
+    # the same sequence number in sibling folders stays two captures
+    assert len({r["capture_id"] for r in records}) == len(records)
+
+
+@pytest.fixture()
+def hostile_flight(synthetic_flight, tmp_path) -> tuple[Path, Path]:
+    """The synthetic flight plus every kind of bad input the ingest stage must survive."""
+    root = tmp_path / "flight"
+    shutil.copytree(synthetic_flight, root)
+    folder = flight_folder(root)
+    w_files = sorted(folder.glob("*_W.JPG"))
+    t_files = sorted(folder.glob("*_T.JPG"))
+    (folder / "DJI_20240517103100_0090_W.JPG").write_bytes(b"")  # zero bytes
+    t_data = t_files[0].read_bytes()
+    (folder / "DJI_20240517103102_0091_T.JPG").write_bytes(t_data[:300_000])  # cut inside APP3
+    w_data = w_files[0].read_bytes()
+    (folder / "DJI_20240517103104_0092_W.JPG").write_bytes(w_data[: len(w_data) - 100_000])  # cut in the scan
+    png = cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()
+    (folder / "DJI_20240517103106_0093_T.JPG").write_bytes(png)  # a PNG named .JPG
+    hostile = insert_segments(cv2.imencode(".jpg", np.zeros((512, 640, 3), np.uint8))[1].tobytes(),
+                              [(APP1, XMP_APP1_PREFIX + BILLION_LAUGHS)])
+    (folder / "DJI_20240517103108_0094_T.JPG").write_bytes(hostile)  # entity-expansion XMP
+    t_files[-1].unlink()  # W without T
+    (folder / "notes.txt").write_text("pilot notes")
+    (folder / "IMG_0001.JPG").write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    shutil.copy(w_files[1], folder.parent / w_files[1].name)  # the same file in another folder
+    # the same sequence numbers and times in a second folder of different captures
+    synth_flight(tmp_path / "other", SynthFlightConfig(n=2, seed=9, show_progress=False))
+    shutil.move(str(flight_folder(tmp_path / "other")), folder.parent / "DJI_202405171030_002_second")
+    return root, folder
+
+
+def test_bad_inputs_are_recorded_and_the_batch_continues(hostile_flight, tmp_path):
+    root, folder = hostile_flight
+    report, records = ingest(root, tmp_path / "ws")
+    assert issues_for(report, "DJI_20240517103100_0090_W.JPG") == ["empty file (0 bytes)"]
+    assert "runs past the end of the file (truncated)" in issues_for(report, "DJI_20240517103102_0091_T.JPG")[0]
+    assert any("truncated" in m for m in issues_for(report, "DJI_20240517103104_0092_W.JPG"))
+    assert issues_for(report, "DJI_20240517103106_0093_T.JPG") == ["a PNG file named like a DJI JPEG; skipped"]
+    assert any("XMP ignored" in m and "refused" in m for m in issues_for(report, "DJI_20240517103108_0094_T.JPG"))
+    assert issues_for(report, "IMG_0001.JPG")[0].startswith("not a DJI file")
+    assert any("duplicate of" in m for m in issues_for(report, "DJI_20240517103002_0002_W.JPG"))
+    unpaired = [r for r in records if r["sequence"] == 4 and r["folder"].endswith("synthetic")]
+    assert set(unpaired[0]["frames"]) == {"W"}
+    assert "visible frame without a thermal partner (T)" in [i["message"] for i in unpaired[0]["issues"]]
+    # 4 synthetic captures (one unpaired), 2 in the second folder, the scan-truncated W, the
+    # hostile-XMP T; the unreadable ones are not captures but are recorded
+    assert report.captures == 8 and report.paired == 3 + 2
+    assert report.unreadable == 4  # empty, cut header, PNG, non-DJI JPEG
+    second = [r for r in records if r["folder"].endswith("_002_second")]
+    first = [r for r in records if r["folder"].endswith("_synthetic")]
+    assert {r["sequence"] for r in second} <= {r["sequence"] for r in first}
+    assert not {r["capture_id"] for r in second} & {r["capture_id"] for r in first}
+    every_issue = {issue.file for issue in report.issues}
+    assert all(Path(f).is_absolute() for f in every_issue)
+
+
+def test_reingest_is_idempotent_and_tracks_changes(synthetic_flight, tmp_path):
+    root = tmp_path / "flight"
+    shutil.copytree(synthetic_flight, root)
+    folder = flight_folder(root)
+    first, records_first = ingest(root, tmp_path / "ws")
+    again, records_again = ingest(root, tmp_path / "ws")
+    assert (again.read, again.unchanged) == (0, 8)
+    assert records_again == records_first
+    # a new capture, a removed file and a changed file
+    synth_flight(tmp_path / "more", SynthFlightConfig(n=5, seed=11, show_progress=False))
+    newest = sorted(flight_folder(tmp_path / "more").glob("*_0005_*"))
+    for path in newest:
+        shutil.copy(path, folder / path.name)
+    removed = sorted(folder.glob("*_0001_T.JPG"))[0]
+    removed.unlink()
+    changed = sorted(folder.glob("*_0002_T.JPG"))[0]
+    changed.write_bytes(changed.read_bytes() + b"\x00" * 16)
+    later, records_later = ingest(root, tmp_path / "ws")
+    assert later.read == 3 and later.removed == 1 and later.captures == 5
+    assert any("no longer in the flight folder" in m for m in issues_for(later, removed.name))
+    by_sequence = {r["sequence"]: r for r in records_later}
+    assert set(by_sequence[1]["frames"]) == {"W"}
+    assert by_sequence[2]["frames"]["T"]["sha256"] != records_first[1]["frames"]["T"]["sha256"]
+    with Workspace.open(tmp_path / "ws") as ws:
+        assert len(ws.runs("ingest")) == 3 and all(run["finished_at"] for run in ws.runs())
+
+
+def replicate(folder: Path, copies: int) -> None:
+    """Grow a flight to many distinct captures: copies of its files under new sequence numbers,
+    each with different bytes after the image (so content hashes differ)."""
+    originals = sorted(folder.glob("DJI_*.JPG"))
+    for copy in range(1, copies + 1):
+        for path in originals:
+            stamp, sequence, letter = path.stem.split("_")[1:]
+            name = f"DJI_{stamp}_{int(sequence) + 100 * copy:04d}_{letter}.JPG"
+            (folder / name).write_bytes(path.read_bytes() + b"\x00" * copy)
+
+
+def test_sigkill_mid_ingest_then_rerun_is_consistent(synthetic_flight, tmp_path):
+    root = tmp_path / "flight"
+    shutil.copytree(synthetic_flight, root)
+    replicate(flight_folder(root), copies=12)  # 52 captures, 104 files
+    workspace = tmp_path / "ws"
+    command = [sys.executable, "-m", "ums", "ingest", str(root), "--workspace", str(workspace), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recorded = _wait_for_recorded_files(workspace / DATABASE_NAME, at_least=5, process=process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 5 <= recorded < 104, "the ingest was not caught in the middle"
+    rerun, records = ingest(root, tmp_path / "ws")
+    assert rerun.unchanged >= recorded and rerun.read == 104 - rerun.unchanged
+    _, clean = ingest(root, tmp_path / "clean")
+    assert _comparable(records) == _comparable(clean)
+    assert not list(workspace.rglob("*.tmp"))
+    connection = sqlite3.connect(workspace / DATABASE_NAME)
+    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for record in records:
+        assert cv2.imread(record["thermal_raw"]["path"], cv2.IMREAD_UNCHANGED).shape == (512, 640)
+
+
+def _wait_for_recorded_files(database: Path, at_least: int, process: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if database.exists():
+            try:
+                connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.1)
+                count = connection.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+                connection.close()
+                if count >= at_least:
+                    return count
+            except sqlite3.OperationalError:
+                pass  # the schema is still being created
+        time.sleep(0.002)
+    pytest.fail("the ingest subprocess ended before it could be killed mid-way")
+
+
+def _comparable(records: list[dict]) -> list[dict]:
+    """Manifest records without the parts that name the workspace folder."""
+    out = []
+    for record in records:
+        record = json.loads(json.dumps(record))
+        record["thermal_raw"]["path"] = Path(record["thermal_raw"]["path"]).name
+        out.append(record)
+    return out

@@ -1,0 +1,5 @@
+"""``python -m ums`` runs the ``ums`` command."""
+
+from ums.cli import app
+
+app(prog_name="ums")
