@@ -9,8 +9,11 @@ read, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +62,7 @@ class IngestConfig(BaseModel):
     timestamp_tolerance_s: float = Field(1.0, ge=0, description="frames of one sequence number "
                                          "within this many seconds are one capture")
     extract_thermal_raw: bool = True
+    workers: int = Field(0, ge=0, description="processes reading files; 0: one per CPU core")
     show_progress: bool = True
 
 
@@ -79,10 +83,10 @@ class IngestReport:
 
     def rows(self) -> list[tuple[str, int]]:
         return [
-            ("DJI image files", self.files_seen),
+            ("JPEG files", self.files_seen),
             ("read now", self.read),
             ("unchanged since last ingest", self.unchanged),
-            ("unreadable", self.unreadable),
+            ("unreadable or not DJI", self.unreadable),
             ("duplicates skipped", self.duplicates),
             ("removed since last ingest", self.removed),
             ("other files ignored", self.ignored),
@@ -104,7 +108,7 @@ def ingest_flight(
     flight_root = str(root)
     run_id = workspace.start_run(STAGE, {"flight_root": flight_root, **config.model_dump()})
     report = IngestReport(flight_root)
-    candidates, other_issues, report.ignored = scan_flight(root)
+    candidates, report.ignored = scan_flight(root)
     report.files_seen = len(candidates)
     probes, file_issues = _probe_all(workspace, flight_root, candidates, config, report)
     kept, duplicate_issues = drop_duplicates(probes)
@@ -112,7 +116,7 @@ def ingest_flight(
     captures, capture_issues = group_captures(kept, root, config.timestamp_tolerance_s)
     removed_issues = _report_removed(workspace, flight_root, {str(p) for p, _ in candidates})
     report.removed = len(removed_issues)
-    report.issues = other_issues + file_issues + duplicate_issues + capture_issues + removed_issues
+    report.issues = file_issues + duplicate_issues + capture_issues + removed_issues
     workspace.replace_flight(flight_root, captures, report.issues, scope=flight_root)
     report.captures = len(captures)
     report.paired = sum(1 for c in captures if _is_pair(c))
@@ -122,26 +126,22 @@ def ingest_flight(
 
 
 # -- discovery -------------------------------------------------------------------------------------
-def scan_flight(root: Path) -> tuple[list[tuple[Path, CaptureName]], list[Issue], int]:
-    """All files below ``root``: DJI captures by name, non-DJI images as issues, the rest counted."""
+def scan_flight(root: Path) -> tuple[list[tuple[Path, CaptureName]], int]:
+    """Every JPEG below ``root`` with what its name says, and the count of other files."""
     candidates: list[tuple[Path, CaptureName]] = []
-    issues: list[Issue] = []
     ignored = 0
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name
-            if name.startswith("."):
-                ignored += 1
-                continue
-            parsed = parse_capture_name(name)
-            if parsed is None and path.suffix.lower() in IMAGE_SUFFIXES:
+            parsed = None if name.startswith(".") else parse_capture_name(name)
+            if parsed is None and not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
                 parsed = fallback_capture_name(name)  # its content decides whether it is DJI's
-            if parsed is not None:
-                candidates.append((path, parsed))
+            if parsed is None:
+                ignored += 1  # videos, subtitles, sidecars, hidden files
             else:
-                ignored += 1
-    return candidates, issues, ignored
+                candidates.append((path, parsed))
+    return candidates, ignored
 
 
 def _issue(path: Path | str, message: str, level: str = "error", capture_id: str | None = None):
@@ -149,6 +149,24 @@ def _issue(path: Path | str, message: str, level: str = "error", capture_id: str
 
 
 # -- reading files ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ReadJob:
+    path: Path
+    name: CaptureName
+    workspace_root: Path
+    extract_thermal_raw: bool
+
+
+@dataclass(frozen=True)
+class _ReadResult:
+    job: _ReadJob
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    probe: FileProbe | None
+    error: str | None
+
+
 def _probe_all(
     workspace: Workspace,
     flight_root: str,
@@ -156,72 +174,101 @@ def _probe_all(
     config: IngestConfig,
     report: IngestReport,
 ) -> tuple[list[FileProbe], list[Issue]]:
+    """Reuse what the workspace knows about unchanged files; read the rest in worker processes,
+    committing each file's record as it arrives."""
     known = workspace.known_files(flight_root)
-    probes: list[FileProbe] = []
+    probes: dict[Path, FileProbe] = {}
     issues: list[Issue] = []
-    for path, name in progress_bar(candidates, "ingest", enabled=config.show_progress):
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            issues.append(_issue(path, f"cannot stat: {exc.strerror}"))
-            report.unreadable += 1
-            continue
+    jobs: list[_ReadJob] = []
+    for path, name in candidates:
         previous = known.get(str(path))
-        if previous is not None and _unchanged(previous, stat):
-            report.unchanged += 1
-            if not previous["present"]:
-                workspace.mark_file_present(str(path))
-            if previous["probe_json"] is None:
-                issues.append(_issue(path, previous["error"]))
-                report.unreadable += 1
-                continue
-            probe = FileProbe.model_validate_json(previous["probe_json"])
-            if config.extract_thermal_raw and not _thermal_output_ok(workspace, probe):
-                probe = _read_and_record(workspace, flight_root, path, name, stat, config)
-        else:
-            report.read += 1
-            probe = _read_and_record(workspace, flight_root, path, name, stat, config)
-        if probe is None:
-            row = workspace.known_files(flight_root)[str(path)]
-            issues.append(_issue(path, row["error"]))
-            report.unreadable += 1
+        reusable = _reusable(workspace, previous, path, config)
+        if reusable is None:
+            jobs.append(_ReadJob(path, name, workspace.root, config.extract_thermal_raw))
             continue
-        probes.append(probe)
-        issues.extend(probe.issues)
-    return probes, issues
+        report.unchanged += 1
+        if not previous["present"]:
+            workspace.mark_file_present(str(path))
+        if isinstance(reusable, str):
+            issues.append(_issue(path, reusable))
+            report.unreadable += 1
+        else:
+            probes[path] = reusable
+    results = _read_in_workers(jobs, config.workers)
+    for result in progress_bar(results, "ingest", enabled=config.show_progress, total=len(jobs)):
+        report.read += 1
+        path = result.job.path
+        if result.probe is None:
+            workspace.record_unreadable(flight_root, str(path), result.size, result.mtime_ns,
+                                        result.sha256, result.error)
+            issues.append(_issue(path, result.error))
+            report.unreadable += 1
+        else:
+            workspace.record_probe(flight_root, result.probe)
+            probes[path] = result.probe
+    ordered = [probes[path] for path, _ in candidates if path in probes]
+    issues.extend(issue for probe in ordered for issue in probe.issues)
+    return ordered, issues
 
 
-def _unchanged(row, stat: os.stat_result) -> bool:
-    return row["size"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns
+def _reusable(workspace: Workspace, previous, path: Path, config: IngestConfig) -> FileProbe | str | None:
+    """The stored probe (or unreadable reason) of an unchanged file; None when it must be read."""
+    if previous is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if previous["size"] != stat.st_size or previous["mtime_ns"] != stat.st_mtime_ns:
+        return None
+    if previous["probe_json"] is None:
+        return previous["error"]
+    probe = FileProbe.model_validate_json(previous["probe_json"])
+    if config.extract_thermal_raw and not _thermal_output_ok(workspace, probe):
+        return None
+    return probe
 
 
 def _thermal_output_ok(workspace: Workspace, probe: FileProbe) -> bool:
     if probe.camera not in THERMAL_LETTERS or probe.thermal_raw is None:
         return True
-    return workspace.absolute(probe.thermal_raw.path).exists()
+    return _nonempty(workspace.absolute(probe.thermal_raw.path))
 
 
-def _read_and_record(
-    workspace: Workspace,
-    flight_root: str,
-    path: Path,
-    name: CaptureName,
-    stat: os.stat_result,
-    config: IngestConfig,
-) -> FileProbe | None:
-    data = path.read_bytes()
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _read_in_workers(jobs: list[_ReadJob], workers: int) -> Iterator[_ReadResult]:
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers <= 1 or len(jobs) < 4 * workers:
+        yield from map(read_file, jobs)
+        return
+    # fork: the workers inherit the imported modules, so they start in milliseconds.
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    with context.Pool(workers) as pool:
+        yield from pool.imap(read_file, jobs, chunksize=2)
+
+
+def read_file(job: _ReadJob) -> _ReadResult:
+    """Read, hash and probe one file, and write its raw thermal PNG (runs in a worker process)."""
+    path = job.path
+    try:
+        stat = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        return _ReadResult(job, 0, 0, None, None, f"cannot read: {exc.strerror}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        probe = probe_bytes(data, path, name, stat, digest)
+        probe = probe_bytes(data, path, job.name, stat, digest)
     except (JpegError, SkipFile) as exc:
-        workspace.record_unreadable(
-            flight_root, str(path), stat.st_size, stat.st_mtime_ns, digest, _unreadable_reason(data, exc)
-        )
-        return None
-    if config.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
-        _extract_thermal(workspace, data, probe)
-    workspace.record_probe(flight_root, probe)
-    return probe
+        return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, _unreadable_reason(data, exc))
+    if job.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
+        _extract_thermal(job.workspace_root, data, probe)
+    return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, probe, None)
 
 
 def _unreadable_reason(data: bytes, error: Exception) -> str:
@@ -304,7 +351,7 @@ def _looks_like_dji(exif: ExifSummary, xmp: dict[str, XmpField]) -> bool:
     return make.startswith("DJI") or make.startswith("HASSELBLAD") or bool(xmp)
 
 
-def _extract_thermal(workspace: Workspace, data: bytes, probe: FileProbe) -> None:
+def _extract_thermal(workspace_root: Path, data: bytes, probe: FileProbe) -> None:
     raw = extract_raw_thermal(read_header(data))
     if raw is None:
         probe.issues.append(_issue(probe.path, "no raw thermal block (FLIR FFF container or a "
@@ -312,9 +359,9 @@ def _extract_thermal(workspace: Workspace, data: bytes, probe: FileProbe) -> Non
                                    "warning"))
         return
     relative = f"{THERMAL_RAW_DIR}/{probe.sha256[:20]}.png"
-    target = workspace.absolute(relative)
-    if not target.exists():  # content-addressed: same source bytes, same output
-        write_image(target, raw.counts)
+    target = workspace_root / relative
+    if not _nonempty(target):  # content-addressed: same source bytes, same output
+        write_image(target, raw.counts, durable=False)  # rebuilt from the source if ever lost
     probe.thermal_raw = ThermalRawRecord(
         path=relative,
         shape=raw.shape,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -10,7 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 
 
-def progress_bar(items: Sequence[T], description: str, enabled: bool = True) -> Iterator[T]:
+def progress_bar(
+    items: Iterable[T], description: str, enabled: bool = True, total: int | None = None
+) -> Iterator[T]:
     """Yield ``items`` while drawing a bar on stderr; a plain iteration when disabled."""
     if not enabled:
         yield from items
@@ -22,6 +24,7 @@ def progress_bar(items: Sequence[T], description: str, enabled: bool = True) -> 
         TimeRemainingColumn(),
     )
     with Progress(*columns, transient=False) as progress:
-        yield from progress.track(items, total=len(items), description=description)
+        size = total if total is not None else len(items)  # type: ignore[arg-type]
+        yield from progress.track(items, total=size, description=description)
 
 

@@ -43,7 +43,7 @@ class JpegHeader:
     height: int
     components: int
     scan_offset: int
-    image_end: int | None  # offset just past the main image's EOI; None when truncated
+    image_end: int | None  # offset just past the last EOI after the scan; None when truncated
 
     @property
     def truncated(self) -> bool:
@@ -96,9 +96,11 @@ def read_header(data: bytes) -> JpegHeader:
         offset = end
     if width == 0 or height == 0:
         raise JpegError("no frame header (SOF) before the image data")
-    # Entropy-coded data escapes 0xFF as 0xFF00, so the first FFD9 after the scan closes the main
-    # image; DJI appends a multi-picture preview after it, so the file's last bytes prove nothing.
-    eoi = data.find(EOI, offset)
+    # Entropy-coded data escapes 0xFF as 0xFF00, so no FFD9 occurs inside a scan: an EOI anywhere
+    # after the scan start means the main image was written to its end (a cut file loses its
+    # appended preview too). Searching backwards finds it at once in the usual case, a file that
+    # ends with EOI, instead of scanning megabytes of image data.
+    eoi = data.rfind(EOI, offset)
     image_end = None if eoi < 0 else eoi + 2
     return JpegHeader(tuple(segments), width, height, components, offset, image_end)
 

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from ums.cli import app
+
+runner = CliRunner()
+
+
+def test_ingest_status_manifest(synthetic_flight, tmp_path):
+    workspace = str(tmp_path / "ws")
+    result = runner.invoke(app, ["ingest", str(synthetic_flight), "--workspace", workspace, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "visible + thermal pairs" in result.output
+    status = runner.invoke(app, ["status", "--workspace", workspace])
+    assert status.exit_code == 0 and "captures" in status.output
+    lines = runner.invoke(app, ["manifest", "--workspace", workspace, "--json"]).stdout.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4
+    required = {"capture_id", "sequence", "timestamp", "frames", "exif", "xmp", "thermal_raw", "issues"}
+    assert required <= set(records[0])
+    assert {"path", "sha256", "width", "height"} <= set(records[0]["frames"]["W"])
+    assert {"make", "model", "datetime", "focal_length_mm", "gps_latitude", "gps_longitude"} <= set(records[0]["exif"])
+    assert {"path", "shape", "dtype", "min", "max"} <= set(records[0]["thermal_raw"])
+    assert records[0]["exif"]["gps_latitude"] is not None
+
+
+def test_manifest_redaction_removes_positions_and_serials(synthetic_flight, tmp_path):
+    workspace = str(tmp_path / "ws")
+    runner.invoke(app, ["ingest", str(synthetic_flight), "--workspace", workspace, "--no-progress"])
+    output = runner.invoke(app, ["manifest", "--workspace", workspace, "--json", "--redact"]).stdout
+    record = json.loads(output.splitlines()[0])
+    assert record["exif"]["gps_latitude"] is None and record["frames"]["W"]["exif"]["gps_longitude"] is None
+    assert "GpsLatitude" not in record["xmp"] and "DroneSerialNumber" not in record["frames"]["W"]["xmp"]
+    assert "SYNTH-DRONE" not in output and "47.39" not in output
+
+
+def test_missing_workspace_and_flight_are_clear_errors(tmp_path):
+    result = runner.invoke(app, ["status", "--workspace", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "--workspace" in result.output
+    result = runner.invoke(app, ["ingest", str(tmp_path / "no-flight"), "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_bad_config_names_the_file(tmp_path, synthetic_flight):
+    config = tmp_path / "ingest.yaml"
+    config.write_text("timestamp_tolerance_s: -3\n")
+    result = runner.invoke(app, ["ingest", str(synthetic_flight), "--workspace", str(tmp_path / "ws"),
+                                 "--config", str(config)])
+    assert result.exit_code == 2 and "ingest.yaml" in result.output and "timestamp_tolerance_s" in result.output
+
+
+def test_synth_flight_and_report(tmp_path):
+    result = runner.invoke(app, ["synth-flight", str(tmp_path / "f"), "--n", "1", "--seed", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "f" / "groundtruth.json").exists()
+    workspace = str(tmp_path / "ws")
+    runner.invoke(app, ["ingest", str(tmp_path / "f"), "--workspace", workspace, "--no-progress"])
+    report = runner.invoke(app, ["report", "--workspace", workspace])
+    assert report.exit_code == 0
+    page = (tmp_path / "ws" / "reports" / "index.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 2  # the W thumbnail and the raw thermal one
