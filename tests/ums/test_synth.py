@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import shared_data
 from ums.camera import CameraProfile, plane_homography
 from ums.synth import SynthFlightConfig, synth_flight
 from ums.synth.flight import COUNTS_PER_KELVIN
@@ -97,3 +98,15 @@ def test_missing_pairs_folder_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="ir/ and vi/"):
         synth_flight(tmp_path / "f", SynthFlightConfig(n=1, pairs=tmp_path / "empty", show_progress=False))
+
+
+def test_real_pairs_make_an_ingestible_flight(tmp_path):
+    from ums.ingest import IngestConfig, ingest_flight
+    from ums.workspace import Workspace
+
+    pairs = shared_data("llvip", "train")
+    truth = load(synth_flight(tmp_path / "f", SynthFlightConfig(n=2, pairs=pairs, show_progress=False)))
+    assert [c["source"] for c in truth["captures"]] == ["010001.jpg", "010002.jpg"]
+    with Workspace.open(tmp_path / "ws") as ws:
+        report = ingest_flight(ws, tmp_path / "f", IngestConfig(show_progress=False))
+    assert report.paired == 2 and report.issues == []
