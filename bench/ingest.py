@@ -9,6 +9,7 @@ Rows (median of --repeat runs, page cache warm for all):
   ums re-ingest (unchanged)  the idempotent rerun
   raw thermal extraction     APP3 block -> uint16 array -> 16-bit PNG, per thermal frame
 Ratios are ExifTool's time divided by the row's time (higher is faster than ExifTool).
+A second table compares 16-bit PNG encodings of the raw thermal frames against OpenCV's default.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from ums.dji.rjpeg import extract_raw_thermal  # noqa: E402
 from ums.dji.xmp import find_xmp_packet, parse_drone_dji  # noqa: E402
 from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
 from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
-from ums.atomic import write_image  # noqa: E402
+from ums.atomic import FAST_PNG, write_image  # noqa: E402
+import cv2  # noqa: E402
 from ums.workspace import Workspace  # noqa: E402
 
 
@@ -113,6 +115,24 @@ def main() -> None:
     for name, seconds, items in rows:
         per_file = seconds * 1000 / (len(thermal) if name.startswith("raw") else len(files))
         print(f"{name:<28} {seconds:8.3f} {items / seconds:9.1f} {per_file:8.2f} {baseline / seconds:11.2f}x")
+
+    png_table(thermal, args.repeat)
+
+
+def png_table(thermal: list[Path], repeat: int) -> None:
+    frames = [extract_raw_thermal(read_header(p.read_bytes())).counts for p in thermal[:50]]
+    variants = [
+        ("OpenCV default", []),
+        ("level 0 (stored), no filter", [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]),
+        ("level 1, up, Huffman (ums)", FAST_PNG),
+    ]
+    print(f"\n{'16-bit PNG, ' + str(len(frames)) + ' frames':<34} {'ms/frame':>8} {'KB/frame':>9} {'vs default':>11}")
+    baseline = None
+    for name, params in variants:
+        seconds = median_seconds(lambda: [cv2.imencode(".png", f, params) for f in frames], repeat)
+        size = sum(len(cv2.imencode(".png", f, params)[1]) for f in frames) / len(frames) / 1024
+        baseline = baseline or seconds
+        print(f"{name:<34} {seconds * 1000 / len(frames):8.2f} {size:9.0f} {baseline / seconds:10.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ums  # noqa: F401  (applies the offline settings before anything else is imported)
-from ums.config import PIPELINES_DIR, ConfigError, load_config
+from ums.config import ConfigError, default_config_path, load_config
 from ums.workspace import Workspace, WorkspaceError
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ def ingest(
     from ums.ingest import IngestConfig, ingest_flight
 
     try:
-        settings = load_config(IngestConfig, config or PIPELINES_DIR / "ingest.yaml",
+        settings = load_config(IngestConfig, config or default_config_path("ingest"),
                                show_progress=progress and sys.stderr.isatty())
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
@@ -127,7 +127,7 @@ def synth_flight_command(
     from ums.synth import SynthFlightConfig, synth_flight
 
     try:
-        settings = load_config(SynthFlightConfig, config or PIPELINES_DIR / "synth-flight.yaml",
+        settings = load_config(SynthFlightConfig, config or default_config_path("synth-flight"),
                                n=n, seed=seed, pairs=pairs, show_progress=progress and sys.stderr.isatty())
         truth = synth_flight(out, settings)
     except (ConfigError, FileNotFoundError, ValueError) as exc:

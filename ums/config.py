@@ -16,6 +16,12 @@ class ConfigError(ValueError):
     pass
 
 
+def default_config_path(stage: str) -> Path | None:
+    """``pipelines/<stage>.yaml`` of this checkout, or None where it is absent (a wheel install)."""
+    path = PIPELINES_DIR / f"{stage}.yaml"
+    return path if path.exists() else None
+
+
 def load_config(model: type[ConfigT], path: str | Path | None = None, **overrides: Any) -> ConfigT:
     """``model`` from its defaults, then ``path`` (YAML), then non-None ``overrides``."""
     values: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ums.atomic import write_image
 from ums.dji.exif import find_exif_block, read_exif
@@ -58,6 +58,8 @@ class SkipFile(ValueError):
 
 class IngestConfig(BaseModel):
     """Settings of ``ums ingest`` (``pipelines/ingest.yaml`` holds the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
 
     timestamp_tolerance_s: float = Field(1.0, ge=0, description="frames of one sequence number "
                                          "within this many seconds are one capture")

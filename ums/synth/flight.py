@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ums.atomic import write_bytes, write_text
 from ums.camera import CameraModel, CameraProfile, apply_homography, plane_homography, rotation_matrix
@@ -34,6 +34,8 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 class SynthFlightConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
+
     n: int = Field(8, ge=1, description="captures")
     seed: int = 0
     pairs: Path | None = Field(None, description="folder of aligned IR/visible pairs (ir/ + vi/)")
