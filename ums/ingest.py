@@ -136,13 +136,11 @@ def scan_flight(root: Path) -> tuple[list[tuple[Path, CaptureName]], int]:
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name
-            parsed = None if name.startswith(".") else parse_capture_name(name)
-            if parsed is None and not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
-                parsed = fallback_capture_name(name)  # its content decides whether it is DJI's
-            if parsed is None:
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 ignored += 1  # videos, subtitles, sidecars, hidden files
-            else:
-                candidates.append((path, parsed))
+                continue
+            # a JPEG not named like a capture may still be DJI's: its content decides
+            candidates.append((path, parse_capture_name(name) or fallback_capture_name(name)))
     return candidates, ignored
 
 
@@ -268,6 +266,9 @@ def read_file(job: _ReadJob) -> _ReadResult:
         probe = probe_bytes(data, path, job.name, stat, digest)
     except (JpegError, SkipFile) as exc:
         return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, _unreadable_reason(data, exc))
+    except Exception as exc:  # noqa: BLE001 - one malformed file must never stop the batch
+        reason = f"unexpected {type(exc).__name__} while reading metadata: {exc}"
+        return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, reason)
     if job.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
         _extract_thermal(job.workspace_root, data, probe)
     return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, probe, None)

@@ -229,3 +229,37 @@ def _comparable(records: list[dict]) -> list[dict]:
         record["thermal_raw"]["path"] = Path(record["thermal_raw"]["path"]).name
         out.append(record)
     return out
+
+
+def test_a_crash_inside_a_reader_is_contained(synthetic_flight, tmp_path, monkeypatch):
+    import ums.ingest
+
+    real_read_exif = ums.ingest.read_exif
+    calls = []
+
+    def exploding_read_exif(block):
+        calls.append(block)
+        if len(calls) == 2:
+            raise ZeroDivisionError("division by zero in an IFD")
+        return real_read_exif(block)
+
+    monkeypatch.setattr(ums.ingest, "read_exif", exploding_read_exif)
+    with Workspace.open(tmp_path / "ws") as ws:  # one process, so the patch counts every call
+        report = ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False, workers=1))
+    errors = [i for i in report.issues if i.level == "error"]
+    assert len(errors) == 1 and "unexpected ZeroDivisionError" in errors[0].message
+    assert Path(errors[0].file).name == "DJI_20240517103000_0001_W.JPG"
+    assert report.captures == 4 and report.unreadable == 1
+
+
+def test_worker_processes_and_one_process_agree(synthetic_flight, tmp_path):
+    root = tmp_path / "flight"
+    shutil.copytree(synthetic_flight, root)
+    replicate(flight_folder(root), copies=2)  # 24 files: enough for the process pool
+    manifests = []
+    for workers in (1, 2):
+        with Workspace.open(tmp_path / f"ws{workers}") as ws:
+            report = ingest_flight(ws, root, IngestConfig(show_progress=False, workers=workers))
+            manifests.append(_comparable(list(manifest_records(ws))))
+        assert report.read == 24 and report.captures == 12
+    assert manifests[0] == manifests[1]
