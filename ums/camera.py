@@ -36,10 +36,15 @@ class CameraModel(BaseModel):
     def principal_point(self) -> tuple[float, float]:
         return (self.width - 1) / 2.0, (self.height - 1) / 2.0
 
-    def intrinsics(self) -> np.ndarray:
+    def intrinsics(self, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """K for this camera, or for its image resampled to ``width`` x ``height`` (e.g. a UHR
+        rendering of a 640x512 sensor)."""
         cx, cy = self.principal_point
         f = self.focal_px
-        return np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+        K = np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+        if width is None:
+            return K
+        return pixel_scale_matrix(width / self.width, height / self.height) @ K
 
 
 class RigModel(BaseModel):
@@ -76,22 +81,29 @@ def rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
 
 
 def plane_homography(
-    source: CameraModel,
-    target: CameraModel,
+    source_intrinsics: np.ndarray,
+    target_intrinsics: np.ndarray,
     rotation: np.ndarray,
     translation_m: np.ndarray,
     distance_m: float,
 ) -> np.ndarray:
-    """Pixel homography from ``source`` to ``target`` for a fronto-parallel plane at ``distance_m``.
+    """Pixel homography from a source camera to a target camera for a fronto-parallel plane.
 
     A point X in the source camera frame is ``rotation @ X + translation_m`` in the target frame;
     on the plane z = d that is ``(R + t n^T / d) X`` with n = (0, 0, 1), hence
-    H = K_target (R + t n^T / d) K_source^-1. The t n^T / d term is the parallax of the baseline.
+    H = K_target (R + t n^T / d) K_source^-1. The t n^T / d term is the parallax of the baseline;
+    ``distance_m = inf`` drops it (the homography at infinity).
     """
     normal = np.array([[0.0, 0.0, 1.0]])
-    mapping = rotation + np.asarray(translation_m, float).reshape(3, 1) @ normal / distance_m
-    homography = target.intrinsics() @ mapping @ np.linalg.inv(source.intrinsics())
+    parallax = 0.0 if math.isinf(distance_m) else np.asarray(translation_m, float).reshape(3, 1) @ normal / distance_m
+    homography = target_intrinsics @ (rotation + parallax) @ np.linalg.inv(source_intrinsics)
     return homography / homography[2, 2]
+
+
+def pixel_scale_matrix(scale_x: float, scale_y: float | None = None) -> np.ndarray:
+    """Resize in the pixel-centre convention: x' = (x + 0.5) * s - 0.5."""
+    scale_y = scale_x if scale_y is None else scale_y
+    return np.array([[scale_x, 0, 0.5 * scale_x - 0.5], [0, scale_y, 0.5 * scale_y - 0.5], [0, 0, 1.0]])
 
 
 def apply_homography(homography: np.ndarray, points: np.ndarray) -> np.ndarray:

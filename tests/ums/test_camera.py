@@ -21,7 +21,7 @@ def test_m30t_thermal_window_in_the_wide_frame(m30t):
 
 def test_pure_rotation_maps_principal_points(m30t):
     wide, thermal = m30t.cameras["W"], m30t.cameras["T"]
-    h = plane_homography(thermal, wide, np.eye(3), np.zeros(3), 50.0)
+    h = plane_homography(thermal.intrinsics(), wide.intrinsics(), np.eye(3), np.zeros(3), 50.0)
     centre = apply_homography(h, np.array([thermal.principal_point]))[0]
     np.testing.assert_allclose(centre, wide.principal_point, atol=1e-9)
 
@@ -29,14 +29,14 @@ def test_pure_rotation_maps_principal_points(m30t):
 def test_parallax_shift_is_f_times_baseline_over_distance(m30t):
     wide, thermal = m30t.cameras["W"], m30t.cameras["T"]
     for distance in (5.0, 30.0, 100.0):
-        h = plane_homography(thermal, wide, np.eye(3), np.array([0.03, 0, 0]), distance)
+        h = plane_homography(thermal.intrinsics(), wide.intrinsics(), np.eye(3), np.array([0.03, 0, 0]), distance)
         centre = apply_homography(h, np.array([thermal.principal_point]))[0]
         assert centre[0] - wide.principal_point[0] == pytest.approx(wide.focal_px * 0.03 / distance)
 
 
 def test_small_rotation_shift(m30t):
     wide, thermal = m30t.cameras["W"], m30t.cameras["T"]
-    h = plane_homography(thermal, wide, rotation_matrix((0, 0.5, 0)), np.zeros(3), 80.0)
+    h = plane_homography(thermal.intrinsics(), wide.intrinsics(), rotation_matrix((0, 0.5, 0)), np.zeros(3), 80.0)
     centre = apply_homography(h, np.array([thermal.principal_point]))[0]
     # a yaw of 0.5 degrees moves the view by f * tan(0.5 deg) pixels
     assert centre[0] - wide.principal_point[0] == pytest.approx(wide.focal_px * math.tan(math.radians(0.5)), rel=1e-6)
@@ -50,3 +50,18 @@ def test_profile_errors(tmp_path):
                    "width: -1, height: 5, dfov_deg: 60, focal_length_mm: 9}}\n")
     with pytest.raises(ValueError, match="width"):
         CameraProfile.load(bad)
+
+
+def test_infinite_distance_drops_parallax(m30t):
+    wide, thermal = m30t.cameras["W"], m30t.cameras["T"]
+    far = plane_homography(thermal.intrinsics(), wide.intrinsics(), np.eye(3), np.array([0.03, 0, 0]), math.inf)
+    none = plane_homography(thermal.intrinsics(), wide.intrinsics(), np.eye(3), np.zeros(3), 10.0)
+    np.testing.assert_allclose(far, none)
+
+
+def test_intrinsics_of_a_resampled_image(m30t):
+    thermal = m30t.cameras["T"]
+    uhr = thermal.intrinsics(1280, 1024)
+    assert uhr[0, 0] == pytest.approx(2 * thermal.focal_px)
+    # the centre of the 640x512 grid is the centre of the 1280x1024 grid
+    assert uhr[0, 2] == pytest.approx((1280 - 1) / 2) and uhr[1, 2] == pytest.approx((1024 - 1) / 2)

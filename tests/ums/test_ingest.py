@@ -75,7 +75,8 @@ def test_every_real_dji_model_ingests(tmp_path):
     assert report.unreadable == 0
     models = {r["exif"]["model"] for r in records}
     assert {"M30T", "M3T", "ZH20T", "ZH20N", "MAVIC2-ENTERPRISE-ADVANCED", "M3TD", "M4T", "H30T", "XT S", "FLIR"} <= models
-    by_name = {Path(r["frames"]["T"]["path"]).relative_to(shared_data("dji")).as_posix(): r for r in records}
+    root = shared_data("dji").resolve()  # ingest records resolved paths
+    by_name = {Path(r["frames"]["T"]["path"]).relative_to(root).as_posix(): r for r in records}
     assert by_name["tsdk_v1.4_dataset/M30T/DJI_0001_R.JPG"]["thermal_raw"]["shape"] == [512, 640]
     assert by_name["tsdk_v1.4_dataset/M30T/DJI_0001_R.JPG"]["frames"]["T"]["width"] == 1280
     assert by_name["tsdk_newer_via_thermal_parser/H30T/DJI_0001_R.JPG"]["thermal_raw"]["shape"] == [1024, 1280]

@@ -63,7 +63,8 @@ def test_ground_truth_mapping_is_exact_on_an_identical_pair(tmp_path):
     assert error(shifted) > 2 * error(mapping)
     # the rig offset is real: a rig without offset or rotation fits measurably worse
     profile = CameraProfile.load("m30t")
-    ideal = plane_homography(profile.cameras["T"], profile.cameras["W"], np.eye(3), np.zeros(3), capture["distance_m"])
+    ideal = plane_homography(profile.cameras["T"].intrinsics(), profile.cameras["W"].intrinsics(), np.eye(3),
+                             np.zeros(3), capture["distance_m"])
     assert error(ideal) > 2 * error(mapping)
 
 

@@ -21,7 +21,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ums.atomic import write_bytes, write_text
-from ums.camera import CameraModel, CameraProfile, apply_homography, plane_homography, rotation_matrix
+from ums.camera import (
+    CameraModel,
+    CameraProfile,
+    apply_homography,
+    pixel_scale_matrix,
+    plane_homography,
+    rotation_matrix,
+)
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.dji.writer import build_exif, encode_dji_jpeg
 from ums.progress import progress_bar
@@ -81,7 +88,7 @@ def synth_flight(out_dir: str | Path, config: SynthFlightConfig | None = None) -
     for shot in progress_bar(shots, "synth-flight", enabled=config.show_progress):
         distance = shot.altitude_m  # nadir gimbal: the range to the ground is the altitude
         # thermal pixel -> wide pixel: the thermal camera's points expressed in the wide frame
-        thermal_to_wide = plane_homography(thermal, wide, rotation, offset, distance)
+        thermal_to_wide = plane_homography(thermal.intrinsics(), wide.intrinsics(), rotation, offset, distance)
         if pairs is not None:
             visible, counts, objects, source = _from_pair(pairs, shot, wide, thermal, thermal_to_wide, rng)
         else:
@@ -137,7 +144,7 @@ def _from_procedural(config, shot, wide: CameraModel, thermal: CameraModel, ther
     scene = render_scene(wide.width, wide.height, shot.altitude_m / wide.focal_px, rng, config.night)
     # Thermal optics blur about one thermal pixel (two temperature-map pixels) before sampling.
     temperature = cv2.GaussianBlur(scene.temperature, (0, 0), 1.2)
-    to_map = _scale_matrix(TEMPERATURE_SCALE) @ thermal_to_wide
+    to_map = pixel_scale_matrix(TEMPERATURE_SCALE) @ thermal_to_wide
     sampled = cv2.warpPerspective(temperature, to_map, (thermal.width, thermal.height),
                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
     counts = _temperature_to_counts(sampled, rng)
@@ -158,7 +165,7 @@ def _from_pair(pairs, shot, wide: CameraModel, thermal: CameraModel, thermal_to_
         infrared = cv2.resize(infrared, (visible.shape[1], visible.shape[0]), interpolation=cv2.INTER_AREA)
     # The pair fills the thermal view as an ideal rig (no offset) would see it; the real rig's
     # offset and parallax then separate the two frames by the known thermal_to_wide.
-    ideal = plane_homography(thermal, wide, np.eye(3), np.zeros(3), shot.altitude_m)
+    ideal = plane_homography(thermal.intrinsics(), wide.intrinsics(), np.eye(3), np.zeros(3), shot.altitude_m)
     pair_to_thermal = _fit_matrix(visible.shape[1], visible.shape[0], thermal.width, thermal.height)
     pair_to_wide = ideal @ pair_to_thermal
     wide_image = cv2.warpPerspective(visible, pair_to_wide, (wide.width, wide.height),
@@ -174,12 +181,6 @@ def _from_pair(pairs, shot, wide: CameraModel, thermal: CameraModel, thermal_to_
 def _temperature_to_counts(celsius: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     noisy = celsius + rng.normal(0, 0.04, celsius.shape)  # ~40 mK NETD
     return np.clip(np.round((noisy + 273.15) * COUNTS_PER_KELVIN), 0, 65535).astype(np.uint16)
-
-
-def _scale_matrix(scale: float) -> np.ndarray:
-    # pixel-centre convention: (x + 0.5) * s - 0.5
-    offset = 0.5 * scale - 0.5
-    return np.array([[scale, 0, offset], [0, scale, offset], [0, 0, 1.0]])
 
 
 def _fit_matrix(src_w: int, src_h: int, dst_w: int, dst_h: int) -> np.ndarray:
