@@ -60,12 +60,7 @@ def ingest(
     except (ConfigError, FileNotFoundError, WorkspaceError) as exc:
         _fail(str(exc))
     console.print(_table(f"ingest {report.flight_root}", report.rows()))
-    by_severity = sorted(report.issues, key=lambda i: ("error", "warning", "info").index(i.level))
-    for issue in by_severity[:max_issues]:
-        colour = "red" if issue.level == "error" else "yellow"
-        console.print(f"[{colour}]{issue.level}[/{colour}] {issue.describe()}")
-    if len(report.issues) > max_issues:
-        console.print(f"... and {len(report.issues) - max_issues} more: `ums status --issues`")
+    _issue_lines(report.issues, max_issues)
 
 
 @app.command()
@@ -112,6 +107,62 @@ def manifest(
                           " ".join(sorted(record["frames"])),
                           "x".join(map(str, raw["shape"])) if raw else "-", str(len(record["issues"])))
         Console().print(table)
+
+
+def _issue_lines(issues, limit: int) -> None:
+    by_severity = sorted(issues, key=lambda i: ("error", "warning", "info").index(i.level))
+    for issue in by_severity[:limit]:
+        colour = "red" if issue.level == "error" else "yellow"
+        console.print(f"[{colour}]{issue.level}[/{colour}] {issue.describe()}")
+    if len(issues) > limit:
+        console.print(f"... and {len(issues) - limit} more: `ums status --issues`")
+
+
+def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path], config: Optional[Path],
+                         progress: bool, **overrides) -> None:
+    """Load a stage's config, run it on an existing workspace, print its table and issues."""
+    try:
+        settings = load_config(config_model, config or default_config_path(stage),
+                               show_progress=progress and sys.stderr.isatty(), **overrides)
+        with Workspace.open(workspace, create=False) as ws:
+            report = run(ws, settings)
+    except (ConfigError, FileNotFoundError, WorkspaceError) as exc:
+        _fail(str(exc))
+    console.print(_table(f"ums {stage}", report.rows()))
+    _issue_lines(report.issues or [], 20)
+
+
+@app.command()
+def crop(
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/crop.yaml]."),
+    size: Optional[str] = typer.Option(None, help="Output size WxH on the thermal grid, e.g. 1280x1024."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Resample each visible frame onto the thermal grid from the cameras' geometry."""
+    from ums.crop import CropConfig, crop_workspace
+
+    width = height = None
+    if size:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            _fail(f"--size must read WIDTHxHEIGHT (e.g. 640x512), not {size!r}")
+    _run_workspace_stage("crop", CropConfig, crop_workspace, workspace, config, progress,
+                         output_width=width, output_height=height)
+
+
+@app.command()
+def align(
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/align.yaml]."),
+    motion: Optional[str] = typer.Option(None, help="translation or euclidean."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Register each cropped pair (ECC on gradients) with a per-flight rig offset as fallback."""
+    from ums.align.stage import AlignConfig, align_workspace
+
+    _run_workspace_stage("align", AlignConfig, align_workspace, workspace, config, progress, motion=motion)
 
 
 @app.command("synth-flight")

@@ -1,10 +1,12 @@
-"""``make demo``: synth-flight -> ingest -> (each later stage) -> report, on an embedded default."""
+"""``make demo``: synth-flight -> ingest -> crop -> align -> report, on an embedded default."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from ums.align.stage import AlignConfig, AlignReport, align_workspace
+from ums.crop import CropConfig, CropReport, crop_workspace
 from ums.ingest import IngestConfig, IngestReport, ingest_flight
 from ums.report import write_html_report
 from ums.synth import SynthFlightConfig, synth_flight
@@ -17,6 +19,8 @@ class DemoResult:
     workspace: Path
     ground_truth: Path
     ingest: IngestReport
+    crop: CropReport
+    align: AlignReport
     report: Path
 
     def rows(self) -> list[tuple[str, object]]:
@@ -25,6 +29,8 @@ class DemoResult:
             ("workspace", self.workspace),
             ("ground truth", self.ground_truth),
             *self.ingest.rows(),
+            *self.crop.rows(),
+            *self.align.rows(),
             ("report", self.report),
         ]
 
@@ -37,5 +43,7 @@ def run_demo(out: str | Path, n: int = 6, seed: int = 0, show_progress: bool = T
         synth_flight(flight, SynthFlightConfig(n=n, seed=seed, show_progress=show_progress))
     with Workspace.open(out / "workspace") as workspace:
         ingest = ingest_flight(workspace, flight, IngestConfig(show_progress=show_progress))
+        crop = crop_workspace(workspace, CropConfig(show_progress=show_progress))
+        align = align_workspace(workspace, AlignConfig(show_progress=show_progress))
         report = write_html_report(workspace)
-    return DemoResult(flight, out / "workspace", truth, ingest, report)
+    return DemoResult(flight, out / "workspace", truth, ingest, crop, align, report)

@@ -115,11 +115,19 @@ def _capture_card(workspace: Workspace, capture: CaptureRecord) -> str:
             images.append(("T raw", _resize(stretch_to_uint8(counts))))
     elif "T" in capture.frames:
         images.append(("T preview", _visible_thumbnail(Path(capture.frames["T"].path))))
+    align = workspace.stage_results(capture.capture_id).get("align")
+    caption = ""
+    if align and align["status"] == "done":
+        overlay = cv2.imread(str(workspace.absolute(align["files"]["overlay"])))
+        if overlay is not None:
+            images.append(("aligned overlay", _resize(overlay)))
+        caption = f" · align: {align['decision']}" + (" (flagged)" if align.get("flagged") else "")
     tags = "".join(
         f'<img alt="{label}" title="{label}" src="data:image/jpeg;base64,{_jpeg_base64(image)}">'
         for label, image in images if image is not None
     )
-    return f'<div class="card"><div>{tags}</div><code>{html.escape(capture.capture_id)}</code></div>'
+    return (f'<div class="card"><div>{tags}</div><code>{html.escape(capture.capture_id)}</code>'
+            f"{html.escape(caption)}</div>")
 
 
 def _visible_thumbnail(path: Path) -> np.ndarray | None:

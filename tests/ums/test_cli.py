@@ -62,3 +62,19 @@ def test_synth_flight_and_report(tmp_path):
     assert report.exit_code == 0
     page = (tmp_path / "ws" / "reports" / "index.html").read_text()
     assert page.count("data:image/jpeg;base64,") == 2  # the W thumbnail and the raw thermal one
+
+
+def test_crop_and_align_commands(synthetic_flight, tmp_path):
+    workspace = str(tmp_path / "ws")
+    runner.invoke(app, ["ingest", str(synthetic_flight), "--workspace", workspace, "--no-progress"])
+    crop = runner.invoke(app, ["crop", "--workspace", workspace, "--no-progress"])
+    assert crop.exit_code == 0 and "cropped now" in crop.output
+    align = runner.invoke(app, ["align", "--workspace", workspace, "--no-progress", "--motion", "translation"])
+    assert align.exit_code == 0 and "flight offset" in align.output
+    records = [json.loads(l) for l in runner.invoke(app, ["manifest", "-w", workspace, "--json"]).stdout.splitlines()]
+    assert {r["stages"]["crop"]["status"] for r in records} == {"done"}
+    assert {r["stages"]["align"]["status"] for r in records} == {"done"}
+    bad = runner.invoke(app, ["crop", "--workspace", workspace, "--size", "big"])
+    assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.output
+    bad = runner.invoke(app, ["align", "--workspace", workspace, "--motion", "affine"])
+    assert bad.exit_code == 2 and "motion" in bad.output

@@ -44,7 +44,7 @@ AUDIT_SCRIPT = textwrap.dedent(
     import ums
     from ums.demo import run_demo
     result = run_demo(sys.argv[1], n=2, show_progress=False)
-    assert result.ingest.paired == 2, result.ingest
+    assert result.ingest.paired == 2 and result.crop.done == 2 and result.align.failed == 0, result
 
     from ums.offline import configure_ultralytics
     configure_ultralytics()

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+
+from tests.conftest import shared_data
+from ums.align import RegistrationFailure, register
+from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, valid_mask, warp_with_flow
+
+
+def real_pair(dataset: str, name: str):
+    root = shared_data(dataset)
+    ir = cv2.imread(str(root / "ir" / name), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(root / "vi" / name), cv2.IMREAD_COLOR)
+    return ir, vi
+
+
+def moved(image: np.ndarray, transform_fixed_to_moving: np.ndarray) -> np.ndarray:
+    """The image a camera displaced by ``transform`` would see: moving(T p) = image(p)."""
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, transform_fixed_to_moving[:2], (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def rigid(tx: float, ty: float, degrees: float, centre: tuple[float, float]) -> np.ndarray:
+    angle = np.radians(degrees)
+    c, s = np.cos(angle), np.sin(angle)
+    cx, cy = centre
+    return np.array([[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty], [0, 0, 1.0]])
+
+
+@pytest.mark.parametrize("dataset, name", [("roadscene", None), ("msrs", "00055D.png"), ("llvip/train", "010001.jpg")])
+def test_known_translation_is_recovered_on_real_pairs(dataset, name):
+    folder = shared_data(*dataset.split("/"))
+    name = name or sorted(p.name for p in (folder / "ir").iterdir())[3]
+    ir, vi = real_pair(dataset, name)
+    if ir.shape[0] > 600:  # LLVIP is 1280x1024: work on the thermal-grid size
+        ir, vi = cv2.resize(ir, (640, 512), interpolation=cv2.INTER_AREA), cv2.resize(vi, (640, 512), interpolation=cv2.INTER_AREA)
+    # the "aligned" pair is itself off by a pixel or two: measure relative to its own estimate
+    floor = register(ir, vi, motion="translation")
+    shift = np.array([[1, 0, 6.4], [0, 1, -3.7], [0, 0, 1.0]])
+    found = register(ir, moved(vi, shift), motion="translation")
+    recovered = np.subtract(found.translation, floor.translation)
+    assert recovered == pytest.approx((6.4, -3.7), abs=0.35)
+    assert found.score > 0.2 and found.details["converged"]
+
+
+def test_euclidean_recovers_rotation_and_shift():
+    ir, vi = real_pair("roadscene", sorted(p.name for p in (shared_data("roadscene") / "ir").iterdir())[3])
+    floor = register(ir, vi, motion="euclidean")
+    displacement = rigid(-5.0, 2.5, 1.2, ((ir.shape[1] - 1) / 2, (ir.shape[0] - 1) / 2))
+    # fixed(p) ~ vi(F p) and moving(D q) = vi(q), so fixed(p) ~ moving(D F p)
+    truth = displacement @ floor.transform
+    found = register(ir, moved(vi, displacement), motion="euclidean")
+    mask = valid_mask(found.flow, vi.shape, erode_px=8)
+    assert endpoint_error(found.flow, flow_from_transform(truth, *ir.shape), mask) < 0.5
+
+
+def test_flow_convention_reproduces_superfusion_warps():
+    """SuperFusion's grids are grid_sample(align_corners=False) grids; as pixel flows, warping the
+    aligned IR with them must give their warped IR."""
+    root = shared_data("registration_superfusion", "MSRS")
+    for mat in sorted((root / "flow").glob("*.mat"))[:3]:
+        name = mat.name[: -len(".mat")]
+        flow = grid_sample_to_flow(scipy.io.loadmat(str(mat))["flow"])
+        ir = cv2.imread(str(shared_data("msrs", "ir", name)), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        expected = cv2.imread(str(root / "ir_warp" / name), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        warped = warp_with_flow(ir, flow)
+        inside = valid_mask(flow, ir.shape, erode_px=2)
+        assert np.abs(warped - expected)[inside].mean() < 1.0  # grey levels; 8-bit rounding included
+        # the align_corners=True reading of the same grid is measurably worse
+        h, w = ir.shape
+        grid = scipy.io.loadmat(str(mat))["flow"][0].astype(np.float64)
+        wrong = np.stack([(grid[..., 0] + 1) * (w - 1) / 2, (grid[..., 1] + 1) * (h - 1) / 2], -1)
+        wrong_flow = (wrong - np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1)).astype(np.float32)
+        assert np.abs(warp_with_flow(ir, wrong_flow) - expected)[inside].mean() > np.abs(warped - expected)[inside].mean()
+
+
+def test_flow_and_warp_agree():
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.random((120, 160)).astype(np.float32), (0, 0), 3)
+    registration = register(image, moved(image, rigid(3.0, -2.0, 0.0, (80, 60))), motion="translation")
+    np.testing.assert_allclose(registration.flow[60, 80], registration.translation, atol=1e-4)
+    direct = registration.warp(moved(image, rigid(3.0, -2.0, 0.0, (80, 60))))
+    by_flow = warp_with_flow(moved(image, rigid(3.0, -2.0, 0.0, (80, 60))), registration.flow)
+    assert np.abs(direct - by_flow)[10:-10, 10:-10].max() < 1e-3
+
+
+def test_bad_inputs_fail_clearly():
+    flat = np.full((64, 80), 128, np.uint8)
+    textured = np.random.default_rng(1).integers(0, 255, (64, 80), dtype=np.uint8)
+    with pytest.raises(RegistrationFailure, match="no structure"):
+        register(flat, textured)
+    with pytest.raises(RegistrationFailure, match="size mismatch"):
+        register(textured, textured[:32])
+    with pytest.raises(ValueError, match="unknown registration method"):
+        register(textured, textured, method="magic")
+    with pytest.raises(ValueError, match="motion"):
+        register(textured, textured, motion="homography")
+    identity = register(textured, textured, method="identity")
+    assert not identity.flow.any() and identity.score == 0.0

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ums.align.stage import AlignConfig, align_workspace, decide
+from ums.camera import apply_homography
+from ums.crop import CropConfig, crop_workspace
+from ums.ingest import IngestConfig, ingest_flight
+from ums.manifest import manifest_records
+from ums.workspace import Workspace
+
+QUIET = AlignConfig(show_progress=False)
+GRID = np.stack(np.meshgrid(np.arange(0, 640, 16), np.arange(0, 512, 16)), -1).reshape(-1, 2).astype(float)
+
+
+def aligned_workspace(flight, path, config=QUIET):
+    ws = Workspace.open(path)
+    ingest_flight(ws, flight, IngestConfig(show_progress=False))
+    crop_workspace(ws, CropConfig(show_progress=False))
+    return ws, align_workspace(ws, config)
+
+
+def residual_px(ws, capture, transform, truth) -> float:
+    """Mean distance on the output grid between where we sample the wide frame and where the truth does."""
+    crop = ws.stage_results(capture.capture_id)["crop"]
+    crop_map = np.array(crop["thermal_to_visible"]) @ np.array(crop["output_to_thermal"])
+    ours = apply_homography(crop_map @ np.asarray(transform), GRID)
+    expected = apply_homography(np.array(truth["thermal_to_wide"]), GRID)
+    back = np.linalg.inv(crop_map)  # measure in output (thermal) pixels
+    return float(np.linalg.norm(apply_homography(back, ours) - apply_homography(back, expected), axis=1).mean())
+
+
+def test_synthetic_flight_aligns_below_half_a_pixel(synthetic_flight, tmp_path):
+    ws, report = aligned_workspace(synthetic_flight, tmp_path / "ws", AlignConfig(show_progress=False, min_confident_frames=3))
+    truth = {c["sequence"]: c for c in json.loads((synthetic_flight / "groundtruth.json").read_text())["captures"]}
+    assert report.frame == 4 and report.failed == 0 and not report.issues
+    offset = report.offsets[str(synthetic_flight.resolve())]
+    for capture in ws.captures():
+        result = ws.stage_results(capture.capture_id)["align"]
+        before = residual_px(ws, capture, np.eye(3), truth[capture.sequence])
+        after = residual_px(ws, capture, result["transform"], truth[capture.sequence])
+        assert before > 2.0 and after < 0.5, (before, after)
+        # the per-flight rig offset is within 0.3 px of the truth on every frame
+        assert residual_px(ws, capture, offset, truth[capture.sequence]) < 0.3
+        assert cv2.imread(str(ws.absolute(result["files"]["overlay"]))).shape == (512, 640, 3)
+    records = list(manifest_records(ws))
+    assert all(r["stages"]["align"]["decision"] == "frame" and not r["stages"]["align"]["flagged"] for r in records)
+    ws.close()
+
+
+def test_rerun_reuses_estimates(synthetic_flight, tmp_path):
+    ws, first = aligned_workspace(synthetic_flight, tmp_path / "ws")
+    again = align_workspace(ws, QUIET)
+    assert again.reused == 4 and again.frame == first.frame
+    ws.close()
+
+
+def test_featureless_frame_falls_back_to_the_flight_offset(synthetic_flight, tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+    crop_workspace(ws, CropConfig(show_progress=False))
+    night = ws.captures()[1]
+    vis_path = ws.absolute(ws.stage_results(night.capture_id)["crop"]["files"]["vis"])
+    cv2.imwrite(str(vis_path), np.full((512, 640, 3), 7, np.uint8))  # a black night frame
+    report = align_workspace(ws, AlignConfig(show_progress=False, min_confident_frames=3))
+    result = ws.stage_results(night.capture_id)["align"]
+    assert result["decision"] == "flight_offset" and "failed" in result["reason"]
+    assert report.frame == 3 and report.flight_offset == 1
+    # with too few confident frames for an offset the frame fails, recorded and never "aligned"
+    report = align_workspace(ws, AlignConfig(show_progress=False, min_confident_frames=4))
+    assert report.failed == 1 and "no structure" in report.issues[0].message
+    assert ws.stage_results(night.capture_id)["align"]["status"] == "failed"
+    ws.close()
+
+
+OFFSET = [[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]]
+
+
+def estimate(tx, ty, score=0.5, converged=True):
+    return {"ok": True, "transform": [[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]], "score": score,
+            "converged": converged}
+
+
+@pytest.mark.parametrize(
+    "frame, offset, decision, flagged",
+    [
+        (estimate(2.2, -0.8), OFFSET, "frame", False),
+        (estimate(12.0, -0.8), OFFSET, "flight_offset", False),  # too far from the rig offset
+        (estimate(2.2, -0.8, score=0.1), OFFSET, "flight_offset", False),
+        (estimate(2.2, -0.8, converged=False), OFFSET, "flight_offset", False),
+        (estimate(2.2, -0.8, score=0.1), None, "unconfident", True),
+        ({"ok": False, "reason": "no structure"}, OFFSET, "flight_offset", False),
+        ({"ok": False, "reason": "no structure"}, None, "failed", True),
+    ],
+)
+def test_decisions(frame, offset, decision, flagged):
+    result = decide(frame, offset, AlignConfig())
+    assert (result["decision"], result["flagged"]) == (decision, flagged)
+    assert result["reason"]

@@ -1,0 +1,59 @@
+"""Dense flows in pixels, one convention everywhere.
+
+A flow is an (H, W, 2) float32 array on the *fixed* grid: for each fixed pixel p (pixel centres at
+integer coordinates), ``p + flow[p]`` is where to sample the *moving* image. Warping the moving
+image with it brings it onto the fixed grid.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def identity_grid(height: int, width: int) -> np.ndarray:
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return np.stack([xs, ys], axis=-1)
+
+
+def flow_from_transform(transform: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The flow of a global 3x3 (or 2x3) transform that maps fixed pixels to moving pixels."""
+    matrix = np.vstack([transform, [0, 0, 1]]) if transform.shape == (2, 3) else transform
+    grid = identity_grid(height, width).reshape(-1, 2).astype(np.float64)
+    mapped = np.hstack([grid, np.ones((len(grid), 1))]) @ matrix.T
+    mapped = mapped[:, :2] / mapped[:, 2:3]
+    return (mapped - grid).reshape(height, width, 2).astype(np.float32)
+
+
+def warp_with_flow(moving: np.ndarray, flow: np.ndarray, border_value: float = 0) -> np.ndarray:
+    """Sample ``moving`` at ``p + flow[p]`` (bilinear); outside samples get ``border_value``."""
+    sample = identity_grid(*flow.shape[:2]) + flow
+    return cv2.remap(moving, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+
+
+def valid_mask(flow: np.ndarray, moving_shape: tuple[int, int], erode_px: int = 0) -> np.ndarray:
+    """Fixed pixels whose sample lies inside the moving image (optionally eroded)."""
+    h, w = moving_shape[:2]
+    sample = identity_grid(*flow.shape[:2]) + flow
+    inside = (sample[..., 0] >= 0) & (sample[..., 0] <= w - 1) & (sample[..., 1] >= 0) & (sample[..., 1] <= h - 1)
+    if erode_px:
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((2 * erode_px + 1,) * 2, np.uint8)) > 0
+    return inside
+
+
+def grid_sample_to_flow(grid: np.ndarray) -> np.ndarray:
+    """A normalised ``grid_sample`` grid (align_corners=False, values in [-1, 1], shape (H, W, 2)
+    or (1, H, W, 2)) as a pixel flow: x = ((g + 1) W - 1) / 2."""
+    grid = np.asarray(grid, np.float64).reshape(grid.shape[-3:])
+    height, width = grid.shape[:2]
+    pixels = np.empty_like(grid)
+    pixels[..., 0] = ((grid[..., 0] + 1) * width - 1) / 2
+    pixels[..., 1] = ((grid[..., 1] + 1) * height - 1) / 2
+    return (pixels - identity_grid(height, width)).astype(np.float32)
+
+
+def endpoint_error(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean Euclidean distance between two flows over ``mask`` (all pixels when None)."""
+    error = np.linalg.norm(estimate.astype(np.float64) - truth, axis=-1)
+    return float(error[mask].mean() if mask is not None else error.mean())

@@ -1,0 +1,323 @@
+"""Stage ``crop``: the visible frame resampled once onto the thermal grid, from the cameras' geometry.
+
+For each capture with a thermal and a visible frame, the thermal->visible homography is built from
+the intrinsics (the frames' XMP calibration where plausible, else the camera profile), the rig in
+the profile and the parallax of the baseline at the capture's range (LRF, else altitude and
+gimbal pitch). The common field of view is computed, not assumed: with the wide camera the thermal
+view lies inside the visible frame and the whole thermal grid is kept; with a narrower visible
+camera (zoom) the thermal frame is cut to the visible footprint. Distortion from DewarpData is
+removed in the same resampling, and the JPEG is decoded at the smallest DCT-scaled size
+(1/2, 1/4, 1/8) that still covers the output resolution.
+
+Outputs per capture in ``crop/<capture_id>/``: ``vis.png`` (BGR), ``ir.png`` (8-bit stretch of the
+raw counts), ``ir16.png`` (raw counts), ``valid.png`` (where the visible frame has data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ums.atomic import write_image
+from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
+from ums.dji.filenames import VISIBLE_LETTERS
+from ums.dji.rjpeg import stretch_to_uint8
+from ums.progress import progress_bar
+from ums.records import CaptureRecord, FrameRecord, Issue
+from ums.workspace import Workspace
+
+STAGE = "crop"
+_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+# An XMP focal length this far from the profile's is read as another unit (the thermal cameras of
+# some models write 9100.0 for 9.1 mm) and ignored.
+_FOCAL_TOLERANCE = 0.3
+
+
+class CropConfig(BaseModel):
+    """Settings of ``ums crop`` (``pipelines/crop.yaml`` holds the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = "m30t"
+    output_width: int = Field(640, gt=0)
+    output_height: int = Field(512, gt=0)
+    visible_camera: str = Field("W", pattern="^[WZV]$", description="which visible frame to use")
+    use_xmp_calibration: bool = True
+    parallax: bool = True
+    max_decode_reduction: int = Field(8, description="1, 2, 4 or 8")
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How the output grid relates to both source images."""
+
+    thermal_to_visible: np.ndarray  # thermal (raw grid) pixel -> visible frame pixel
+    output_to_thermal: np.ndarray  # output pixel -> thermal (raw grid) pixel
+    distance_m: float
+    distance_source: str
+    intrinsics_source: dict[str, str]
+
+    @property
+    def output_to_visible(self) -> np.ndarray:
+        return self.thermal_to_visible @ self.output_to_thermal
+
+
+@dataclass
+class CropReport:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    issues: list[Issue] | None = None
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [("cropped now", self.done), ("already cropped", self.skipped), ("failed", self.failed)]
+
+
+# -- geometry --------------------------------------------------------------------------------------
+def frame_intrinsics(frame: FrameRecord, model: CameraModel, width: int, height: int, use_xmp: bool):
+    """K and distortion for a frame resampled to ``width`` x ``height``; and where they came from."""
+    K = model.intrinsics(width, height)
+    distortion = np.zeros(5)
+    source = "profile"
+    if not use_xmp:
+        return K, distortion, source
+    frame_to_grid = pixel_scale_matrix(width / frame.width, height / frame.height)
+    xmp = {name: field.value for name, field in frame.xmp.items()}
+    dewarp = xmp.get("DewarpData")
+    focal = xmp.get("CalibratedFocalLength")
+    if isinstance(dewarp, dict) and _plausible_focal(dewarp["fx"], model, frame.width):
+        centre_x = (frame.width - 1) / 2 + dewarp["cx"]
+        centre_y = (frame.height - 1) / 2 + dewarp["cy"]
+        K = frame_to_grid @ np.array([[dewarp["fx"], 0, centre_x], [0, dewarp["fy"], centre_y], [0, 0, 1.0]])
+        distortion = np.array([dewarp[k] for k in ("k1", "k2", "p1", "p2", "k3")], float)
+        source = "xmp DewarpData"
+    elif isinstance(focal, (int, float)) and _plausible_focal(focal, model, frame.width):
+        cx, cy = xmp.get("CalibratedOpticalCenterX"), xmp.get("CalibratedOpticalCenterY")
+        if not (isinstance(cx, (int, float)) and 0 < cx < frame.width and isinstance(cy, (int, float))
+                and 0 < cy < frame.height):
+            cx, cy = (frame.width - 1) / 2, (frame.height - 1) / 2
+        K = frame_to_grid @ np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])
+        source = "xmp CalibratedFocalLength"
+    return K, distortion, source
+
+
+def _plausible_focal(focal_px: float, model: CameraModel, frame_width: int) -> bool:
+    expected = model.focal_px * frame_width / model.width
+    return focal_px > 0 and abs(focal_px / expected - 1) < _FOCAL_TOLERANCE
+
+
+def capture_distance(frame: FrameRecord) -> tuple[float, str]:
+    """Range to the scene: the laser range finder, else altitude over the gimbal's off-nadir angle."""
+    xmp = {name: field.value for name, field in frame.xmp.items()}
+    lrf = xmp.get("LRFTargetDistance")
+    if isinstance(lrf, (int, float)) and lrf > 0 and xmp.get("LRFStatus", "Normal") == "Normal":
+        return float(lrf), "LRFTargetDistance"
+    altitude, pitch = xmp.get("RelativeAltitude"), xmp.get("GimbalPitchDegree")
+    if isinstance(altitude, (int, float)) and altitude > 0 and isinstance(pitch, (int, float)):
+        off_nadir = math.radians(90.0 + pitch)  # pitch -90: straight down
+        return float(altitude) / max(math.cos(off_nadir), 0.1), "RelativeAltitude / cos(gimbal)"
+    return math.inf, "unknown (no parallax correction)"
+
+
+def crop_geometry(capture: CaptureRecord, profile: CameraProfile, config: CropConfig,
+                  thermal_shape: tuple[int, int]) -> CropGeometry:
+    thermal_frame, visible_frame = capture.frames["T"], capture.frames[config.visible_camera]
+    height, width = thermal_shape
+    thermal_model = profile.cameras["T"]
+    visible_model = profile.cameras[config.visible_camera]
+    K_t, _, thermal_source = frame_intrinsics(thermal_frame, thermal_model, width, height, config.use_xmp_calibration)
+    K_v, _, visible_source = frame_intrinsics(visible_frame, visible_model, visible_frame.width,
+                                              visible_frame.height, config.use_xmp_calibration)
+    distance, distance_source = capture_distance(visible_frame) if config.parallax else (math.inf, "disabled")
+    rotation = rotation_matrix(profile.rig.thermal_rotation_deg)
+    thermal_to_visible = plane_homography(K_t, K_v, rotation, np.array(profile.rig.thermal_offset_m), distance)
+    region = common_region(thermal_to_visible, (width, height), (visible_frame.width, visible_frame.height),
+                           config.output_width / config.output_height)
+    x0, y0, x1, y1 = region
+    # output pixel centres spread evenly over the region's extent (pixel-centre convention)
+    sx, sy = (x1 - x0) / config.output_width, (y1 - y0) / config.output_height
+    output_to_thermal = np.array([[sx, 0, x0 + 0.5 * sx - 0.5], [0, sy, y0 + 0.5 * sy - 0.5], [0, 0, 1.0]])
+    return CropGeometry(thermal_to_visible, output_to_thermal, distance, distance_source,
+                        {"thermal": thermal_source, "visible": visible_source})
+
+
+def common_region(thermal_to_visible: np.ndarray, thermal_size: tuple[int, int],
+                  visible_size: tuple[int, int], aspect: float) -> tuple[float, float, float, float]:
+    """The part of the thermal frame (edges, not centres: 0..W) that the visible frame also sees,
+    shrunk about its centre to the output aspect ratio."""
+    tw, th = thermal_size
+    vw, vh = visible_size
+    corners = np.array([[-0.5, -0.5], [vw - 0.5, -0.5], [vw - 0.5, vh - 0.5], [-0.5, vh - 0.5]])
+    footprint = apply_homography(np.linalg.inv(thermal_to_visible), corners) + 0.5
+    x0 = max(0.0, footprint[0, 0], footprint[3, 0])
+    x1 = min(float(tw), footprint[1, 0], footprint[2, 0])
+    y0 = max(0.0, footprint[0, 1], footprint[1, 1])
+    y1 = min(float(th), footprint[2, 1], footprint[3, 1])
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        raise ValueError("the visible and thermal views do not overlap")
+    if (x1 - x0) / (y1 - y0) > aspect:
+        half = (y1 - y0) * aspect / 2
+        centre = (x0 + x1) / 2
+        x0, x1 = centre - half, centre + half
+    else:
+        half = (x1 - x0) / aspect / 2
+        centre = (y0 + y1) / 2
+        y0, y1 = centre - half, centre + half
+    return x0, y0, x1, y1
+
+
+def decode_reduction(output_to_visible: np.ndarray, output_size: tuple[int, int], limit: int) -> int:
+    """The largest JPEG DCT reduction that keeps at least one decoded pixel per output pixel."""
+    w, h = output_size
+    centre = np.array([[w / 2, h / 2], [w / 2 + 1, h / 2], [w / 2, h / 2 + 1]])
+    mapped = apply_homography(output_to_visible, centre)
+    pixels_per_output = min(np.linalg.norm(mapped[1] - mapped[0]), np.linalg.norm(mapped[2] - mapped[0]))
+    reduction = 1
+    for candidate in (2, 4, 8):
+        if candidate <= limit and pixels_per_output / candidate >= 0.95:
+            reduction = candidate
+    return reduction
+
+
+def resample_visible(visible_path: Path, geometry: CropGeometry, K_v: np.ndarray, distortion: np.ndarray,
+                     output_size: tuple[int, int], limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode (reduced) and resample the visible frame onto the output grid in one remap.
+
+    Returns the image, its validity mask (255 where the visible frame has data) and the reduction."""
+    w, h = output_size
+    reduction = decode_reduction(geometry.output_to_visible, output_size, limit)
+    image = cv2.imread(str(visible_path), _REDUCED_FLAGS[reduction])
+    if image is None:
+        raise ValueError(f"OpenCV could not decode {visible_path}")
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    points = apply_homography(geometry.output_to_visible, np.stack([xs.ravel(), ys.ravel()], 1))
+    if np.any(distortion):
+        points = _distort(points, K_v, distortion)
+    # full-resolution visible pixel -> pixel of the reduced decode
+    points = apply_homography(pixel_scale_matrix(1.0 / reduction), points)
+    map_x = points[:, 0].reshape(h, w).astype(np.float32)
+    map_y = points[:, 1].reshape(h, w).astype(np.float32)
+    resampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    inside = (map_x >= -0.5) & (map_x <= image.shape[1] - 0.5) & (map_y >= -0.5) & (map_y <= image.shape[0] - 0.5)
+    return resampled, inside.astype(np.uint8) * 255, reduction
+
+
+def _distort(points: np.ndarray, K: np.ndarray, distortion: np.ndarray) -> np.ndarray:
+    """Ideal (undistorted) pixel -> the pixel the lens actually imaged it at (Brown-Conrady)."""
+    k1, k2, p1, p2, k3 = distortion
+    x = (points[:, 0] - K[0, 2]) / K[0, 0]
+    y = (points[:, 1] - K[1, 2]) / K[1, 1]
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([xd * K[0, 0] + K[0, 2], yd * K[1, 1] + K[1, 2]], 1)
+
+
+# -- the stage -------------------------------------------------------------------------------------
+def crop_workspace(workspace: Workspace, config: CropConfig | None = None) -> CropReport:
+    """Crop every visible/thermal pair of the workspace that is not cropped yet (or changed)."""
+    config = config or CropConfig()
+    profile = CameraProfile.load(config.profile)
+    run_id = workspace.start_run(STAGE, config.model_dump())
+    report = CropReport(issues=[])
+    pairs = [c for c in workspace.captures() if "T" in c.frames and config.visible_camera in c.frames]
+    for capture in progress_bar(pairs, "crop", enabled=config.show_progress):
+        fingerprint = _fingerprint(capture, config)
+        previous = workspace.stage_results(capture.capture_id).get(STAGE)
+        if previous and previous.get("fingerprint") == fingerprint and _outputs_exist(workspace, previous):
+            report.skipped += 1
+            continue
+        try:
+            result = crop_capture(workspace, capture, profile, config)
+        except (ValueError, OSError) as exc:
+            report.failed += 1
+            message = f"crop failed: {exc}"
+            report.issues.append(Issue(stage=STAGE, file=capture.frames["T"].path, message=message,
+                                       capture_id=capture.capture_id))
+            workspace.record_stage_result(capture.capture_id, STAGE, "failed",
+                                          {"fingerprint": fingerprint, "reason": str(exc)})
+            continue
+        workspace.record_stage_result(capture.capture_id, STAGE, "done", {"fingerprint": fingerprint, **result})
+        report.done += 1
+    workspace.replace_issues(STAGE, "workspace", report.issues)
+    workspace.finish_run(run_id, dict(report.rows()))
+    return report
+
+
+def crop_capture(workspace: Workspace, capture: CaptureRecord, profile: CameraProfile,
+                 config: CropConfig) -> dict[str, Any]:
+    thermal, thermal_raw = _thermal_image(workspace, capture)
+    geometry = crop_geometry(capture, profile, config, thermal.shape[:2])
+    output_size = (config.output_width, config.output_height)
+    visible_frame = capture.frames[config.visible_camera]
+    K_v, distortion, _ = frame_intrinsics(visible_frame, profile.cameras[config.visible_camera],
+                                          visible_frame.width, visible_frame.height, config.use_xmp_calibration)
+    visible, valid, reduction = resample_visible(Path(visible_frame.path), geometry, K_v, distortion,
+                                                 output_size, config.max_decode_reduction)
+    folder = workspace.stage_dir(STAGE) / capture.capture_id
+    files = {"vis": folder / "vis.png", "ir": folder / "ir.png", "valid": folder / "valid.png"}
+    ir_out = _resample_thermal(thermal, geometry.output_to_thermal, output_size)
+    if thermal_raw:
+        files["ir16"] = folder / "ir16.png"
+        write_image(files["ir16"], ir_out)
+        ir_out = stretch_to_uint8(ir_out)
+    write_image(files["ir"], ir_out)
+    write_image(files["vis"], visible)
+    write_image(files["valid"], valid)
+    return {
+        "files": {key: str(path.relative_to(workspace.root)) for key, path in files.items()},
+        "visible_camera": config.visible_camera,
+        "output_size": list(output_size),
+        "thermal_to_visible": geometry.thermal_to_visible.tolist(),
+        "output_to_thermal": geometry.output_to_thermal.tolist(),
+        "distance_m": None if math.isinf(geometry.distance_m) else geometry.distance_m,
+        "distance_source": geometry.distance_source,
+        "intrinsics_source": geometry.intrinsics_source,
+        "decode_reduction": reduction,
+        "visible_coverage": float((valid > 0).mean()),
+        "thermal_source": "raw" if thermal_raw else "palette preview",
+    }
+
+
+def _thermal_image(workspace: Workspace, capture: CaptureRecord) -> tuple[np.ndarray, bool]:
+    """Raw counts (uint16) when ingest extracted them, else the palette preview in grey."""
+    if capture.thermal_raw is not None:
+        counts = cv2.imread(str(workspace.absolute(capture.thermal_raw.path)), cv2.IMREAD_UNCHANGED)
+        if counts is not None:
+            return counts, True
+    preview = cv2.imread(capture.frames["T"].path, cv2.IMREAD_GRAYSCALE)
+    if preview is None:
+        raise ValueError(f"cannot decode the thermal frame {capture.frames['T'].path}")
+    return preview, False
+
+
+def _resample_thermal(thermal: np.ndarray, output_to_thermal: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    w, h = output_size
+    if np.allclose(output_to_thermal, np.eye(3)) and thermal.shape[:2] == (h, w):
+        return thermal
+    shrinking = output_to_thermal[0, 0] > 1.2
+    if shrinking:  # area averaging, as a DCT-reduced decode would, instead of aliasing
+        thermal = cv2.GaussianBlur(thermal, (0, 0), 0.5 * output_to_thermal[0, 0])
+    return cv2.warpAffine(thermal, output_to_thermal[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _fingerprint(capture: CaptureRecord, config: CropConfig) -> str:
+    import hashlib
+
+    frames = "|".join(f"{k}:{f.sha256}" for k, f in sorted(capture.frames.items()))
+    settings = config.model_dump_json(exclude={"show_progress"})
+    return hashlib.sha256(f"{frames}|{settings}".encode()).hexdigest()[:16]
+
+
+def _outputs_exist(workspace: Workspace, result: dict[str, Any]) -> bool:
+    return all(workspace.absolute(path).exists() for path in result.get("files", {}).values())
