@@ -1,0 +1,230 @@
+"""Registration accuracy and speed: one table per dataset.
+
+    python bench/registration.py [--pairs-per-set 12] [--fields 2] [--flight-captures 12]
+
+Tables (rows: identity, oracle affine (least-squares fit to the truth: the floor of any global
+model), ECC translation, ECC Euclidean; learned rows join when a trained net is given):
+  superfusion-MSRS / -RoadScene  SuperFusion's released warps with ground-truth grids
+  drone-<set>                    seeded drone-like residual warps of aligned pairs: translation
+                                 <= 20 px, rotation <= 2 deg, scale <= 3 %, smooth elastic <= 1.5 px
+  synth-flight                   `ums synth-flight` -> ingest -> crop -> align vs groundtruth.json
+EPE is the per-pair mean end-point error (px) over valid fixed pixels (sample inside, eroded 8 px);
+the columns aggregate it over pairs. SR@k: share of pairs under k px. Failures: EPE > 10 px or
+the method gave up. ms/pair: one core (cv2.setNumThreads(1)), 640x512 or the data's own size.
+The "aligned" public pairs are themselves off by 0.5-5 px; the floor line reports ECC translation
+on the unwarped pairs, a lower bound on what any cross-modal EPE here can mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ums.align import RegistrationFailure, register  # noqa: E402
+from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, identity_grid, valid_mask, warp_with_flow  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+METHODS = {
+    "identity": dict(method="identity"),
+    "ECC translation": dict(method="ecc", motion="translation"),
+    "ECC Euclidean": dict(method="ecc", motion="euclidean"),
+}
+
+
+@dataclass
+class Row:
+    epe: list[float] = field(default_factory=list)
+    failures: int = 0
+    ms: list[float] = field(default_factory=list)
+
+    def add(self, value: float, seconds: float = 0.0, failed: bool = False) -> None:
+        self.epe.append(value)
+        self.failures += int(failed or value > 10)
+        self.ms.append(seconds * 1000)
+
+    def cells(self) -> str:
+        e = np.array(self.epe)
+        sr = " ".join(f"{(e < k).mean():4.2f}" for k in (1, 2, 3, 5))
+        return (f"{e.mean():7.2f} {np.median(e):7.2f} {np.percentile(e, 90):7.2f}  {sr}  {self.failures:4d} "
+                f"{np.mean(self.ms) if self.ms else 0:8.1f}")
+
+
+@dataclass
+class Case:
+    fixed: np.ndarray
+    moving: np.ndarray
+    truth: np.ndarray  # pixel flow on the fixed grid
+
+
+def oracle_affine(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    grid = identity_grid(*truth.shape[:2])[mask].astype(np.float64)
+    target = grid + truth[mask]
+    design = np.hstack([grid, np.ones((len(grid), 1))])
+    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return flow_from_transform(np.vstack([solution.T, [0, 0, 1]]), *truth.shape[:2])
+
+
+def evaluate(cases: list[Case]) -> dict[str, Row]:
+    rows = {"identity": Row(), "oracle affine": Row(), "ECC translation": Row(), "ECC Euclidean": Row()}
+    for case in cases:
+        mask = valid_mask(case.truth, case.moving.shape, erode_px=8) & (case.fixed > 0)
+        rows["oracle affine"].add(endpoint_error(oracle_affine(case.truth, mask), case.truth, mask))
+        for name, options in METHODS.items():
+            start = time.perf_counter()
+            try:
+                flow = register(case.fixed, case.moving, **options).flow
+                failed = False
+            except RegistrationFailure:
+                flow, failed = np.zeros_like(case.truth), True
+            rows[name].add(endpoint_error(flow, case.truth, mask), time.perf_counter() - start, failed)
+    return rows
+
+
+def print_table(title: str, rows: dict[str, Row], note: str = "") -> None:
+    print(f"\n{title}  ({len(next(iter(rows.values())).epe)} pairs){'  ' + note if note else ''}")
+    print(f"{'method':<17} {'mean':>7} {'median':>7} {'p90':>7}  {'SR@1 @2   @3   @5':<19}  {'fail':>4} {'ms/pair':>8}")
+    for name, row in rows.items():
+        print(f"{name:<17} {row.cells()}")
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+# -- SuperFusion's released warps ------------------------------------------------------------------
+def superfusion_cases(dataset: str) -> list[Case]:
+    root = SHARED / "registration_superfusion" / dataset
+    cases = []
+    for mat in sorted((root / "flow").glob("*.mat")):
+        name = mat.name[: -len(".mat")]
+        vi_dir = root / "vi" if (root / "vi").exists() else SHARED / "msrs" / "vi"
+        fixed = cv2.imread(str(root / "ir_warp" / name), cv2.IMREAD_GRAYSCALE)
+        moving = cv2.imread(str(vi_dir / name), cv2.IMREAD_COLOR)
+        # ir_warp(p) = ir(p + u(p)) and ir ~ vi, so registering vi onto ir_warp must find u itself
+        cases.append(Case(fixed, moving, grid_sample_to_flow(scipy.io.loadmat(str(mat))["flow"])))
+    return cases
+
+
+# -- drone-like residual warps of aligned pairs ----------------------------------------------------
+def aligned_pairs(dataset: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    root = SHARED / dataset
+    pairs = []
+    for ir_path in sorted((root / "ir").iterdir())[:limit]:
+        vi_path = next((root / "vi").glob(ir_path.stem + ".*"), None)
+        if vi_path is None:
+            continue
+        ir = grey(cv2.imread(str(ir_path)))
+        vi = cv2.imread(str(vi_path), cv2.IMREAD_COLOR)
+        if ir.shape[0] > 600:  # LLVIP 1280x1024 -> the 640x512 thermal grid
+            ir = cv2.resize(ir, (640, 512), interpolation=cv2.INTER_AREA)
+            vi = cv2.resize(vi, (640, 512), interpolation=cv2.INTER_AREA)
+        pairs.append((ir, vi))
+    return pairs
+
+
+def drone_field(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Translation <= 20 px, rotation <= 2 deg, scale <= 3 %, smooth elastic part <= 1.5 px."""
+    h, w = shape
+    angle = np.radians(rng.uniform(-2, 2))
+    scale = 1 + rng.uniform(-0.03, 0.03)
+    tx, ty = rng.uniform(-20, 20, 2)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    c, s = scale * np.cos(angle), scale * np.sin(angle)
+    affine = np.array([[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty], [0, 0, 1.0]])
+    flow = flow_from_transform(affine, h, w)
+    noise = rng.standard_normal((h, w, 2)).astype(np.float32)
+    elastic = np.stack([cv2.GaussianBlur(noise[..., k], (0, 0), 40) for k in range(2)], -1)
+    elastic *= rng.uniform(0, 1.5) / max(np.abs(elastic).max(), 1e-9)
+    return flow + elastic
+
+
+def drone_cases(pairs, fields: int, seed: int) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for ir, vi in pairs:
+        for _ in range(fields):
+            truth = drone_field(ir.shape, rng)
+            cases.append(Case(warp_with_flow(ir, truth), vi, truth))  # fixed(p) = ir(p + u(p))
+    return cases
+
+
+def floor_of(pairs) -> float:
+    shifts = [np.hypot(*register(ir, vi, motion="translation").translation) for ir, vi in pairs]
+    return float(np.median(shifts))
+
+
+# -- end to end on a synthetic flight --------------------------------------------------------------
+def synth_flight_rows(captures: int) -> dict[str, Row]:
+    from ums.align.stage import AlignConfig, align_workspace
+    from ums.camera import apply_homography
+    from ums.crop import CropConfig, crop_workspace
+    from ums.ingest import IngestConfig, ingest_flight
+    from ums.synth import SynthFlightConfig, synth_flight
+    from ums.workspace import Workspace
+
+    out = Path(tempfile.mkdtemp(prefix="ums-reg-bench-"))
+    truth_path = synth_flight(out / "flight", SynthFlightConfig(n=captures, seed=5, show_progress=False))
+    truth = {c["sequence"]: c for c in json.loads(truth_path.read_text())["captures"]}
+    grid = identity_grid(512, 640)[::8, ::8].reshape(-1, 2).astype(np.float64)
+    rows = {"crop only": Row()}
+    with Workspace.open(out / "ws") as ws:
+        ingest_flight(ws, out / "flight", IngestConfig(show_progress=False))
+        start = time.perf_counter()
+        crop_workspace(ws, CropConfig(show_progress=False))
+        crop_ms = (time.perf_counter() - start) / captures
+        for motion in ("translation", "euclidean"):
+            start = time.perf_counter()
+            report = align_workspace(ws, AlignConfig(show_progress=False, motion=motion))
+            seconds = (time.perf_counter() - start) / captures
+            rows[f"+ align {motion}"] = row = Row()
+            rows[f"  flight offset ({motion})"] = offset_row = Row()
+            offset = report.offsets[str((out / "flight").resolve())]
+            for capture in ws.captures():
+                results = ws.stage_results(capture.capture_id)
+                crop_map = np.array(results["crop"]["thermal_to_visible"]) @ np.array(results["crop"]["output_to_thermal"])
+                back = np.linalg.inv(crop_map)
+                expected = apply_homography(back, apply_homography(np.array(truth[capture.sequence]["thermal_to_wide"]), grid))
+
+                def residual(transform):
+                    ours = apply_homography(back, apply_homography(crop_map @ np.asarray(transform), grid))
+                    return float(np.linalg.norm(ours - expected, axis=1).mean())
+
+                row.add(residual(results["align"]["transform"]), seconds)
+                offset_row.add(residual(offset))
+                if motion == "translation":
+                    rows["crop only"].add(residual(np.eye(3)), crop_ms)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs-per-set", type=int, default=12)
+    parser.add_argument("--fields", type=int, default=2)
+    parser.add_argument("--flight-captures", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, OpenCV {cv2.__version__}, one thread")
+    for dataset in ("MSRS", "RoadScene"):
+        print_table(f"superfusion-{dataset}", evaluate(superfusion_cases(dataset)))
+    for dataset in ("msrs", "roadscene", "llvip/train"):
+        pairs = aligned_pairs(dataset, args.pairs_per_set)
+        print_table(f"drone-{dataset.split('/')[0]}", evaluate(drone_cases(pairs, args.fields, args.seed)),
+                    f"aligned-data floor: median ECC shift on unwarped pairs {floor_of(pairs):.2f} px")
+    print_table("synth-flight (crop + align vs groundtruth.json, thermal px)", synth_flight_rows(args.flight_captures))
+
+
+if __name__ == "__main__":
+    main()
