@@ -40,6 +40,7 @@ METHODS = {
     "identity": dict(method="identity"),
     "ECC translation": dict(method="ecc", motion="translation"),
     "ECC Euclidean": dict(method="ecc", motion="euclidean"),
+    "ECC similarity": dict(method="ecc", motion="similarity"),
 }
 
 
@@ -77,7 +78,7 @@ def oracle_affine(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def evaluate(cases: list[Case]) -> dict[str, Row]:
-    rows = {"identity": Row(), "oracle affine": Row(), "ECC translation": Row(), "ECC Euclidean": Row()}
+    rows = {"identity": Row(), "oracle affine": Row(), **{name: Row() for name in METHODS if name != "identity"}}
     for case in cases:
         mask = valid_mask(case.truth, case.moving.shape, erode_px=8) & (case.fixed > 0)
         rows["oracle affine"].add(endpoint_error(oracle_affine(case.truth, mask), case.truth, mask))

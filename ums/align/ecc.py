@@ -3,7 +3,11 @@
 Raw intensities of the two modalities are not related by any affine map (polarity flips between
 materials), but their edges coincide; ECC on smoothed, normalised gradient magnitudes is the one
 classical method that held up on real pairs (registration.md §4). Low-order models only:
-translation or Euclidean; affine and homography drifted on real pairs.
+translation, Euclidean or similarity (Euclidean + scale); affine and homography drifted on real
+pairs. OpenCV's ``findTransformECC`` has no similarity model, so that one is the same ECC
+algorithm (Evangelidis & Psarakis, PAMI 2008) with the 4-parameter similarity Jacobian, below.
+A coarse exhaustive translation search on the 1/4-scale gradient maps gives every model its start:
+ECC's basin is a few pixels of the coarsest level, the search covers ``search_px``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MOTIONS = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN}
+MOTIONS = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "similarity": None}
 
 
 def gradient_representation(image: np.ndarray, sigma: float = 1.5) -> np.ndarray:
@@ -40,6 +44,7 @@ def ecc_register(
     epsilon: float = 1e-5,
     initial: np.ndarray | None = None,
     moving_mask: np.ndarray | None = None,
+    search_px: float = 24.0,
 ) -> tuple[np.ndarray, float, bool]:
     """Estimate the 2x3 transform mapping fixed pixels to moving pixels, coarse to fine.
 
@@ -53,6 +58,8 @@ def ecc_register(
     if not fixed_rep.any() or not moving_rep.any():
         raise RegistrationFailure("an image has no structure (no gradients)")
     transform = np.eye(2, 3, dtype=np.float32) if initial is None else initial.astype(np.float32).copy()
+    if search_px > 0:
+        transform = coarse_translation_search(fixed_rep, moving_rep, transform, search_px)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, epsilon)
     correlation, converged = 0.0, True
     for level in reversed(range(levels)):
@@ -62,14 +69,106 @@ def ecc_register(
         mask = None if moving_mask is None else _downscale(moving_mask, scale, cv2.INTER_NEAREST)
         scaled = _scale_transform(transform, scale)
         try:
-            correlation, scaled = cv2.findTransformECC(f, m, scaled, MOTIONS[motion], criteria, mask, 5)
+            if motion == "similarity":
+                # converges in 5-10 iterations from the previous level; the cap bounds oscillation
+                correlation, scaled = ecc_similarity(f, m, scaled, min(iterations, 25), max(epsilon, 1e-4), mask)
+            else:
+                correlation, scaled = cv2.findTransformECC(f, m, scaled, MOTIONS[motion], criteria, mask, 5)
             transform = _scale_transform(scaled, 1.0 / scale)
             converged = True
-        except cv2.error:
+        except (cv2.error, RegistrationFailure):
             converged = False
     if not converged:
         correlation = _correlation(fixed_rep, moving_rep, transform)
     return transform, float(max(correlation, 0.0)), converged
+
+
+def coarse_translation_search(fixed_rep: np.ndarray, moving_rep: np.ndarray, transform: np.ndarray,
+                              search_px: float, scale: float = 0.25) -> np.ndarray:
+    """Exhaustive normalised cross-correlation of the gradient maps over +-``search_px`` (at 1/4
+    scale), around ``transform``; returns it with the best translation added."""
+    f = _downscale(fixed_rep, scale)
+    h, w = f.shape
+    m = cv2.warpAffine(_downscale(moving_rep, scale), _scale_transform(transform, scale), (w, h),
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    radius = int(np.ceil(search_px * scale))
+    if h <= 4 * radius or w <= 4 * radius:
+        return transform
+    template = f[radius:-radius, radius:-radius]
+    if not template.any():
+        return transform
+    scores = cv2.matchTemplate(m, template, cv2.TM_CCOEFF_NORMED)
+    _, _, _, (best_x, best_y) = cv2.minMaxLoc(scores)
+    shifted = transform.astype(np.float64).copy()
+    # a fixed pixel p is seen at p + d in the warped moving map: compose d (full-resolution pixels)
+    d = np.array([best_x - radius, best_y - radius]) / scale
+    shifted[:, 2] += shifted[:, :2] @ d
+    return shifted.astype(np.float32)
+
+
+def ecc_similarity(fixed: np.ndarray, moving: np.ndarray, transform: np.ndarray, iterations: int = 100,
+                   epsilon: float = 1e-5, mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """ECC maximisation for x' = a x~ - b y~ + tx, y' = b x~ + a y~ + ty (x~, y~ about the centre).
+
+    The same update as OpenCV's findTransformECC (zero-mean images, the closed-form lambda of
+    the paper's eq. 28), with the similarity's Jacobian. Returns (correlation, 2x3 transform)."""
+    h, w = fixed.shape
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    # On large levels every other pixel in each direction carries the same information at a
+    # quarter of the cost (the images are smoothed gradient maps).
+    stride = 2 if h * w > 100_000 else 1
+    ys, xs = np.mgrid[0:h:stride, 0:w:stride].astype(np.float32)
+    template_all = fixed[::stride, ::stride].astype(np.float64)
+    xs -= centre[0]
+    ys -= centre[1]
+    inside = np.ones_like(moving) if mask is None else (mask > 0).astype(np.float32)
+    # moving, its gradients and its validity, sampled together by one remap per iteration
+    channels = cv2.merge([moving.astype(np.float32), cv2.Sobel(moving, cv2.CV_32F, 1, 0, ksize=3) / 8,
+                          cv2.Sobel(moving, cv2.CV_32F, 0, 1, ksize=3) / 8, inside])
+    a, b = float(transform[0, 0]), float(transform[1, 0])
+    t = transform[:, 2].astype(np.float64) + transform[:, :2].astype(np.float64) @ centre  # about the centre
+    params = np.array([a, b, t[0], t[1]])
+    reach = max(w, h) / 2  # pixels a change of a or b moves the frame's border
+    correlation = previous = 0.0
+    for _ in range(iterations):
+        a, b, tx, ty = params
+        map_x = (a * xs - b * ys + tx).astype(np.float32)
+        map_y = (b * xs + a * ys + ty).astype(np.float32)
+        sampled = cv2.remap(channels, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        valid = (sampled[..., 3] > 0.999) & (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+        if valid.sum() < 64:
+            raise RegistrationFailure("the images no longer overlap")
+        image = sampled[..., 0][valid].astype(np.float64)
+        gx = sampled[..., 1][valid].astype(np.float64)
+        gy = sampled[..., 2][valid].astype(np.float64)
+        x, y = xs[valid], ys[valid]
+        jacobian = np.stack([gx * x + gy * y, gy * x - gx * y, gx, gy], axis=1)
+        template = template_all[valid]
+        template = template - template.mean()
+        image -= image.mean()
+        hessian_inv = np.linalg.pinv(jacobian.T @ jacobian)
+        image_projection = jacobian.T @ image
+        template_projection = jacobian.T @ template
+        correlation = float(template @ image / max(np.linalg.norm(template) * np.linalg.norm(image), 1e-12))
+        numerator = image @ image - image_projection @ hessian_inv @ image_projection
+        denominator = template @ image - template_projection @ hessian_inv @ image_projection
+        if denominator <= 0:
+            raise RegistrationFailure("ECC diverged (the correlation would decrease)")
+        error = (numerator / denominator) * template - image
+        delta = hessian_inv @ (jacobian.T @ error)
+        params += delta
+        motion_px = np.linalg.norm(delta[2:]) + np.abs(delta[:2]).max() * reach
+        if motion_px < 0.02 or abs(correlation - previous) < epsilon:
+            break
+        previous = correlation
+    return correlation, _similarity_matrix(params, centre)
+
+
+def _similarity_matrix(params: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    a, b, tx, ty = params
+    linear = np.array([[a, -b], [b, a]])
+    offset = np.array([tx, ty]) - linear @ centre
+    return np.hstack([linear, offset[:, None]]).astype(np.float32)
 
 
 class RegistrationFailure(RuntimeError):

@@ -37,8 +37,10 @@ class AlignConfig(BaseModel):
 
     method: str = "ecc"
     # Euclidean by default: a rig roll of 0.3 deg leaves ~1.2 px with translation alone on synthetic
-    # M30T flights, ~0.3 px with Euclidean (bench/RESULTS.md).
-    motion: str = Field("euclidean", pattern="^(translation|euclidean)$")
+    # M30T flights, ~0.3 px with Euclidean; the scale comes from calibration (crop). Similarity
+    # recovers a wrong scale (drone-like benchmark: 1.8 px median against 3.8) but drifts on
+    # weakly textured frames (1.1 px on one synthetic frame): bench/RESULTS.md.
+    motion: str = Field("euclidean", pattern="^(translation|euclidean|similarity)$")
     levels: int = Field(3, ge=1, le=5)
     score_threshold: float = Field(0.3, ge=0, le=1, description="ECC correlation on gradient maps")
     max_offset_deviation_px: float = Field(6.0, gt=0, description="a confident frame farther than "
@@ -70,8 +72,9 @@ class AlignReport:
             if offset is None:
                 rows.append((f"flight offset {flight}", "none (too few confident frames)"))
                 continue
-            tx, ty, angle = _rigid_parameters(offset)
-            rows.append((f"flight offset {flight}", f"({tx:+.2f}, {ty:+.2f}) px, {np.degrees(angle):+.3f} deg"))
+            tx, ty, angle, scale = _similarity_parameters(offset)
+            rows.append((f"flight offset {flight}",
+                         f"({tx:+.2f}, {ty:+.2f}) px, {np.degrees(angle):+.3f} deg, scale {scale:.4f}"))
         return rows
 
 
@@ -143,24 +146,26 @@ def estimate_frame(workspace: Workspace, crop: dict[str, Any], config: AlignConf
 
 
 def flight_offsets(cropped, estimates, config: AlignConfig) -> dict[str, list[list[float]]]:
-    """Per flight, the rig offset: the median (tx, ty, angle) of its confident frames, as a 3x3
-    transform (flights with fewer than ``min_confident_frames`` confident frames get none)."""
-    by_flight: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    """Per flight, the rig offset: the median (tx, ty, angle, scale) of its confident frames, as a
+    3x3 transform (flights with fewer than ``min_confident_frames`` confident frames get none)."""
+    by_flight: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
     for capture, _ in cropped:
         estimate = estimates[capture.capture_id]
         if estimate["ok"] and estimate["converged"] and estimate["score"] >= config.score_threshold:
-            by_flight[capture.flight_root].append(_rigid_parameters(estimate["transform"]))
+            by_flight[capture.flight_root].append(_similarity_parameters(estimate["transform"]))
     offsets = {}
     for flight, values in by_flight.items():
         if len(values) >= config.min_confident_frames:
-            tx, ty, angle = np.median(np.array(values), axis=0)
-            c, s = float(np.cos(angle)), float(np.sin(angle))
+            tx, ty, angle, scale = np.median(np.array(values), axis=0)
+            c, s = float(scale * np.cos(angle)), float(scale * np.sin(angle))
             offsets[flight] = [[c, -s, float(tx)], [s, c, float(ty)], [0.0, 0.0, 1.0]]
     return offsets
 
 
-def _rigid_parameters(transform) -> tuple[float, float, float]:
-    return transform[0][2], transform[1][2], float(np.arctan2(transform[1][0], transform[0][0]))
+def _similarity_parameters(transform) -> tuple[float, float, float, float]:
+    """(tx, ty, angle, scale) of a translation, Euclidean or similarity transform."""
+    a, b = transform[0][0], transform[1][0]
+    return transform[0][2], transform[1][2], float(np.arctan2(b, a)), float(np.hypot(a, b))
 
 
 def decide(estimate: dict[str, Any], offset: list[list[float]] | None, config: AlignConfig) -> dict[str, Any]:

@@ -101,3 +101,32 @@ def test_bad_inputs_fail_clearly():
         register(textured, textured, motion="homography")
     identity = register(textured, textured, method="identity")
     assert not identity.flow.any() and identity.score == 0.0
+
+
+def similarity(tx: float, ty: float, degrees: float, scale: float, centre: tuple[float, float]) -> np.ndarray:
+    transform = rigid(tx, ty, degrees, centre)
+    cx, cy = centre
+    scaling = np.array([[scale, 0, cx - scale * cx], [0, scale, cy - scale * cy], [0, 0, 1.0]])
+    return transform @ scaling
+
+
+def test_similarity_recovers_scale_where_euclidean_cannot():
+    ir, vi = real_pair("llvip/train", "010001.jpg")
+    ir, vi = cv2.resize(ir, (640, 512), interpolation=cv2.INTER_AREA), cv2.resize(vi, (640, 512), interpolation=cv2.INTER_AREA)
+    floor = register(ir, vi, motion="similarity")
+    displacement = similarity(4.0, -7.0, -1.5, 1.025, (319.5, 255.5))
+    truth = flow_from_transform(displacement @ floor.transform, 512, 640)
+    errors = {}
+    for motion in ("euclidean", "similarity"):
+        found = register(ir, moved(vi, displacement), motion=motion)
+        errors[motion] = endpoint_error(found.flow, truth, valid_mask(found.flow, vi.shape, erode_px=8))
+    assert errors["similarity"] < 0.5 < 2 < errors["euclidean"], errors
+
+
+def test_the_coarse_search_reaches_twenty_pixels():
+    ir, vi = real_pair("llvip/train", "010010.jpg")
+    ir, vi = cv2.resize(ir, (640, 512), interpolation=cv2.INTER_AREA), cv2.resize(vi, (640, 512), interpolation=cv2.INTER_AREA)
+    floor = register(ir, vi, motion="translation")
+    shift = np.array([[1, 0, -19.0], [0, 1, 17.5], [0, 0, 1.0]])
+    found = register(ir, moved(vi, shift), motion="translation")
+    assert np.subtract(found.translation, floor.translation) == pytest.approx((-19.0, 17.5), abs=0.35)
