@@ -3,7 +3,7 @@
     python bench/registration.py [--pairs-per-set 12] [--fields 2] [--flight-captures 12]
 
 Tables (rows: identity, oracle affine (least-squares fit to the truth: the floor of any global
-model), ECC translation, ECC Euclidean; learned rows join when a trained net is given):
+model), ECC translation, Euclidean and similarity, and the learned net with --weights):
   superfusion-MSRS / -RoadScene  SuperFusion's released warps with ground-truth grids
   drone-<set>                    seeded drone-like residual warps of aligned pairs: translation
                                  <= 20 px, rotation <= 2 deg, scale <= 3 %, smooth elastic <= 1.5 px
@@ -35,6 +35,7 @@ import scipy.io
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ums.align import RegistrationFailure, register  # noqa: E402
+from ums.align.deformation import DRONE, random_field  # noqa: E402
 from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, identity_grid, valid_mask, warp_with_flow  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -146,29 +147,13 @@ def aligned_pairs(dataset: str, limit: int) -> list[tuple[np.ndarray, np.ndarray
     return pairs
 
 
-def drone_field(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Translation <= 20 px, rotation <= 2 deg, scale <= 3 %, smooth elastic part <= 1.5 px."""
-    h, w = shape
-    angle = np.radians(rng.uniform(-2, 2))
-    scale = 1 + rng.uniform(-0.03, 0.03)
-    tx, ty = rng.uniform(-20, 20, 2)
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    c, s = scale * np.cos(angle), scale * np.sin(angle)
-    affine = np.array([[c, -s, cx - c * cx + s * cy + tx], [s, c, cy - s * cx - c * cy + ty], [0, 0, 1.0]])
-    flow = flow_from_transform(affine, h, w)
-    noise = rng.standard_normal((h, w, 2)).astype(np.float32)
-    elastic = np.stack([cv2.GaussianBlur(noise[..., k], (0, 0), 40) for k in range(2)], -1)
-    elastic *= rng.uniform(0, 1.5) / max(np.abs(elastic).max(), 1e-9)
-    return flow + elastic
-
-
 def drone_cases(pairs, fields: int, seed: int) -> list[Case]:
     rng = np.random.default_rng(seed)
     cases = []
     for ir, vi in pairs:
         own = register(ir, vi, motion="similarity").transform  # ir pixel -> vi pixel
         for _ in range(fields):
-            truth = drone_field(ir.shape, rng)
+            truth = random_field(ir.shape, rng, DRONE)
             sample = (identity_grid(*ir.shape) + truth).reshape(-1, 2).astype(np.float64)
             mapped = np.hstack([sample, np.ones((len(sample), 1))]) @ own.T
             corrected = (mapped[:, :2] / mapped[:, 2:]).reshape(truth.shape) - identity_grid(*ir.shape)
@@ -230,7 +215,11 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=2)
     parser.add_argument("--flight-captures", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", type=Path, help="a checkpoint from `ums align-train`: adds the learned row")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.weights is not None:
+        METHODS["learned"] = dict(method="learned", weights=args.weights, device=args.device)
     cv2.setNumThreads(1)
     print(f"machine: {platform.processor() or platform.machine()}, OpenCV {cv2.__version__}, one thread")
     for dataset in ("MSRS", "RoadScene"):

@@ -126,7 +126,7 @@ def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path
                                show_progress=progress and sys.stderr.isatty(), **overrides)
         with Workspace.open(workspace, create=False) as ws:
             report = run(ws, settings)
-    except (ConfigError, FileNotFoundError, WorkspaceError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, WorkspaceError) as exc:
         _fail(str(exc))
     console.print(_table(f"ums {stage}", report.rows()))
     _issue_lines(report.issues or [], 20)
@@ -156,13 +156,43 @@ def crop(
 def align(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/align.yaml]."),
-    motion: Optional[str] = typer.Option(None, help="translation or euclidean."),
+    method: Optional[str] = typer.Option(None, help="ecc (classical, default) or learned."),
+    motion: Optional[str] = typer.Option(None, help="ECC model: translation, euclidean or similarity."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the learned method (from `ums align-train`)."),
+    device: Optional[str] = typer.Option(None, help="Device of the learned method: cpu, cuda, cuda:1 ..."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Register each cropped pair (ECC on gradients) with a per-flight rig offset as fallback."""
+    """Register each cropped pair (ECC on gradients, or the learned net) with a per-flight rig offset as fallback."""
     from ums.align.stage import AlignConfig, align_workspace
 
-    _run_workspace_stage("align", AlignConfig, align_workspace, workspace, config, progress, motion=motion)
+    _run_workspace_stage("align", AlignConfig, align_workspace, workspace, config, progress,
+                         method=method, motion=motion, weights=weights, device=device)
+
+
+@app.command("align-train")
+def align_train(
+    pairs: list[Path] = typer.Option(..., "--pairs", help="Folder of aligned pairs (ir/ + vi/); repeatable."),
+    out: Path = typer.Option(..., help="Checkpoint to write (.pt); a .loss.png curve is written beside it."),
+    steps: int = typer.Option(1000, help="Optimiser steps."),
+    batch: int = typer.Option(16, help="Pairs per step."),
+    crop: int = typer.Option(256, help="Training crop size (multiple of 8)."),
+    width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published 1.82 M-parameter net."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train the SuperFusion-style dense registration net on synthetic warps of aligned pairs."""
+    from ums.align.learned.train import AlignTrainConfig, train_registration
+
+    try:
+        settings = AlignTrainConfig(pairs=pairs, out=out, steps=steps, batch=batch, crop=crop, width=width,
+                                    device=device, seed=seed, show_progress=progress and sys.stderr.isatty())
+        history = train_registration(settings)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    first, last = history[0], history[-1]
+    console.print(f"trained {len(history)} steps: end-point error {first['epe']:.2f} -> {last['epe']:.2f} px; "
+                  f"wrote {out} and {out.with_suffix('.loss.png')}")
 
 
 @app.command("synth-flight")

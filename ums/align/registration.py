@@ -14,8 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ums.align.ecc import RegistrationFailure, ecc_register
-from ums.align.flow import flow_from_transform, warp_with_flow
+from ums.align.ecc import RegistrationFailure, ecc_register, gradient_representation
+from ums.align.flow import flow_from_transform, valid_mask, warp_with_flow
 
 
 @dataclass
@@ -58,7 +58,25 @@ def _ecc(fixed: np.ndarray, moving: np.ndarray, motion: str = "translation", lev
     return _global("ecc", transform, score, fixed.shape[:2], motion=motion, converged=converged)
 
 
-METHODS: dict[str, Callable[..., Registration]] = {"ecc": _ecc, "identity": _identity}
+def _learned(fixed: np.ndarray, moving: np.ndarray, weights: str | None = None, device: str = "cpu",
+             **_: Any) -> Registration:
+    from ums.align.learned.inference import predict_flow
+
+    flow = predict_flow(fixed, moving, weights, device)
+    return Registration(flow, flow_confidence(fixed, moving, flow), None, "learned", {"weights": str(weights)})
+
+
+def flow_confidence(fixed: np.ndarray, moving: np.ndarray, flow: np.ndarray) -> float:
+    """The score ECC reports, for any flow: correlation of the gradient maps after warping."""
+    fixed_rep = gradient_representation(fixed)
+    warped = warp_with_flow(gradient_representation(moving), flow)
+    inside = valid_mask(flow, moving.shape[:2])
+    if inside.sum() < 64:
+        return 0.0
+    return float(max(cv2.computeECC(fixed_rep, warped, inside.astype(np.uint8)), 0.0))
+
+
+METHODS: dict[str, Callable[..., Registration]] = {"ecc": _ecc, "identity": _identity, "learned": _learned}
 
 
 def register(fixed: np.ndarray, moving: np.ndarray, method: str = "ecc", **options: Any) -> Registration:

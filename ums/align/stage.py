@@ -11,8 +11,10 @@ silently called aligned. Every decision is recorded.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -21,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ums.align.ecc import RegistrationFailure
 from ums.align.registration import register
-from ums.atomic import write_image
+from ums.align.flow import warp_with_flow
+from ums.atomic import write_bytes, write_image
 from ums.crop import STAGE as CROP_STAGE
 from ums.progress import progress_bar
 from ums.records import CaptureRecord, Issue
@@ -35,7 +38,9 @@ class AlignConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: str = "ecc"
+    method: str = Field("ecc", pattern="^(ecc|learned)$")
+    weights: Path | None = Field(None, description="checkpoint of the learned method (ums align-train)")
+    device: str = "cpu"
     # Euclidean by default: a rig roll of 0.3 deg leaves ~1.2 px with translation alone on synthetic
     # M30T flights, ~0.3 px with Euclidean; the scale comes from calibration (crop). Similarity
     # recovers a wrong scale (drone-like benchmark: 1.8 px median against 3.8) but drifts on
@@ -80,6 +85,10 @@ class AlignReport:
 
 def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> AlignReport:
     config = config or AlignConfig()
+    if config.method == "learned":
+        from ums.align.learned.inference import cached_matcher
+
+        cached_matcher(config.weights, config.device)  # fail now, naming --weights, not once per frame
     run_id = workspace.start_run(STAGE, config.model_dump())
     report = AlignReport()
     cropped = _cropped_captures(workspace)
@@ -91,7 +100,7 @@ def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> 
             estimates[capture.capture_id] = previous["estimate"]
             report.reused += 1
         else:
-            estimates[capture.capture_id] = estimate_frame(workspace, crop, config)
+            estimates[capture.capture_id] = estimate_frame(workspace, capture, crop, config)
     offsets = flight_offsets(cropped, estimates, config)
     report.offsets = {flight: offsets.get(flight) for flight in {c.flight_root for c, _ in cropped}}
     for capture, crop in cropped:
@@ -107,7 +116,7 @@ def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> 
         if decision["flagged"]:
             report.issues.append(Issue(stage=STAGE, file=capture.frames["T"].path, capture_id=capture.capture_id,
                                        level="warning", message=decision["reason"]))
-        result["files"] = write_outputs(workspace, capture, crop, np.array(decision["transform"]), config)
+        result["files"] = write_outputs(workspace, capture, crop, decision, config)
         workspace.record_stage_result(capture.capture_id, STAGE, "done", result)
     workspace.replace_issues(STAGE, "workspace", report.issues)
     workspace.finish_run(run_id, {k: str(v) for k, v in report.rows()})
@@ -131,18 +140,32 @@ def _load(workspace: Workspace, crop: dict[str, Any], key: str, flags: int) -> n
     return image
 
 
-def estimate_frame(workspace: Workspace, crop: dict[str, Any], config: AlignConfig) -> dict[str, Any]:
-    """One frame's own registration, as a JSON-ready record (or the reason it failed)."""
+def estimate_frame(workspace: Workspace, capture: CaptureRecord, crop: dict[str, Any],
+                   config: AlignConfig) -> dict[str, Any]:
+    """One frame's own registration, as a JSON-ready record (or the reason it failed).
+
+    Global models keep their 3x3 transform; dense (learned) flows go to ``align/<id>/flow.npy``."""
     try:
         fixed = _load(workspace, crop, "ir", cv2.IMREAD_GRAYSCALE)
         moving = _load(workspace, crop, "vis", cv2.IMREAD_COLOR)
         valid = _load(workspace, crop, "valid", cv2.IMREAD_GRAYSCALE)
-        registration = register(fixed, moving, config.method, motion=config.motion, levels=config.levels,
-                                moving_mask=valid)
+        if config.method == "learned":
+            registration = register(fixed, moving, "learned", weights=config.weights, device=config.device)
+        else:
+            registration = register(fixed, moving, config.method, motion=config.motion, levels=config.levels,
+                                    moving_mask=valid)
     except RegistrationFailure as exc:
         return {"ok": False, "reason": str(exc)}
-    return {"ok": True, "transform": registration.transform.tolist(), "score": registration.score,
-            "converged": bool(registration.details.get("converged", True))}
+    estimate = {"ok": True, "score": registration.score, "converged": bool(registration.details.get("converged", True))}
+    if registration.transform is not None:
+        estimate["transform"] = registration.transform.tolist()
+    else:
+        path = workspace.stage_dir(STAGE) / capture.capture_id / "flow.npy"
+        buffer = io.BytesIO()
+        np.save(buffer, registration.flow.astype(np.float32))
+        write_bytes(path, buffer.getvalue())
+        estimate["flow"] = str(path.relative_to(workspace.root))
+    return estimate
 
 
 def flight_offsets(cropped, estimates, config: AlignConfig) -> dict[str, list[list[float]]]:
@@ -151,7 +174,7 @@ def flight_offsets(cropped, estimates, config: AlignConfig) -> dict[str, list[li
     by_flight: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
     for capture, _ in cropped:
         estimate = estimates[capture.capture_id]
-        if estimate["ok"] and estimate["converged"] and estimate["score"] >= config.score_threshold:
+        if _confident(estimate, config) and "transform" in estimate:
             by_flight[capture.flight_root].append(_similarity_parameters(estimate["transform"]))
     offsets = {}
     for flight, values in by_flight.items():
@@ -168,37 +191,45 @@ def _similarity_parameters(transform) -> tuple[float, float, float, float]:
     return transform[0][2], transform[1][2], float(np.arctan2(b, a)), float(np.hypot(a, b))
 
 
+def _confident(estimate: dict[str, Any], config: AlignConfig) -> bool:
+    return estimate["ok"] and estimate["converged"] and estimate["score"] >= config.score_threshold
+
+
 def decide(estimate: dict[str, Any], offset: list[list[float]] | None, config: AlignConfig) -> dict[str, Any]:
-    """Which transform a frame gets, and why."""
+    """Which transform (or dense flow) a frame gets, and why."""
     if not estimate["ok"]:
         if offset is None:
             return {"decision": "failed", "flagged": True, "reason": estimate["reason"]}
         return {"decision": "flight_offset", "flagged": False, "transform": offset,
                 "reason": f"own registration failed ({estimate['reason']}); flight offset used"}
-    transform = estimate["transform"]
-    confident = estimate["converged"] and estimate["score"] >= config.score_threshold
-    if confident and offset is not None:
+    own = {"transform": estimate["transform"]} if "transform" in estimate else {"flow": estimate["flow"]}
+    confident = _confident(estimate, config)
+    if confident and offset is not None and "transform" in estimate:
+        transform = estimate["transform"]
         deviation = float(np.hypot(transform[0][2] - offset[0][2], transform[1][2] - offset[1][2]))
         if deviation > config.max_offset_deviation_px:
             return {"decision": "flight_offset", "flagged": False, "transform": offset,
                     "reason": f"own estimate {deviation:.1f} px from the flight offset; flight offset used"}
     if confident:
-        return {"decision": "frame", "flagged": False, "transform": transform,
-                "reason": f"confident (score {estimate['score']:.2f})"}
+        return {"decision": "frame", "flagged": False, **own, "reason": f"confident (score {estimate['score']:.2f})"}
     if offset is not None:
         return {"decision": "flight_offset", "flagged": False, "transform": offset,
                 "reason": f"low confidence (score {estimate['score']:.2f}); flight offset used"}
-    return {"decision": "unconfident", "flagged": True, "transform": transform,
+    return {"decision": "unconfident", "flagged": True, **own,
             "reason": f"low confidence (score {estimate['score']:.2f}) and no flight offset: review the overlay"}
 
 
-def write_outputs(workspace: Workspace, capture: CaptureRecord, crop: dict[str, Any], transform: np.ndarray,
+def write_outputs(workspace: Workspace, capture: CaptureRecord, crop: dict[str, Any], decision: dict[str, Any],
                   config: AlignConfig) -> dict[str, str]:
     fixed = _load(workspace, crop, "ir", cv2.IMREAD_GRAYSCALE)
     moving = _load(workspace, crop, "vis", cv2.IMREAD_COLOR)
     height, width = fixed.shape
-    aligned = cv2.warpAffine(moving, transform[:2], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT)
+    if "flow" in decision:
+        aligned = warp_with_flow(moving, np.load(workspace.absolute(decision["flow"])))
+    else:
+        transform = np.asarray(decision["transform"])
+        aligned = cv2.warpAffine(moving, transform[:2], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_CONSTANT)
     folder = workspace.stage_dir(STAGE) / capture.capture_id
     files = {"vis": folder / "vis.png", "overlay": folder / "overlay.jpg"}
     write_image(files["vis"], aligned)
@@ -223,5 +254,8 @@ def overlay(thermal: np.ndarray, visible: np.ndarray, style: str = "checkerboard
 
 def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
     settings = config.model_dump_json(exclude={"show_progress", "score_threshold", "max_offset_deviation_px",
-                                               "min_confident_frames", "overlay"})
-    return hashlib.sha256(f"{crop['fingerprint']}|{settings}".encode()).hexdigest()[:16]
+                                               "min_confident_frames", "overlay", "device"})
+    weights = config.weights
+    # a retrained checkpoint at the same path must not reuse the old estimates
+    version = weights.stat().st_mtime_ns if weights is not None and weights.exists() else None
+    return hashlib.sha256(f"{crop['fingerprint']}|{settings}|{version}".encode()).hexdigest()[:16]
