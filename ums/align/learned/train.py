@@ -106,7 +106,7 @@ class PairSampler:
         x = self.rng.integers(0, ir.shape[1] - self.crop + 1)
         window = (slice(y, y + self.crop), slice(x, x + self.crop))
         # the same window on both grids keeps the flow's values: flows are translation-invariant
-        return fixed[window], vi[window], ir[window], truth[window], (y, x)
+        return fixed[window], vi[window], ir[window], truth[window]
 
     def batch(self, size: int, device: torch.device) -> dict[str, torch.Tensor]:
         samples = [self.sample() for _ in range(size)]
@@ -114,8 +114,6 @@ class PairSampler:
         moving = torch.from_numpy(np.stack([s[1] for s in samples])).permute(0, 3, 1, 2)
         ir = torch.from_numpy(np.stack([s[2] for s in samples]))[:, None]
         truth = torch.from_numpy(np.stack([s[3] for s in samples])).permute(0, 3, 1, 2)
-        # the IR crop sits at the same window; the prediction samples it around the window's own
-        # coordinates, so the photometric term compares like with like inside the crop
         return {k: v.to(device) for k, v in dict(fixed=fixed, moving=moving, ir=ir, truth=truth).items()}
 
 
