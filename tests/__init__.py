@@ -1,0 +1,1 @@
+"""Tests of tests (mirrors the package layout)."""

@@ -1,0 +1,1 @@
+"""Tests of tsjnet (mirrors the package layout)."""

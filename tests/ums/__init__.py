@@ -1,0 +1,1 @@
+"""Tests of ums (mirrors the package layout)."""

@@ -1,0 +1,1 @@
+"""Tests of ums/align (mirrors the package layout)."""

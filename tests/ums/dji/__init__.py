@@ -1,0 +1,1 @@
+"""Tests of ums/dji (mirrors the package layout)."""

@@ -1,0 +1,1 @@
+"""Tests of ums/align/learned (mirrors the package layout)."""
