@@ -1,1 +1,1 @@
-"""Tests of tests (mirrors the package layout)."""
+"""The test suite; its folders mirror the packages."""
