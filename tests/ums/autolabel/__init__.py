@@ -1,0 +1,1 @@
+"""Tests of ums/autolabel (mirrors the package layout)."""

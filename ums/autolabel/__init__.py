@@ -1,0 +1,1 @@
+"""Automatic labels: detectors on both modalities, cross-modal merging, evaluation."""
