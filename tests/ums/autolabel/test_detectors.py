@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from ums.autolabel.detectors import DetectorConfig, letterbox, load_detector, sniff_format
+
+
+class FixedOutput(nn.Module):
+    """An 'exported detector' whose output is known: the signatures of YOLOv7's ONNX exports."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.register_buffer("output", output)
+
+    def forward(self, images):
+        return self.output + 0 * images.mean()  # keeps the input in the graph
+
+
+def export(module: nn.Module, path, size=640):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, 3, size, size), str(path), dynamo=False,
+                          input_names=["images"], output_names=["output"])
+    return path
+
+
+def test_yolov7_end_to_end_export(tmp_path):
+    rows = torch.tensor([[0, 100, 150, 300, 350, 2, 0.9], [0, 10, 10, 20, 20, 0, 0.1]], dtype=torch.float32)
+    path = export(FixedOutput(rows), tmp_path / "yolov7-e2e.onnx")
+    assert sniff_format(path) == "yolov7-onnx"
+    detector = load_detector(DetectorConfig(weights=path))
+    assert detector.kind == "end-to-end"
+    # a 1280x960 image letterboxes to 640x640 at scale 0.5 with 80 px of padding above and below
+    found = detector.detect(np.zeros((960, 1280, 3), np.uint8))
+    assert len(found) == 1 and found.classes.tolist() == [2] and found.taxonomy == "coco"
+    np.testing.assert_allclose(found.boxes[0], [200, 140, 600, 540], atol=1e-3)
+    assert found.scores[0] == pytest.approx(0.9)
+
+
+def test_yolov7_raw_export_gets_our_nms(tmp_path):
+    raw = torch.zeros(1, 120, 85)  # like YOLOv7: many more candidate boxes than 5 + classes
+    raw[0, 0, :6] = torch.tensor([200, 250, 200, 200, 0.9, 0.0])
+    raw[0, 0, 5 + 2] = 0.95  # car, 0.855
+    raw[0, 1, :5] = torch.tensor([205, 250, 200, 200, 0.6])
+    raw[0, 1, 5 + 2] = 0.9  # the same car, weaker: suppressed
+    raw[0, 2, :5] = torch.tensor([500, 400, 40, 80, 0.8])
+    raw[0, 2, 5 + 0] = 0.75  # a person, 0.6
+    raw[0, 3, :5] = torch.tensor([50, 50, 10, 10, 0.1])
+    raw[0, 3, 5 + 0] = 0.5  # too weak
+    detector = load_detector(DetectorConfig(weights=export(FixedOutput(raw), tmp_path / "yolov7-raw.onnx")))
+    assert detector.kind == "raw"
+    found = detector.detect(np.zeros((640, 640), np.uint8))  # grey input is accepted
+    order = np.argsort(-found.scores)
+    assert found.classes[order].tolist() == [2, 0]
+    np.testing.assert_allclose(found.scores[order], [0.855, 0.6], atol=1e-5)
+    np.testing.assert_allclose(found.boxes[order][0], [100, 150, 300, 350], atol=1e-3)
+
+
+def test_ultralytics_model_by_path(tmp_path):
+    from ums.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    path = tmp_path / "tiny.pt"
+    YOLO("yolov8n.yaml").save(str(path))  # random weights, from the package's own model definition
+    detector = load_detector(DetectorConfig(weights=path, confidence=0.0001, image_size=320))
+    found = detector.detect(np.full((240, 320, 3), 90, np.uint8))
+    assert found.taxonomy == "coco" and len(found) > 0
+    assert (found.boxes[:, [0, 2]] <= 320 + 1e-3).all() and (found.boxes[:, [1, 3]] <= 240 + 1e-3).all()
+    assert ((0 <= found.classes) & (found.classes < 80)).all()
+
+
+def test_class_names_must_match_the_taxonomy(tmp_path):
+    from ums.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml")
+    model.model.names = {i: f"thing {i}" for i in range(80)}
+    path = tmp_path / "named.pt"
+    model.save(str(path))
+    with pytest.raises(ValueError, match="detector.taxonomy"):
+        load_detector(DetectorConfig(weights=path))
+
+
+def test_missing_or_wrong_weights_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--detector PATH"):
+        load_detector(DetectorConfig())
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_detector(DetectorConfig(weights=tmp_path / "yolov7.onnx"))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        load_detector(DetectorConfig(weights=junk))
+    odd = export(FixedOutput(torch.zeros(3)), tmp_path / "odd.onnx")
+    with pytest.raises(ValueError, match="neither a YOLOv7 end-to-end export"):
+        load_detector(DetectorConfig(weights=odd, format="yolov7-onnx"))
+
+
+def test_letterbox_geometry():
+    image = np.zeros((300, 600, 3), np.uint8)
+    out, scale, (left, top) = letterbox(image, 640)
+    assert out.shape == (640, 640, 3) and scale == pytest.approx(640 / 600) and (left, top) == (0, 160)
