@@ -1,0 +1,103 @@
+"""Instance masks from segment-anything, prompted by the merged boxes.
+
+One image embedding per image and all of its boxes in one batched prompt call (``predict_torch``
+with boxes transformed to SAM's input frame): the image encoder dominates the cost, so prompting
+box by box would repeat nothing expensive but the decoder, yet still costs a call per box.
+Checkpoints are the official ``sam_vit_{b,l,h}`` state dicts (or any state dict of a model built by
+segment-anything's own builder with the architecture given in the config, as tests do).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pydantic import BaseModel, ConfigDict, Field
+from segment_anything import SamPredictor
+from segment_anything.build_sam import _build_sam
+
+from ums.autolabel.detections import Detections
+
+ARCHITECTURES = {
+    "vit_b": dict(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=[2, 5, 8, 11]),
+    "vit_l": dict(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=[5, 11, 17, 23]),
+    "vit_h": dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=[7, 15, 23, 31]),
+}
+
+
+class SamConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = Field(None, description="SAM weights (--sam)")
+    model_type: str = Field("vit_b", description="vit_b, vit_l, vit_h, or custom with `architecture`")
+    architecture: dict[str, Any] | None = Field(None, description="encoder sizes for model_type custom")
+    # Which image SAM segments: the visible one (sharper edges by day), the thermal one (people and
+    # vehicles stand out at night), or per box the modality whose detector scored it higher.
+    image: str = Field("visible", pattern="^(visible|thermal|best)$")
+    device: str = "cpu"
+
+
+def load_sam(config: SamConfig):
+    """A SamPredictor for ``config.checkpoint``; errors name the --sam flag."""
+    if config.checkpoint is None:
+        raise FileNotFoundError("masks need SAM weights: pass --sam PATH (config key sam.checkpoint), an official "
+                                "sam_vit_b/l/h checkpoint; or --no-masks for boxes only")
+    path = Path(config.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"--sam {path}: no such file")
+    architecture = config.architecture if config.model_type == "custom" else ARCHITECTURES.get(config.model_type)
+    if architecture is None:
+        raise ValueError(f"sam.model_type {config.model_type!r}: choose vit_b, vit_l, vit_h, or custom with sam.architecture")
+    model = _build_sam(**architecture, checkpoint=None)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - unpickling and shape mismatches alike mean a wrong file
+        raise ValueError(f"--sam {path}: not a {config.model_type} SAM checkpoint ({str(exc)[:300]})") from exc
+    return SamPredictor(model.to(config.device).eval())
+
+
+@torch.no_grad()
+def segment_boxes(predictor: SamPredictor, image: np.ndarray, detections: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) bool masks and SAM's (N,) quality scores for every box, in one prompt call."""
+    h, w = image.shape[:2]
+    if len(detections) == 0:
+        return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
+    rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    predictor.set_image(rgb)
+    boxes = torch.as_tensor(detections.boxes, dtype=torch.float32, device=predictor.device)
+    transformed = predictor.transform.apply_boxes_torch(boxes, (h, w))
+    masks, scores, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=transformed,
+                                               multimask_output=False)
+    return masks[:, 0].cpu().numpy(), scores[:, 0].cpu().numpy()
+
+
+def segment_boxes_one_by_one(predictor: SamPredictor, image: np.ndarray, detections: Detections) -> np.ndarray:
+    """The unbatched way (one prompt call per box), kept for the benchmark's comparison."""
+    rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    predictor.set_image(rgb)
+    masks = [predictor.predict(box=box, multimask_output=False)[0][0] for box in detections.boxes]
+    return np.stack(masks) if masks else np.zeros((0,) + image.shape[:2], bool)
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO run-length encoding (JSON-ready: counts as text)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+
+
+def semantic_map(masks: np.ndarray, classes: np.ndarray, scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 class-index image: 0 background, class id + 1 elsewhere (MSRS convention); where
+    masks overlap the higher-scoring one wins."""
+    semantic = np.zeros(shape, np.uint8)
+    for index in np.argsort(scores):  # ascending: the best is painted last
+        semantic[masks[index]] = int(classes[index]) + 1
+    return semantic
