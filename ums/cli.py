@@ -195,6 +195,29 @@ def align_train(
                   f"wrote {out} and {out.with_suffix('.loss.png')}")
 
 
+@app.command()
+def autolabel(
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/autolabel.yaml]."),
+    detector: Optional[Path] = typer.Option(None, "--detector", help="Detector file: ultralytics model or YOLOv7 ONNX export."),
+    detector_format: Optional[str] = typer.Option(None, help="auto, ultralytics or yolov7-onnx."),
+    taxonomy: Optional[str] = typer.Option(None, help="labels/ file naming the detector's classes [coco]."),
+    sam: Optional[Path] = typer.Option(None, "--sam", help="SAM checkpoint (official sam_vit_b/l/h)."),
+    sam_type: Optional[str] = typer.Option(None, help="vit_b, vit_l or vit_h."),
+    sam_image: Optional[str] = typer.Option(None, help="Image SAM segments: visible, thermal or best."),
+    masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
+    force: Optional[bool] = typer.Option(None, "--force", help="Replace unreviewed automatic labels."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Detect on both modalities, merge, segment with SAM; human labels are never overwritten."""
+    from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
+
+    _run_workspace_stage("autolabel", AutolabelConfig, autolabel_workspace, workspace, config, progress,
+                         detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy},
+                         sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image},
+                         masks=masks, force=force)
+
+
 @app.command("synth-flight")
 def synth_flight_command(
     out: Path = typer.Argument(..., help="Folder to write the flight into (DCIM/... + groundtruth.json)."),
@@ -239,6 +262,8 @@ def demo(
     from ums.demo import run_demo
 
     result = run_demo(out, n=n, show_progress=progress and sys.stderr.isatty())
+    if isinstance(result.autolabel, str):
+        console.print(f"[yellow]autolabel {result.autolabel}[/yellow]")
     console.print(_table("ums demo", result.rows()))
     console.print(f"open {result.report} in a browser")
 

@@ -34,9 +34,22 @@ def load_config(model: type[ConfigT], path: str | Path | None = None, **override
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping of settings")
         values.update(loaded)
-    values.update({key: value for key, value in overrides.items() if value is not None})
+    _deep_update(values, overrides)
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         source = f" in {path}" if path else ""
         raise ConfigError(f"invalid {model.__name__}{source}:\n{exc}") from exc
+
+
+def _deep_update(values: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Overrides win key by key, nested settings included; None means "not given"."""
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            _deep_update(values[key], value)
+        elif isinstance(value, dict):
+            values[key] = {k: v for k, v in value.items() if v is not None}
+        else:
+            values[key] = value

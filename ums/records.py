@@ -7,6 +7,7 @@ The manifest line (``ums manifest --json``) is :class:`CaptureManifest` serialis
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -147,7 +148,43 @@ class CaptureManifest(BaseModel):
     xmp: dict[str, XmpField]
     thermal_raw: ThermalRawRecord | None
     stages: dict[str, Any] = Field(default_factory=dict)
+    labels: list[dict[str, Any]] = Field(default_factory=list)
     issues: list[Issue]
+
+
+class LabelRecord(BaseModel):
+    """One object label of a capture, on the aligned thermal grid (pixels)."""
+
+    id: int | None = None
+    taxonomy: str = "ums"
+    class_id: int
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    score: float | None = None
+    mask: dict[str, Any] | None = None  # COCO RLE
+    source: Literal["auto", "human"] = "auto"
+    reviewed: bool = False
+    model: str | None = None
+    provenance: dict[str, float] = Field(default_factory=dict)  # score per modality that saw it
+    tags: list[str] = Field(default_factory=list)
+
+    @property
+    def protected(self) -> bool:
+        """A human's label, or one a human reviewed: no automatic run may replace it."""
+        return self.source == "human" or self.reviewed
+
+    @classmethod
+    def from_row(cls, row) -> LabelRecord:
+        return cls(
+            id=row["id"], taxonomy=row["taxonomy"], class_id=row["class_id"], box=json.loads(row["box_json"]),
+            score=row["score"], mask=json.loads(row["mask_json"]) if row["mask_json"] else None,
+            source=row["source"], reviewed=bool(row["reviewed"]), model=row["model"],
+            provenance=json.loads(row["provenance_json"] or "{}"), tags=json.loads(row["tags_json"]),
+        )
+
+    def row_values(self, capture_id: str, now: str) -> tuple:
+        return (capture_id, self.taxonomy, self.class_id, json.dumps(list(self.box)), self.score,
+                json.dumps(self.mask) if self.mask else None, self.source, int(self.reviewed), self.model,
+                json.dumps(self.provenance), json.dumps(self.tags), now, now)
 
 
 FileProbe.model_rebuild()

@@ -122,6 +122,12 @@ def _capture_card(workspace: Workspace, capture: CaptureRecord) -> str:
         if overlay is not None:
             images.append(("aligned overlay", _resize(overlay)))
         caption = f" · align: {align['decision']}" + (" (flagged)" if align.get("flagged") else "")
+    labelled = workspace.stage_results(capture.capture_id).get("autolabel")
+    if labelled and labelled["status"] == "done":
+        labels_preview = cv2.imread(str(workspace.absolute(labelled["files"]["preview"])))
+        if labels_preview is not None:
+            images.append(("labels", _resize(labels_preview)))
+        caption += f" · {len(workspace.labels(capture.capture_id))} labels"
     tags = "".join(
         f'<img alt="{label}" title="{label}" src="data:image/jpeg;base64,{_jpeg_base64(image)}">'
         for label, image in images if image is not None

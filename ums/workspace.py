@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ums.atomic import remove_stale_temporaries
-from ums.records import CaptureManifest, CaptureRecord, FileProbe, Issue
+import numpy as np
+
+from ums.records import CaptureManifest, CaptureRecord, FileProbe, Issue, LabelRecord
 
 DATABASE_NAME = "ums.sqlite"
 DEFAULT_WORKSPACE = "ums-workspace"
@@ -76,6 +78,27 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at TEXT,
         summary_json TEXT
     );
+    """,
+    # 2: labels. Automatic labels may be replaced by a later autolabel run; labels a human made,
+    # edited or reviewed never are (source = 'human' or reviewed = 1).
+    """
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        capture_id TEXT NOT NULL REFERENCES captures (capture_id),
+        taxonomy TEXT NOT NULL,
+        class_id INTEGER NOT NULL,
+        box_json TEXT NOT NULL,
+        score REAL,
+        mask_json TEXT,
+        source TEXT NOT NULL CHECK (source IN ('auto', 'human')),
+        reviewed INTEGER NOT NULL DEFAULT 0,
+        model TEXT,
+        provenance_json TEXT,
+        tags_json TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX labels_by_capture ON labels (capture_id);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -317,6 +340,48 @@ class Workspace:
             counts.setdefault(row["stage"], Counter())[row["status"]] = row["n"]
         return counts
 
+    # -- labels --------------------------------------------------------------------------------
+    def labels(self, capture_id: str | None = None) -> list[LabelRecord]:
+        query = "SELECT * FROM labels" + (" WHERE capture_id = ?" if capture_id else "") + " ORDER BY id"
+        rows = self._db.execute(query, (capture_id,) if capture_id else ())
+        return [LabelRecord.from_row(row) for row in rows]
+
+    def replace_auto_labels(self, capture_id: str, labels: list[LabelRecord]) -> int:
+        """Swap a capture's unreviewed automatic labels for ``labels`` in one transaction.
+
+        Human and reviewed labels stay, and a new automatic box that repeats one of them (same
+        class, IoU >= 0.5) is not added. Returns how many labels were written."""
+        from ums.autolabel.detections import box_iou
+
+        with self.transaction() as db:
+            db.execute("DELETE FROM labels WHERE capture_id = ? AND source = 'auto' AND reviewed = 0", (capture_id,))
+            kept = [LabelRecord.from_row(r) for r in db.execute("SELECT * FROM labels WHERE capture_id = ?", (capture_id,))]
+            fresh = []
+            for label in labels:
+                overlaps = box_iou(np.array([label.box]), np.array([k.box for k in kept]).reshape(-1, 4))[0]
+                if not any(o >= 0.5 and k.class_id == label.class_id for o, k in zip(overlaps, kept)):
+                    fresh.append(label)
+            now = utc_now()
+            db.executemany(
+                "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
+                "model, provenance_json, tags_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [label.row_values(capture_id, now) for label in fresh],
+            )
+        return len(fresh)
+
+    def add_label(self, capture_id: str, label: LabelRecord) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
+                "model, provenance_json, tags_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                label.row_values(capture_id, utc_now()),
+            )
+        return int(cursor.lastrowid)
+
+    def mark_label_reviewed(self, label_id: int, reviewed: bool = True) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE labels SET reviewed = ?, updated_at = ? WHERE id = ?", (int(reviewed), utc_now(), label_id))
+
     # -- the public manifest -------------------------------------------------------------------
     def manifest(self) -> Iterator[CaptureManifest]:
         """One :class:`CaptureManifest` per capture, paths made absolute."""
@@ -342,6 +407,8 @@ class Workspace:
                 xmp=reference.xmp,
                 thermal_raw=thermal_raw,
                 stages=self.stage_results(capture.capture_id),
+                labels=[label.model_dump(exclude={"mask"}) | {"has_mask": label.mask is not None}
+                        for label in self.labels(capture.capture_id)],
                 issues=issues_by_capture.get(capture.capture_id, []),
             )
 

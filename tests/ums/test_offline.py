@@ -45,6 +45,7 @@ AUDIT_SCRIPT = textwrap.dedent(
     from ums.demo import run_demo
     result = run_demo(sys.argv[1], n=2, show_progress=False)
     assert result.ingest.paired == 2 and result.crop.done == 2 and result.align.failed == 0, result
+    assert result.autolabel.startswith("skipped") and "--detector" in result.autolabel, result.autolabel
 
     from ums.offline import configure_ultralytics
     configure_ultralytics()

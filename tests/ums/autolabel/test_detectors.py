@@ -1,33 +1,12 @@
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
+from tests.ums.autolabel.models import FixedOutput
+from tests.ums.autolabel.models import export_onnx as export
 from ums.autolabel.detectors import DetectorConfig, letterbox, load_detector, sniff_format
-
-
-class FixedOutput(nn.Module):
-    """An 'exported detector' whose output is known: the signatures of YOLOv7's ONNX exports."""
-
-    def __init__(self, output: torch.Tensor):
-        super().__init__()
-        self.register_buffer("output", output)
-
-    def forward(self, images):
-        return self.output + 0 * images.mean()  # keeps the input in the graph
-
-
-def export(module: nn.Module, path, size=640):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, torch.zeros(1, 3, size, size), str(path), dynamo=False,
-                          input_names=["images"], output_names=["output"])
-    return path
 
 
 def test_yolov7_end_to_end_export(tmp_path):

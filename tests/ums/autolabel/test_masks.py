@@ -8,7 +8,7 @@ from segment_anything.build_sam import _build_sam
 from ums.autolabel.detections import Detections
 from ums.autolabel.masks import SamConfig, decode_rle, encode_rle, load_sam, segment_boxes, segment_boxes_one_by_one, semantic_map
 
-TINY = dict(encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=1, encoder_global_attn_indexes=[0])
+from tests.ums.autolabel.models import TINY_SAM as TINY
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
+from ums.align.stage import AlignConfig, align_workspace
+from ums.autolabel.detectors import DetectorConfig
+from ums.autolabel.masks import SamConfig, decode_rle
+from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
+from ums.cli import app
+from ums.crop import CropConfig, crop_workspace
+from ums.ingest import IngestConfig, ingest_flight
+from ums.records import LabelRecord
+from ums.workspace import Workspace
+
+# 640x512 pairs letterbox into 640x640 with 64 px above: a car, a person, and a COCO dog (no UMS class)
+ROWS = [[0, 100, 164, 220, 224, 2, 0.9], [0, 400, 264, 430, 344, 0, 0.7], [0, 500, 100, 560, 150, 16, 0.8]]
+
+
+@pytest.fixture()
+def aligned(synthetic_flight, tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+    crop_workspace(ws, CropConfig(show_progress=False))
+    align_workspace(ws, AlignConfig(show_progress=False))
+    yield ws
+    ws.close()
+
+
+@pytest.fixture()
+def config(tmp_path):
+    return AutolabelConfig(
+        detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "yolov7.onnx", ROWS)),
+        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),
+        show_progress=False)
+
+
+def test_labels_from_both_modalities_with_masks_and_outputs(aligned, config):
+    report = autolabel_workspace(aligned, config)
+    assert report.labelled == 4 and report.labels == 8 and report.per_class == {"car": 4, "person": 4}
+    capture = aligned.captures()[0]
+    labels = aligned.labels(capture.capture_id)
+    car = next(label for label in labels if label.class_id == 2)
+    np.testing.assert_allclose(car.box, [100, 100, 220, 160], atol=1e-3)
+    assert car.provenance == {"visible": pytest.approx(0.9), "thermal": pytest.approx(0.9)}
+    assert car.source == "auto" and not car.reviewed and car.model.startswith("yolov7.onnx@")
+    assert decode_rle(car.mask).shape == (512, 640)
+    result = aligned.stage_results(capture.capture_id)["autolabel"]
+    assert result["detections"] == {"visible": 2, "thermal": 2} and result["merged"] == 2
+    semantic = cv2.imread(str(aligned.absolute(result["files"]["semantic"])), cv2.IMREAD_UNCHANGED)
+    assert semantic.shape == (512, 640) and set(np.unique(semantic)) <= {0, 1, 3}
+    assert cv2.imread(str(aligned.absolute(result["files"]["preview"]))).shape == (512, 1280, 3)
+
+
+def test_human_work_survives_reruns(aligned, config):
+    autolabel_workspace(aligned, config)
+    capture = aligned.captures()[0].capture_id
+    car = next(label for label in aligned.labels(capture) if label.class_id == 2)
+    aligned.mark_label_reviewed(car.id)
+    aligned.add_label(capture, LabelRecord(class_id=0, box=(400, 200, 430, 280), source="human"))  # over the person
+    aligned.add_label(capture, LabelRecord(class_id=3, box=(10, 10, 40, 40), source="human"))
+    assert autolabel_workspace(aligned, config).skipped == 4  # labelled already: nothing changes
+    assert len(aligned.labels(capture)) == 4
+    forced = autolabel_workspace(aligned, config.model_copy(update={"force": True}))
+    assert forced.labelled == 4
+    labels = aligned.labels(capture)
+    # reviewed car and both human labels kept; the automatic person would repeat the human one
+    assert sorted((l.source, l.reviewed, l.class_id) for l in labels) == [("auto", True, 2), ("human", False, 0),
+                                                                           ("human", False, 3)]
+    assert next(l for l in labels if l.class_id == 2).id == car.id
+
+
+def test_boxes_only_and_clear_errors(aligned, config, tmp_path):
+    report = autolabel_workspace(aligned, config.model_copy(update={"masks": False, "sam": SamConfig()}))
+    assert report.labels == 8 and all(label.mask is None for label in aligned.labels())
+    runner = CliRunner()
+    workspace = str(aligned.root)
+    missing = runner.invoke(app, ["autolabel", "-w", workspace, "--no-progress"])
+    assert missing.exit_code == 2 and "--detector" in missing.output
+    no_sam = runner.invoke(app, ["autolabel", "-w", workspace, "--detector", str(config.detector.weights), "--no-progress"])
+    assert no_sam.exit_code == 2 and "--sam" in no_sam.output and "--no-masks" in no_sam.output
+    boxes_only = runner.invoke(app, ["autolabel", "-w", workspace, "--detector", str(config.detector.weights),
+                                     "--no-masks", "--force", "--no-progress"])
+    assert boxes_only.exit_code == 0 and "automatic labels written" in boxes_only.output

@@ -1,0 +1,21 @@
+from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
+from tests.ums.autolabel.test_stage import ROWS
+from ums.autolabel.detectors import DetectorConfig
+from ums.autolabel.masks import SamConfig
+from ums.autolabel.stage import AutolabelConfig
+from ums.demo import run_demo
+
+
+def test_demo_end_to_end_with_tiny_models(tmp_path):
+    autolabel = AutolabelConfig(
+        detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "yolov7.onnx", ROWS)),
+        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),
+        show_progress=False)
+    result = run_demo(tmp_path / "demo", n=2, show_progress=False, autolabel=autolabel)
+    assert result.ingest.paired == 2 and result.align.failed == 0
+    assert result.autolabel.labelled == 2 and result.autolabel.labels == 4
+    page = result.report.read_text()
+    assert page.count('alt="labels"') == 2 and "4 labels" not in page and "2 labels" in page
+    # a second run reuses everything
+    again = run_demo(tmp_path / "demo", n=2, show_progress=False, autolabel=autolabel)
+    assert again.ingest.read == 0 and again.crop.skipped == 2 and again.autolabel.skipped == 2
