@@ -218,6 +218,23 @@ def autolabel(
                          masks=masks, force=force)
 
 
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="Folder to write the export into."),
+    format: str = typer.Option(..., "--format", "-f", help="coco, yolo, voc or semantic."),
+    workspace: Optional[Path] = WorkspaceOption,
+) -> None:
+    """Aligned pairs and their labels in a standard format (COCO, YOLO, Pascal VOC, semantic PNGs)."""
+    from ums.export import export_workspace
+
+    try:
+        with Workspace.open(workspace, create=False) as ws:
+            counts = export_workspace(ws, out, format)
+    except (ValueError, WorkspaceError) as exc:
+        _fail(str(exc))
+    console.print(f"exported {counts['pairs']} pairs and {counts['labels']} labels as {format} to {out}")
+
+
 @app.command("synth-flight")
 def synth_flight_command(
     out: Path = typer.Argument(..., help="Folder to write the flight into (DCIM/... + groundtruth.json)."),

@@ -34,7 +34,7 @@ class DemoResult:
             *self.ingest.rows(),
             *self.crop.rows(),
             *self.align.rows(),
-            *(self.autolabel.rows() if not isinstance(self.autolabel, str) else [("autolabel", self.autolabel)]),
+            *(self.autolabel.rows() if not isinstance(self.autolabel, str) else [("autolabel", "skipped (see below)")]),
             ("report", self.report),
         ]
 
