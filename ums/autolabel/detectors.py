@@ -92,8 +92,10 @@ class UltralyticsDetector:
         _check_names(getattr(self.model, "names", None) or {}, config.taxonomy, path)
 
     def detect(self, image: np.ndarray) -> Detections:
+        threads = torch.get_num_threads()
         result = self.model.predict(_grey_to_bgr(image), conf=self.config.confidence, iou=self.config.iou,
                                     imgsz=self.config.image_size, device=self.config.device, verbose=False)[0]
+        torch.set_num_threads(threads)  # ultralytics' device selection drops torch to one CPU thread
         boxes = result.boxes
         return Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int64),
                           self.taxonomy)

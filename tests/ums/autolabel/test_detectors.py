@@ -50,7 +50,9 @@ def test_ultralytics_model_by_path(tmp_path):
     path = tmp_path / "tiny.pt"
     YOLO("yolov8n.yaml").save(str(path))  # random weights, from the package's own model definition
     detector = load_detector(DetectorConfig(weights=path, confidence=0.0001, image_size=320))
+    threads = torch.get_num_threads()
     found = detector.detect(np.full((240, 320, 3), 90, np.uint8))
+    assert torch.get_num_threads() == threads  # the rest of the process keeps its CPU threads
     assert found.taxonomy == "coco" and len(found) > 0
     assert (found.boxes[:, [0, 2]] <= 320 + 1e-3).all() and (found.boxes[:, [1, 3]] <= 240 + 1e-3).all()
     assert ((0 <= found.classes) & (found.classes < 80)).all()
