@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import median_seconds  # noqa: E402  (bench/timing.py)
+
 from ums.autolabel.detections import Detections  # noqa: E402
 from ums.autolabel.detectors import DetectorConfig, load_detector  # noqa: E402
 from ums.autolabel.masks import SamConfig, load_sam, segment_boxes  # noqa: E402
-
-
-def median_seconds(run, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import median_seconds  # noqa: E402  (bench/timing.py)
 
 from ums.dji.exif import find_exif_block, read_exif  # noqa: E402
 from ums.dji.jpeg import APP1, read_header  # noqa: E402
@@ -36,15 +37,6 @@ from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
 from ums.atomic import FAST_PNG, write_image  # noqa: E402
 import cv2  # noqa: E402
 from ums.workspace import Workspace  # noqa: E402
-
-
-def median_seconds(run, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def exiftool(flight: Path) -> None:
