@@ -219,17 +219,36 @@ def autolabel(
 
 
 @app.command()
+def split(
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/split.yaml]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+) -> None:
+    """train / val / test by blocks of consecutive captures, stratified, rejected pairs left out."""
+    from ums.split import SplitConfig, split_workspace
+
+    try:
+        settings = load_config(SplitConfig, config or default_config_path("split"), seed=seed)
+        with Workspace.open(workspace, create=False) as ws:
+            report = split_workspace(ws, settings)
+    except (ConfigError, WorkspaceError) as exc:
+        _fail(str(exc))
+    console.print(_table("ums split", report.rows()))
+
+
+@app.command()
 def export(
     out: Path = typer.Argument(..., help="Folder to write the export into."),
-    format: str = typer.Option(..., "--format", "-f", help="coco, yolo, voc or semantic."),
+    format: str = typer.Option(..., "--format", "-f", help="msrs (for tsjnet train), coco, yolo, voc or semantic."),
+    redact: bool = typer.Option(False, help="Drop GPS positions and serial numbers from exported metadata."),
     workspace: Optional[Path] = WorkspaceOption,
 ) -> None:
-    """Aligned pairs and their labels in a standard format (COCO, YOLO, Pascal VOC, semantic PNGs)."""
+    """Aligned pairs and their labels: the MSRS layout with a dataset card, COCO, YOLO, VOC or semantic PNGs."""
     from ums.export import export_workspace
 
     try:
         with Workspace.open(workspace, create=False) as ws:
-            counts = export_workspace(ws, out, format)
+            counts = export_workspace(ws, out, format, redact)
     except (ValueError, WorkspaceError) as exc:
         _fail(str(exc))
     console.print(f"exported {counts['pairs']} pairs and {counts['labels']} labels as {format} to {out}")

@@ -6,7 +6,12 @@ the aligned thermal grid, so one set of labels serves both; under ``images/`` fo
 - ``yolo``: ``labels/<capture>.txt`` (class cx cy w h, normalised) and ``data.yaml``;
 - ``voc``: ``Annotations/<capture>.xml`` (Pascal VOC);
 - ``semantic``: ``Segmentation_labels/<capture>.png`` (0 background, UMS id + 1: the MSRS convention).
-Rejected pairs (tag ``reject``) are left out.
+- ``msrs``: what ``tsjnet train --data`` reads: ``ir/``, ``vi/``, ``Segmentation_labels/`` in MSRS's
+  9-class ids (``labels/mappings.yaml`` ums->msrs-seg), YOLO boxes in ``labels/`` (UMS ids,
+  ``classes.txt``), the split lists ``train.txt``/``val.txt``/``test.txt`` from ``ums split``,
+  ``metadata.jsonl`` (the manifest lines, ``redact`` strips GPS and serials) and a dataset card
+  (``README.md`` with plots and a grid of labelled pairs).
+Labels tagged ``reject``, and captures rejected in review, are left out.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from ums.records import CaptureRecord, LabelRecord
 from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
-FORMATS = ("coco", "yolo", "voc", "semantic")
+FORMATS = ("msrs", "coco", "yolo", "voc", "semantic")
+PAIR_FOLDERS = {"msrs": ("ir", "vi")}
 
 
 @dataclass
@@ -40,31 +46,38 @@ class ExportedPair:
     labels: list[LabelRecord]
 
 
-def export_workspace(workspace: Workspace, out: str | Path, fmt: str) -> dict[str, int]:
+def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bool = False) -> dict[str, int]:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
     # ultralytics finds labels by swapping /images/ for /labels/ in an image's path
-    pairs = _copy_pairs(workspace, out, out / "images" if fmt == "yolo" else out)
-    {"coco": _coco, "yolo": _yolo, "voc": _voc, "semantic": _semantic}[fmt](pairs, out)
+    pairs = _copy_pairs(workspace, out, out / "images" if fmt == "yolo" else out,
+                        PAIR_FOLDERS.get(fmt, ("infrared", "visible")))
+    if fmt == "msrs":
+        from ums.dataset_card import write_msrs
+
+        write_msrs(workspace, pairs, out, redact)
+    else:
+        {"coco": _coco, "yolo": _yolo, "voc": _voc, "semantic": _semantic}[fmt](pairs, out)
     return {"pairs": len(pairs), "labels": sum(len(p.labels) for p in pairs)}
 
 
-def _copy_pairs(workspace: Workspace, out: Path, image_root: Path) -> list[ExportedPair]:
+def _copy_pairs(workspace: Workspace, out: Path, image_root: Path, folders: tuple[str, str]) -> list[ExportedPair]:
     pairs = []
     for capture in workspace.captures():
-        aligned = workspace.stage_results(capture.capture_id).get(ALIGN_STAGE)
-        if not aligned or aligned["status"] != "done":
+        results = workspace.stage_results(capture.capture_id)
+        aligned = results.get(ALIGN_STAGE)
+        if not aligned or aligned["status"] != "done" or "reject" in (results.get("review") or {}).get("tags", []):
             continue
         labels = [label for label in workspace.labels(capture.capture_id) if "reject" not in label.tags]
         names = {}
-        for modality, key in (("infrared", "ir"), ("visible", "vis")):
+        for modality, key in zip(folders, ("ir", "vis")):
             target = image_root / modality / f"{capture.capture_id}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(workspace.absolute(aligned["files"][key]), target)
             names[modality] = str(target.relative_to(out))
-        height, width = cv2.imread(str(out / names["infrared"]), cv2.IMREAD_GRAYSCALE).shape
-        pairs.append(ExportedPair(capture, names["infrared"], names["visible"], (width, height), labels))
+        height, width = cv2.imread(str(out / names[folders[0]]), cv2.IMREAD_GRAYSCALE).shape
+        pairs.append(ExportedPair(capture, names[folders[0]], names[folders[1]], (width, height), labels))
     return pairs
 
 

@@ -67,3 +67,25 @@ def test_yolo_and_voc_and_semantic(labelled, tmp_path):
     assert semantic[130, 150] == 3 and semantic[0, 0] == 0 and (semantic == 3).sum() == 60 * 120
     with pytest.raises(ValueError, match="unknown export format"):
         export_workspace(labelled, tmp_path / "x", "pascal")
+
+
+def test_msrs_layout_with_split_lists_metadata_and_card(labelled, tmp_path):
+    from ums.split import SplitConfig, split_workspace
+
+    split_workspace(labelled, SplitConfig(max_block_captures=1))
+    counts = export_workspace(labelled, tmp_path, "msrs", redact=True)
+    assert counts["pairs"] == 4
+    first = labelled.captures()[0].capture_id
+    assert cv2.imread(str(tmp_path / "ir" / f"{first}.png"), cv2.IMREAD_GRAYSCALE).shape == (512, 640)
+    assert cv2.imread(str(tmp_path / "vi" / f"{first}.png")).shape == (512, 640, 3)
+    semantic = cv2.imread(str(tmp_path / "Segmentation_labels" / f"{first}.png"), cv2.IMREAD_UNCHANGED)
+    assert semantic[130, 150] == 1 and semantic[0, 0] == 0  # UMS car -> MSRS car (1)
+    assert (tmp_path / "classes.txt").read_text().splitlines()[:3] == ["person", "bicycle", "car"]
+    lists = {name: (tmp_path / f"{name}.txt").read_text().split() for name in ("train", "val", "test")}
+    assert sorted(sum(lists.values(), [])) == sorted(c.capture_id for c in labelled.captures())
+    metadata = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert len(metadata) == 4 and all("GpsLatitude" not in m["xmp"] and m["exif"]["gps_latitude"] is None for m in metadata)
+    card = (tmp_path / "README.md").read_text()
+    assert "| car | 1 |" in card and "| person | 1 |" in card
+    for plot in ("classes.png", "strata.png", "samples.jpg"):
+        assert (tmp_path / "card" / plot).stat().st_size > 1000

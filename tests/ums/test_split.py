@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from ums.align.stage import AlignConfig, align_workspace
+from ums.crop import CropConfig, crop_workspace
+from ums.ingest import IngestConfig, ingest_flight
+from ums.records import LabelRecord
+from ums.split import SplitConfig, split_workspace
+from ums.synth import SynthFlightConfig, synth_flight
+from ums.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("split")
+    synth_flight(root / "flight", SynthFlightConfig(n=20, seed=2, show_progress=False))
+    ws = Workspace.open(root / "ws")
+    ingest_flight(ws, root / "flight", IngestConfig(show_progress=False))
+    crop_workspace(ws, CropConfig(show_progress=False))
+    align_workspace(ws, AlignConfig(show_progress=False))
+    for index, capture in enumerate(ws.captures()):
+        ws.add_label(capture.capture_id, LabelRecord(class_id=2 if index % 3 else 0, box=(10, 10, 50, 50)))
+    yield ws
+    ws.close()
+
+
+def splits_of(ws):
+    results = {c.capture_id: ws.stage_results(c.capture_id).get("split") for c in ws.captures()}
+    return {k: v for k, v in results.items() if v and v["status"] == "done"}
+
+
+def test_blocks_never_straddle_splits_and_shares_hold(workspace):
+    report = split_workspace(workspace, SplitConfig(max_block_captures=2))
+    assigned = splits_of(workspace)
+    assert len(assigned) == 20
+    by_block: dict[int, set[str]] = {}
+    for result in assigned.values():
+        by_block.setdefault(result["block"], set()).add(result["split"])
+    assert len(by_block) == 10 and all(len(splits) == 1 for splits in by_block.values())
+    sizes = Counter(result["split"] for result in assigned.values())
+    assert sizes == {"train": 14, "val": 4, "test": 2} or sizes == {"train": 14, "val": 2, "test": 4}
+    assert report.counts["train"]["captures"] == 14
+    assert all(report.counts[s]["class:person"] >= 1 for s in ("train",))
+
+
+def test_gaps_start_blocks_and_seeds_reproduce(workspace):
+    split_workspace(workspace, SplitConfig(max_block_captures=50, block_gap_s=1.0))  # 2 s apart: every capture alone
+    assert len({r["block"] for r in splits_of(workspace).values()}) == 20
+    split_workspace(workspace, SplitConfig(max_block_captures=4, seed=7))
+    first = {k: v["split"] for k, v in splits_of(workspace).items()}
+    split_workspace(workspace, SplitConfig(max_block_captures=4, seed=7))
+    assert {k: v["split"] for k, v in splits_of(workspace).items()} == first
+
+
+def test_rejected_captures_are_left_out(workspace):
+    rejected = workspace.captures()[0].capture_id
+    workspace.record_stage_result(rejected, "review", "done", {"tags": ["reject"]})
+    report = split_workspace(workspace, SplitConfig(max_block_captures=2))
+    assert report.rejected == 1 and sum(report.counts[s]["captures"] for s in report.counts) == 19
+    assert workspace.stage_results(rejected)["split"] == {"status": "excluded", "split": None, "reason": "rejected in review"}
+    workspace.record_stage_result(rejected, "review", "done", {"tags": []})
+
+
+def test_fractions_are_validated():
+    with pytest.raises(ValueError, match="sum to 1"):
+        SplitConfig(fractions={"train": 0.8, "val": 0.3, "test": 0.1})

@@ -1,0 +1,151 @@
+"""Stage ``split``: train / val / test without leakage.
+
+Consecutive frames of a flight are near-duplicates, so whole *blocks* of them go to one split: a
+block is a run of captures of one flight folder with no gap over ``block_gap_s`` and at most
+``max_block_captures`` long. Blocks are shuffled (seeded), then placed largest first into the split
+that most lacks its share, of captures and of each stratum (label class, time of day, altitude
+band) alike. Rejected captures (review tag ``reject``) are left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ums.align.stage import STAGE as ALIGN_STAGE
+from ums.records import CaptureRecord
+from ums.taxonomy import load_taxonomy
+from ums.workspace import Workspace
+
+STAGE = "split"
+SPLITS = ("train", "val", "test")
+
+
+class SplitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15})
+    block_gap_s: float = Field(30.0, gt=0)
+    max_block_captures: int = Field(20, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if set(self.fractions) != set(SPLITS) or abs(sum(self.fractions.values()) - 1) > 1e-6:
+            raise ValueError(f"fractions must give {', '.join(SPLITS)} and sum to 1")
+        return self
+
+
+@dataclass
+class Block:
+    captures: list[CaptureRecord]
+    strata: Counter[str]
+
+
+@dataclass
+class SplitReport:
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # split -> stratum -> count
+    blocks: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    issues: list = field(default_factory=list)
+
+    def rows(self) -> list[tuple[str, object]]:
+        rows = [("rejected (left out)", self.rejected)]
+        for split in SPLITS:
+            counts = self.counts.get(split, Counter())
+            strata = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != "captures")
+            rows.append((f"{split}: captures / blocks", f"{counts['captures']} / {self.blocks.get(split, 0)}"))
+            rows.append((f"{split}: strata", strata or "-"))
+        return rows
+
+
+def split_workspace(workspace: Workspace, config: SplitConfig | None = None) -> SplitReport:
+    config = config or SplitConfig()
+    report = SplitReport()
+    eligible = []
+    for capture in workspace.captures():
+        results = workspace.stage_results(capture.capture_id)
+        if (results.get(ALIGN_STAGE) or {}).get("status") != "done":
+            continue
+        if "reject" in (results.get("review") or {}).get("tags", []):
+            report.rejected += 1
+            workspace.record_stage_result(capture.capture_id, STAGE, "excluded", {"split": None, "reason": "rejected in review"})
+            continue
+        eligible.append(capture)
+    blocks = make_blocks(workspace, eligible, config)
+    assignment = assign_blocks(blocks, config)
+    for index, (block, split) in enumerate(zip(blocks, assignment)):
+        report.blocks[split] = report.blocks.get(split, 0) + 1
+        report.counts.setdefault(split, Counter()).update(block.strata + Counter(captures=len(block.captures)))
+        for capture in block.captures:
+            workspace.record_stage_result(capture.capture_id, STAGE, "done",
+                                          {"split": split, "block": index, "seed": config.seed})
+    return report
+
+
+def make_blocks(workspace: Workspace, captures: list[CaptureRecord], config: SplitConfig) -> list[Block]:
+    ordered = sorted(captures, key=lambda c: (c.flight_root, c.folder, c.timestamp or "", c.sequence))
+    blocks: list[Block] = []
+    previous: CaptureRecord | None = None
+    for capture in ordered:
+        if previous is None or _starts_block(previous, capture, blocks[-1], config):
+            blocks.append(Block([], Counter()))
+        blocks[-1].captures.append(capture)
+        blocks[-1].strata.update(strata_of(workspace, capture))
+        previous = capture
+    return blocks
+
+
+def _starts_block(previous: CaptureRecord, capture: CaptureRecord, block: Block, config: SplitConfig) -> bool:
+    if (previous.flight_root, previous.folder) != (capture.flight_root, capture.folder):
+        return True
+    if len(block.captures) >= config.max_block_captures:
+        return True
+    if previous.timestamp and capture.timestamp:
+        gap = (datetime.fromisoformat(capture.timestamp) - datetime.fromisoformat(previous.timestamp)).total_seconds()
+        return gap > config.block_gap_s
+    return False
+
+
+def strata_of(workspace: Workspace, capture: CaptureRecord) -> Counter[str]:
+    """What the split should balance: label classes, time of day, altitude band."""
+    names = load_taxonomy("ums").names
+    strata = Counter(f"class:{names.get(label.class_id, label.class_id)}"
+                     for label in workspace.labels(capture.capture_id) if "reject" not in label.tags)
+    if capture.timestamp:
+        hour = datetime.fromisoformat(capture.timestamp).hour
+        strata[f"time:{'day' if 7 <= hour < 19 else 'night'}"] += 1
+    altitude = capture.reference_frame.xmp.get("RelativeAltitude")
+    if altitude is not None and isinstance(altitude.value, (int, float)):
+        band = "low (<30 m)" if altitude.value < 30 else "mid (30-80 m)" if altitude.value < 80 else "high (>=80 m)"
+        strata[f"altitude:{band}"] += 1
+    return strata
+
+
+def assign_blocks(blocks: list[Block], config: SplitConfig) -> list[str]:
+    """Greedy: each block (largest first, ties in seeded random order) to the split whose share of
+    captures and of every stratum is most behind its target fraction."""
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(blocks))
+    order = sorted(order, key=lambda i: -len(blocks[i].captures))  # stable: the shuffle breaks ties
+    totals = Counter(captures=sum(len(b.captures) for b in blocks))
+    for block in blocks:
+        totals.update(block.strata)
+    placed = {split: Counter() for split in SPLITS}
+    assignment: dict[int, str] = {}
+    for index in order:
+        block = blocks[index]
+        content = block.strata + Counter(captures=len(block.captures))
+
+        def deficit(split: str) -> float:
+            share = config.fractions[split]
+            return sum((share * totals[key] - placed[split][key]) / totals[key] for key in content) / len(content)
+
+        split = max(SPLITS, key=lambda s: (deficit(s), config.fractions[s]))
+        placed[split].update(content)
+        assignment[index] = split
+    return [assignment[i] for i in range(len(blocks))]
