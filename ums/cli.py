@@ -219,6 +219,34 @@ def autolabel(
 
 
 @app.command()
+def review(
+    workspace: Optional[Path] = WorkspaceOption,
+    port: int = typer.Option(5151, help="Port of the FiftyOne App (bound to 127.0.0.1)."),
+    launch: bool = typer.Option(True, "--launch/--no-launch", help="Serve the App after building the dataset."),
+    sync: bool = typer.Option(False, "--sync", help="Bring the reviewer's tags, edits, deletions and additions back."),
+) -> None:
+    """Review pairs and labels in the FiftyOne App; --sync brings the review back as human labels."""
+    from ums.review import build_review_dataset, launch_app, sync_review
+
+    try:
+        with Workspace.open(workspace, create=False) as ws:
+            if sync:
+                report = sync_review(ws)
+                console.print(_table("ums review --sync", report.rows()))
+                _issue_lines(report.issues, 20)
+                return
+            dataset = build_review_dataset(ws)
+            console.print(f"review dataset {dataset.name}: {len(dataset.select_group_slices(['infrared', 'visible']))} "
+                          f"samples in {len(dataset.distinct('capture_id'))} capture groups; saved views: "
+                          f"{', '.join(dataset.list_saved_views())}")
+    except (FileNotFoundError, WorkspaceError) as exc:
+        _fail(str(exc))
+    if launch:
+        console.print(f"FiftyOne App: http://127.0.0.1:{port}/ (Ctrl-C to stop; then `ums review --sync`)")
+        launch_app(dataset, port)
+
+
+@app.command()
 def split(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/split.yaml]."),

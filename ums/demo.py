@@ -1,4 +1,5 @@
-"""``make demo``: synth-flight -> ingest -> crop -> align -> autolabel -> report, on an embedded default."""
+"""``make demo``: synth-flight -> ingest -> crop -> align -> autolabel -> review dataset -> split ->
+export -> report, on an embedded default."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 from ums.align.stage import AlignConfig, AlignReport, align_workspace
 from ums.autolabel.stage import AutolabelConfig, AutolabelReport, autolabel_workspace
 from ums.config import default_config_path, load_config
+from ums.export import export_workspace
+from ums.review import build_review_dataset
+from ums.split import SplitConfig, SplitReport, split_workspace
 from ums.crop import CropConfig, CropReport, crop_workspace
 from ums.ingest import IngestConfig, IngestReport, ingest_flight
 from ums.report import write_html_report
@@ -24,6 +28,9 @@ class DemoResult:
     crop: CropReport
     align: AlignReport
     autolabel: AutolabelReport | str  # the report, or why the step was skipped
+    review_dataset: str
+    split: SplitReport
+    export: Path
     report: Path
 
     def rows(self) -> list[tuple[str, object]]:
@@ -35,6 +42,9 @@ class DemoResult:
             *self.crop.rows(),
             *self.align.rows(),
             *(self.autolabel.rows() if not isinstance(self.autolabel, str) else [("autolabel", "skipped (see below)")]),
+            ("review dataset (FiftyOne)", self.review_dataset),
+            *self.split.rows(),
+            ("export (msrs layout + card)", self.export),
             ("report", self.report),
         ]
 
@@ -53,8 +63,12 @@ def run_demo(out: str | Path, n: int = 6, seed: int = 0, show_progress: bool = T
         crop = crop_workspace(workspace, CropConfig(show_progress=show_progress))
         align = align_workspace(workspace, AlignConfig(show_progress=show_progress))
         labels = _autolabel_step(workspace, autolabel, show_progress)
+        review = build_review_dataset(workspace).name  # built, not launched: `ums review` serves it
+        split = split_workspace(workspace, SplitConfig(max_block_captures=2))  # tiny flight: small blocks
+        export_workspace(workspace, out / "export", "msrs", redact=True)
         report = write_html_report(workspace)
-    return DemoResult(flight, out / "workspace", truth, ingest, crop, align, labels, report)
+    return DemoResult(flight, out / "workspace", truth, ingest, crop, align, labels, review, split, out / "export",
+                      report)
 
 
 def _autolabel_step(workspace: Workspace, config: AutolabelConfig | None, show_progress: bool) -> AutolabelReport | str:

@@ -69,7 +69,7 @@ def _copy_pairs(workspace: Workspace, out: Path, image_root: Path, folders: tupl
         aligned = results.get(ALIGN_STAGE)
         if not aligned or aligned["status"] != "done" or "reject" in (results.get("review") or {}).get("tags", []):
             continue
-        labels = [label for label in workspace.labels(capture.capture_id) if "reject" not in label.tags]
+        labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
         names = {}
         for modality, key in zip(folders, ("ir", "vis")):
             target = image_root / modality / f"{capture.capture_id}.png"

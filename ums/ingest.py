@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -247,8 +246,13 @@ def _read_in_workers(jobs: list[_ReadJob], workers: int) -> Iterator[_ReadResult
     if workers <= 1 or len(jobs) < 4 * workers:
         yield from map(read_file, jobs)
         return
-    # fork: the workers inherit the imported modules, so they start in milliseconds.
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    # forkserver, not fork: forking a process that runs other threads (a MongoDB client, a progress
+    # bar) can deadlock the child. The server preloads this module, so workers still start fast.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["ums.ingest"])
+    else:
+        context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
         yield from pool.imap(read_file, jobs, chunksize=2)
 

@@ -166,6 +166,12 @@ class LabelRecord(BaseModel):
     model: str | None = None
     provenance: dict[str, float] = Field(default_factory=dict)  # score per modality that saw it
     tags: list[str] = Field(default_factory=list)
+    updated_at: str | None = None  # set by the workspace
+
+    @property
+    def excluded(self) -> bool:
+        """Rejected or deleted in review: kept as a record, left out of exports and splits."""
+        return "reject" in self.tags or "deleted" in self.tags
 
     @property
     def protected(self) -> bool:
@@ -179,6 +185,7 @@ class LabelRecord(BaseModel):
             score=row["score"], mask=json.loads(row["mask_json"]) if row["mask_json"] else None,
             source=row["source"], reviewed=bool(row["reviewed"]), model=row["model"],
             provenance=json.loads(row["provenance_json"] or "{}"), tags=json.loads(row["tags_json"]),
+            updated_at=row["updated_at"],
         )
 
     def row_values(self, capture_id: str, now: str) -> tuple:

@@ -115,7 +115,7 @@ def strata_of(workspace: Workspace, capture: CaptureRecord) -> Counter[str]:
     """What the split should balance: label classes, time of day, altitude band."""
     names = load_taxonomy("ums").names
     strata = Counter(f"class:{names.get(label.class_id, label.class_id)}"
-                     for label in workspace.labels(capture.capture_id) if "reject" not in label.tags)
+                     for label in workspace.labels(capture.capture_id) if not label.excluded)
     if capture.timestamp:
         hour = datetime.fromisoformat(capture.timestamp).hour
         strata[f"time:{'day' if 7 <= hour < 19 else 'night'}"] += 1

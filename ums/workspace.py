@@ -115,7 +115,7 @@ def resolve_workspace_path(explicit: str | os.PathLike[str] | None = None) -> Pa
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 class Workspace:
@@ -377,6 +377,17 @@ class Workspace:
                 label.row_values(capture_id, utc_now()),
             )
         return int(cursor.lastrowid)
+
+    def update_label(self, label: LabelRecord) -> None:
+        """Write every field of an existing label (matched by id)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE labels SET taxonomy = ?, class_id = ?, box_json = ?, score = ?, mask_json = ?, source = ?, "
+                "reviewed = ?, model = ?, provenance_json = ?, tags_json = ?, updated_at = ? WHERE id = ?",
+                (label.taxonomy, label.class_id, json.dumps(list(label.box)), label.score,
+                 json.dumps(label.mask) if label.mask else None, label.source, int(label.reviewed), label.model,
+                 json.dumps(label.provenance), json.dumps(label.tags), utc_now(), label.id),
+            )
 
     def mark_label_reviewed(self, label_id: int, reviewed: bool = True) -> None:
         with self.transaction() as db:

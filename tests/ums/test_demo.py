@@ -14,6 +14,8 @@ def test_demo_end_to_end_with_tiny_models(tmp_path):
     result = run_demo(tmp_path / "demo", n=2, show_progress=False, autolabel=autolabel)
     assert result.ingest.paired == 2 and result.align.failed == 0
     assert result.autolabel.labelled == 2 and result.autolabel.labels == 4
+    assert result.review_dataset.startswith("ums-") and (result.export / "README.md").exists()
+    assert sum(result.split.counts[s]["captures"] for s in result.split.counts) == 2
     page = result.report.read_text()
     assert page.count('alt="labels"') == 2 and "4 labels" not in page and "2 labels" in page
     # a second run reuses everything
