@@ -51,9 +51,13 @@ def main() -> None:
     start = time.perf_counter()
     with Workspace.open(args.workspace, create=False) as workspace:
         dataset = build_review_dataset(workspace)
+    from fiftyone import ViewField as F
     timings["build dataset"] = time.perf_counter() - start
+    # open the first sample that has labels: the screenshot then shows a grouped sample with its boxes
+    labelled = dataset.select_group_slices(["visible"]).match(F("detections.detections").length() > 0)
+    sample_id = labelled.first().id if len(labelled) else None
     start = time.perf_counter()
-    session = launch_app(dataset, args.port, wait=False)
+    session = launch_app(dataset, args.port, wait=False, sample_id=sample_id)
     url = f"http://127.0.0.1:{args.port}/"
     wait_for(url, 60)
     timings["App answers"] = time.perf_counter() - start

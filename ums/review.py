@@ -262,11 +262,11 @@ def _conflict(report: ReviewReport, capture_id: str, label: LabelRecord, why: st
                                message=f"label {label.id}: {why}; not applied (resolve it in the App or the workspace)"))
 
 
-def launch_app(dataset, port: int = 5151, wait: bool = True):
-    """Serve the App on 127.0.0.1 only; returns the session (its ``url`` is what to open)."""
+def launch_app(dataset, port: int = 5151, wait: bool = True, sample_id: str | None = None):
+    """Serve the App on 127.0.0.1 only (opened on ``sample_id`` when given); returns the session."""
     import fiftyone as fo
 
-    session = fo.launch_app(dataset, address="127.0.0.1", port=port, remote=True, auto=False)
+    session = fo.launch_app(dataset, address="127.0.0.1", port=port, remote=True, auto=False, sample_id=sample_id)
     if wait:
         session.wait(-1)
     return session
