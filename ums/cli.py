@@ -239,7 +239,7 @@ def review(
             console.print(f"review dataset {dataset.name}: {len(dataset.select_group_slices(['infrared', 'visible']))} "
                           f"samples in {len(dataset.distinct('capture_id'))} capture groups; saved views: "
                           f"{', '.join(dataset.list_saved_views())}")
-    except (FileNotFoundError, WorkspaceError) as exc:
+    except (FileNotFoundError, RuntimeError, WorkspaceError) as exc:
         _fail(str(exc))
     if launch:
         console.print(f"FiftyOne App: http://127.0.0.1:{port}/ (Ctrl-C to stop; then `ums review --sync`)")

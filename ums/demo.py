@@ -42,7 +42,8 @@ class DemoResult:
             *self.crop.rows(),
             *self.align.rows(),
             *(self.autolabel.rows() if not isinstance(self.autolabel, str) else [("autolabel", "skipped (see below)")]),
-            ("review dataset (FiftyOne)", self.review_dataset),
+            ("review dataset (FiftyOne)", f"{self.review_dataset}: `ums review -w {self.workspace}` serves it "
+                                          "on http://127.0.0.1:5151/"),
             *self.split.rows(),
             ("export (msrs layout + card)", self.export),
             ("report", self.report),

