@@ -121,9 +121,15 @@ def _capture_fields(workspace: Workspace, capture: CaptureRecord, results: dict[
     xmp = {k: v.value for k, v in reference.xmp.items()}
     align = results[ALIGN_STAGE]
     estimate = align.get("estimate") or {}
+    from ums.split import capture_conditions
+
+    conditions = capture_conditions(capture)
     return {
         "capture_id": capture.capture_id,
         "timestamp": capture.timestamp,
+        "time_of_day": conditions.get("time"),
+        "altitude_band": conditions.get("altitude"),
+        "scenario": conditions.get("scenario"),
         "gps_latitude": reference.exif.gps_latitude,
         "gps_longitude": reference.exif.gps_longitude,
         "relative_altitude_m": xmp.get("RelativeAltitude"),

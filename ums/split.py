@@ -111,18 +111,28 @@ def _starts_block(previous: CaptureRecord, capture: CaptureRecord, block: Block,
     return False
 
 
+def capture_conditions(capture: CaptureRecord) -> dict[str, str]:
+    """Time of day, altitude band and scenario of a capture (from its time and XMP altitude)."""
+    conditions = {}
+    if capture.timestamp:
+        hour = datetime.fromisoformat(capture.timestamp).hour
+        conditions["time"] = "day" if 7 <= hour < 19 else "night"
+    altitude = capture.reference_frame.xmp.get("RelativeAltitude")
+    if altitude is not None and isinstance(altitude.value, (int, float)):
+        value = altitude.value
+        conditions["altitude"] = "low (<30 m)" if value < 30 else "mid (30-80 m)" if value < 80 else "high (>=80 m)"
+        # the UMS viewpoints: a drone on or near the ground shoots like a ground camera
+        conditions["scenario"] = "flight" if value >= 5 else "ground"
+    return conditions
+
+
 def strata_of(workspace: Workspace, capture: CaptureRecord) -> Counter[str]:
     """What the split should balance: label classes, time of day, altitude band."""
     names = load_taxonomy("ums").names
     strata = Counter(f"class:{names.get(label.class_id, label.class_id)}"
                      for label in workspace.labels(capture.capture_id) if not label.excluded)
-    if capture.timestamp:
-        hour = datetime.fromisoformat(capture.timestamp).hour
-        strata[f"time:{'day' if 7 <= hour < 19 else 'night'}"] += 1
-    altitude = capture.reference_frame.xmp.get("RelativeAltitude")
-    if altitude is not None and isinstance(altitude.value, (int, float)):
-        band = "low (<30 m)" if altitude.value < 30 else "mid (30-80 m)" if altitude.value < 80 else "high (>=80 m)"
-        strata[f"altitude:{band}"] += 1
+    conditions = capture_conditions(capture)
+    strata.update(f"{key}:{conditions[key]}" for key in ("time", "altitude") if key in conditions)
     return strata
 
 

@@ -48,6 +48,7 @@ def test_dataset_groups_fields_and_saved_views(reviewed_workspace):
     sample = slice_sample(dataset, first, "visible")
     assert sample.filepath.endswith("vis.png") and sample["registration_decision"] == "frame"
     assert sample["relative_altitude_m"] > 50 and sample["alignment_overlay"].endswith("overlay.jpg")
+    assert (sample["time_of_day"], sample["scenario"]) == ("day", "flight") and sample["altitude_band"]
     labels = {d.label: d for d in sample["detections"].detections}
     assert labels["car"].bounding_box == pytest.approx([100 / 640, 100 / 512, 120 / 640, 60 / 512])
     assert labels["car"]["modalities"] == "both" and labels["person"]["modalities"] == "thermal"
