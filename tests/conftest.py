@@ -28,3 +28,17 @@ def synthetic_flight(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("flight")
     synth_flight(out, SynthFlightConfig(n=4, seed=3, show_progress=False))
     return out
+
+
+def aligned_workspace(flight: Path, root: Path):
+    """A workspace with ``flight`` ingested, cropped and aligned (default settings, no progress bars)."""
+    from ums.align.stage import AlignConfig, align_workspace
+    from ums.crop import CropConfig, crop_workspace
+    from ums.ingest import IngestConfig, ingest_flight
+    from ums.workspace import Workspace
+
+    workspace = Workspace.open(root)
+    ingest_flight(workspace, flight, IngestConfig(show_progress=False))
+    crop_workspace(workspace, CropConfig(show_progress=False))
+    align_workspace(workspace, AlignConfig(show_progress=False))
+    return workspace

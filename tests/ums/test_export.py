@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from tests.conftest import aligned_workspace
+
 import contextlib
 import io
 import json
@@ -10,22 +12,15 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from ums.align.stage import AlignConfig, align_workspace
 from ums.autolabel.detections import Detections
 from ums.autolabel.masks import encode_rle
-from ums.crop import CropConfig, crop_workspace
 from ums.export import export_workspace
-from ums.ingest import IngestConfig, ingest_flight
 from ums.records import LabelRecord
-from ums.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
 def labelled(synthetic_flight, tmp_path_factory):
-    ws = Workspace.open(tmp_path_factory.mktemp("ws"))
-    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
-    align_workspace(ws, AlignConfig(show_progress=False))
+    ws = aligned_workspace(synthetic_flight, tmp_path_factory.mktemp("ws"))
     first = ws.captures()[0].capture_id
     mask = np.zeros((512, 640), bool)
     mask[100:160, 100:220] = True

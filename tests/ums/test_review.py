@@ -1,25 +1,20 @@
 from __future__ import annotations
 
+from tests.conftest import aligned_workspace
+
 import numpy as np
 import pytest
 
-from ums.align.stage import AlignConfig, align_workspace
 from ums.autolabel.masks import encode_rle
-from ums.crop import CropConfig, crop_workspace
-from ums.ingest import IngestConfig, ingest_flight
 from ums.records import LabelRecord
 from ums.review import SLICES, build_review_dataset, sync_review
-from ums.workspace import Workspace
 
 pytest.importorskip("fiftyone")
 
 
 @pytest.fixture()
 def reviewed_workspace(synthetic_flight, tmp_path):
-    ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
-    align_workspace(ws, AlignConfig(show_progress=False))
+    ws = aligned_workspace(synthetic_flight, tmp_path / "ws")
     first, second = (c.capture_id for c in ws.captures()[:2])
     mask = np.zeros((512, 640), bool)
     mask[100:160, 100:220] = True

@@ -3,6 +3,8 @@ autolabel rerun keeps the human labels -> split -> export, re-read by the format
 
 from __future__ import annotations
 
+from tests.conftest import aligned_workspace
+
 import json
 
 import numpy as np
@@ -10,27 +12,20 @@ import pytest
 
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
 from tests.ums.autolabel.test_stage import ROWS
-from ums.align.stage import AlignConfig, align_workspace
 from ums.autolabel.detectors import DetectorConfig
 from ums.autolabel.masks import SamConfig
 from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
-from ums.crop import CropConfig, crop_workspace
 from ums.export import export_workspace
-from ums.ingest import IngestConfig, ingest_flight
 from ums.review import build_review_dataset, sync_review
 from ums.split import SplitConfig, split_workspace
 from ums.synth import SynthFlightConfig, synth_flight
-from ums.workspace import Workspace
 
 fo = pytest.importorskip("fiftyone")
 
 
 def test_review_loop(tmp_path):
     synth_flight(tmp_path / "flight", SynthFlightConfig(n=6, seed=4, show_progress=False))
-    ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, tmp_path / "flight", IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
-    align_workspace(ws, AlignConfig(show_progress=False))
+    ws = aligned_workspace(tmp_path / "flight", tmp_path / "ws")
     config = AutolabelConfig(
         detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "y7.onnx", ROWS)),
         sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),

@@ -1,26 +1,21 @@
 from __future__ import annotations
 
+from tests.conftest import aligned_workspace
+
 from collections import Counter
 
 import pytest
 
-from ums.align.stage import AlignConfig, align_workspace
-from ums.crop import CropConfig, crop_workspace
-from ums.ingest import IngestConfig, ingest_flight
 from ums.records import LabelRecord
 from ums.split import SplitConfig, split_workspace
 from ums.synth import SynthFlightConfig, synth_flight
-from ums.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("split")
     synth_flight(root / "flight", SynthFlightConfig(n=20, seed=2, show_progress=False))
-    ws = Workspace.open(root / "ws")
-    ingest_flight(ws, root / "flight", IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
-    align_workspace(ws, AlignConfig(show_progress=False))
+    ws = aligned_workspace(root / "flight", root / "ws")
     for index, capture in enumerate(ws.captures()):
         ws.add_label(capture.capture_id, LabelRecord(class_id=2 if index % 3 else 0, box=(10, 10, 50, 50)))
     yield ws

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from tests.conftest import aligned_workspace
+
 import json
 
 import cv2
@@ -8,15 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
-from ums.align.stage import AlignConfig, align_workspace
 from ums.autolabel.detectors import DetectorConfig
 from ums.autolabel.masks import SamConfig, decode_rle
 from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 from ums.cli import app
-from ums.crop import CropConfig, crop_workspace
-from ums.ingest import IngestConfig, ingest_flight
 from ums.records import LabelRecord
-from ums.workspace import Workspace
 
 # 640x512 pairs letterbox into 640x640 with 64 px above: a car, a person, and a COCO dog (no UMS class)
 ROWS = [[0, 100, 164, 220, 224, 2, 0.9], [0, 400, 264, 430, 344, 0, 0.7], [0, 500, 100, 560, 150, 16, 0.8]]
@@ -24,10 +22,7 @@ ROWS = [[0, 100, 164, 220, 224, 2, 0.9], [0, 400, 264, 430, 344, 0, 0.7], [0, 50
 
 @pytest.fixture()
 def aligned(synthetic_flight, tmp_path):
-    ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
-    align_workspace(ws, AlignConfig(show_progress=False))
+    ws = aligned_workspace(synthetic_flight, tmp_path / "ws")
     yield ws
     ws.close()
 
