@@ -19,14 +19,21 @@ from ums.taxonomy import load_mapping, load_taxonomy
 from ums.workspace import Workspace
 
 SAMPLE_GRID = 6
+LAYOUTS = {
+    "msrs": "Layout: `ir/` and `vi/` (PNG, same size, pixel-aligned), `Segmentation_labels/` (MSRS class ids: "
+            "0 background, 1 car, 2 person, 3 bike, ...), `labels/` (YOLO boxes, ids of `classes.txt`).",
+    "coco": "Layout: `infrared/`, `visible/` (pixel-aligned PNG pairs), `annotations.json` (COCO, RLE masks; "
+            "`file_name` is the infrared image, `visible_file_name` its partner).",
+    "yolo": "Layout: `images/{infrared,visible}/`, `labels/{infrared,visible}/` (YOLO boxes), `data.yaml`.",
+    "voc": "Layout: `infrared/`, `visible/`, `Annotations/` (Pascal VOC XML, 1-based pixel boxes).",
+    "semantic": "Layout: `infrared/`, `visible/`, `Segmentation_labels/` (0 background, UMS class id + 1).",
+}
 
 
-def write_msrs(workspace: Workspace, pairs, out: Path, redact: bool) -> None:
-    """Labels, split lists, metadata and the card for pairs already copied to ``ir/`` and ``vi/``."""
+def write_msrs(pairs, out: Path) -> None:
+    """MSRS-id semantic masks and YOLO boxes for pairs already copied to ``ir/`` and ``vi/``."""
     to_msrs = load_mapping("ums", "msrs-seg")
     ums = load_taxonomy("ums")
-    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
-    unsplit = []
     for pair in pairs:
         capture_id = pair.capture.capture_id
         width, height = pair.size
@@ -41,9 +48,17 @@ def write_msrs(workspace: Workspace, pairs, out: Path, redact: bool) -> None:
                  f"{(label.box[1] + label.box[3]) / 2 / height:.6f} {(label.box[2] - label.box[0]) / width:.6f} "
                  f"{(label.box[3] - label.box[1]) / height:.6f}" for label in pair.labels]
         write_text(out / "labels" / f"{capture_id}.txt", "\n".join(lines) + ("\n" if lines else ""))
+    write_text(out / "classes.txt", "\n".join(ums.names[i] for i in sorted(ums.names)) + "\n")
+
+
+def write_metadata_and_card(workspace: Workspace, pairs, out: Path, redact: bool, fmt: str) -> None:
+    """Split lists (from ``ums split``), ``metadata.jsonl`` and the dataset card."""
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
+    unsplit = []
+    for pair in pairs:
+        capture_id = pair.capture.capture_id
         split = (workspace.stage_results(capture_id).get("split") or {}).get("split")
         (splits[split] if split in splits else unsplit).append(capture_id)
-    write_text(out / "classes.txt", "\n".join(ums.names[i] for i in sorted(ums.names)) + "\n")
     for name, ids in splits.items():
         write_text(out / f"{name}.txt", "".join(f"{i}\n" for i in ids))
     if unsplit:  # no `ums split` yet: everything is listed, nothing silently dropped
@@ -51,10 +66,11 @@ def write_msrs(workspace: Workspace, pairs, out: Path, redact: bool) -> None:
     exported = {pair.capture.capture_id for pair in pairs}
     lines = [json.dumps(record) for record in manifest_records(workspace, redact) if record["capture_id"] in exported]
     write_text(out / "metadata.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-    write_card(workspace, pairs, out, splits, unsplit)
+    write_card(workspace, pairs, out, splits, unsplit, fmt)
 
 
-def write_card(workspace: Workspace, pairs, out: Path, splits: dict[str, list[str]], unsplit: list[str]) -> Path:
+def write_card(workspace: Workspace, pairs, out: Path, splits: dict[str, list[str]], unsplit: list[str],
+               fmt: str = "msrs") -> Path:
     names = load_taxonomy("ums").names
     classes = Counter(names[label.class_id] for pair in pairs for label in pair.labels)
     strata = Counter()
@@ -67,7 +83,7 @@ def write_card(workspace: Workspace, pairs, out: Path, splits: dict[str, list[st
     rows = "\n".join(f"| {name} | {len(ids)} |" for name, ids in splits.items())
     text = f"""# UMS dataset export
 
-Aligned infrared/visible pairs on the thermal grid, exported by `ums export --format msrs`.
+Aligned infrared/visible pairs on the thermal grid, exported by `ums export --format {fmt}`.
 
 | split | pairs |
 | --- | ---: |
@@ -84,9 +100,9 @@ Labels: {sum(classes.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(sourc
 ![time of day and altitude](card/strata.png)
 ![sample pairs](card/samples.jpg)
 
-Layout: `ir/` and `vi/` (PNG, same size, pixel-aligned), `Segmentation_labels/` (MSRS class ids:
-0 background, 1 car, 2 person, 3 bike, ...), `labels/` (YOLO boxes, ids of `classes.txt`),
-`train.txt` / `val.txt` / `test.txt` (capture ids), `metadata.jsonl` (one manifest line per pair).
+{LAYOUTS[fmt]}
+Split lists: `train.txt` / `val.txt` / `test.txt` (capture ids); `metadata.jsonl`: one manifest line
+per pair.
 """
     return write_text(out / "README.md", text)
 

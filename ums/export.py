@@ -8,9 +8,9 @@ the aligned thermal grid, so one set of labels serves both; under ``images/`` fo
 - ``semantic``: ``Segmentation_labels/<capture>.png`` (0 background, UMS id + 1: the MSRS convention).
 - ``msrs``: what ``tsjnet train --data`` reads: ``ir/``, ``vi/``, ``Segmentation_labels/`` in MSRS's
   9-class ids (``labels/mappings.yaml`` ums->msrs-seg), YOLO boxes in ``labels/`` (UMS ids,
-  ``classes.txt``), the split lists ``train.txt``/``val.txt``/``test.txt`` from ``ums split``,
-  ``metadata.jsonl`` (the manifest lines, ``redact`` strips GPS and serials) and a dataset card
-  (``README.md`` with plots and a grid of labelled pairs).
+  ``classes.txt``) and the split lists ``train.txt``/``val.txt``/``test.txt`` from ``ums split``.
+Every export also gets ``metadata.jsonl`` (the manifest lines; ``redact`` strips GPS and serial
+numbers), the split lists, and a dataset card (``README.md`` with plots and a grid of labelled pairs).
 Labels tagged ``reject``, and captures rejected in review, are left out.
 """
 
@@ -29,6 +29,7 @@ import yaml
 from ums.align.stage import STAGE as ALIGN_STAGE
 from ums.atomic import write_image, write_text
 from ums.autolabel.masks import decode_rle, semantic_map
+from ums.dataset_card import write_metadata_and_card, write_msrs
 from ums.records import CaptureRecord, LabelRecord
 from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
@@ -54,11 +55,10 @@ def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bo
     pairs = _copy_pairs(workspace, out, out / "images" if fmt == "yolo" else out,
                         PAIR_FOLDERS.get(fmt, ("infrared", "visible")))
     if fmt == "msrs":
-        from ums.dataset_card import write_msrs
-
-        write_msrs(workspace, pairs, out, redact)
+        write_msrs(pairs, out)
     else:
         {"coco": _coco, "yolo": _yolo, "voc": _voc, "semantic": _semantic}[fmt](pairs, out)
+    write_metadata_and_card(workspace, pairs, out, redact, fmt)  # next to every export
     return {"pairs": len(pairs), "labels": sum(len(p.labels) for p in pairs)}
 
 

@@ -4,7 +4,7 @@ Consecutive frames of a flight are near-duplicates, so whole *blocks* of them go
 block is a run of captures of one flight folder with no gap over ``block_gap_s`` and at most
 ``max_block_captures`` long. Blocks are shuffled (seeded), then placed largest first into the split
 that most lacks its share, of captures and of each stratum (label class, time of day, altitude
-band) alike. Rejected captures (review tag ``reject``) are left out.
+band, scenario) alike. Rejected captures (review tag ``reject``) are left out.
 """
 
 from __future__ import annotations
@@ -127,12 +127,12 @@ def capture_conditions(capture: CaptureRecord) -> dict[str, str]:
 
 
 def strata_of(workspace: Workspace, capture: CaptureRecord) -> Counter[str]:
-    """What the split should balance: label classes, time of day, altitude band."""
+    """What the split should balance: label classes, time of day, altitude band, scenario."""
     names = load_taxonomy("ums").names
     strata = Counter(f"class:{names.get(label.class_id, label.class_id)}"
                      for label in workspace.labels(capture.capture_id) if not label.excluded)
     conditions = capture_conditions(capture)
-    strata.update(f"{key}:{conditions[key]}" for key in ("time", "altitude") if key in conditions)
+    strata.update(f"{key}:{value}" for key, value in conditions.items())
     return strata
 
 

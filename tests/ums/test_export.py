@@ -84,3 +84,12 @@ def test_msrs_layout_with_split_lists_metadata_and_card(labelled, tmp_path):
     assert "| car | 1 |" in card and "| person | 1 |" in card
     for plot in ("classes.png", "strata.png", "samples.jpg"):
         assert (tmp_path / "card" / plot).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "voc", "semantic"])
+def test_every_export_has_metadata_split_lists_and_a_card(labelled, tmp_path, fmt):
+    export_workspace(labelled, tmp_path, fmt, redact=True)
+    card = (tmp_path / "README.md").read_text()
+    assert f"--format {fmt}" in card and (tmp_path / "card" / "samples.jpg").exists()
+    assert len((tmp_path / "metadata.jsonl").read_text().splitlines()) == 4
+    assert "GpsLatitude" not in (tmp_path / "metadata.jsonl").read_text()
