@@ -1,0 +1,1 @@
+"""Tests of tsjnet/layers (mirrors the package layout)."""

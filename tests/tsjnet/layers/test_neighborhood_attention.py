@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tsjnet.layers.neighborhood_attention import NeighborhoodAttention2D, neighborhood_attention_2d, window_indices
+
+natten = pytest.importorskip("natten")
+
+
+@pytest.mark.parametrize("height, width, heads, dilation", [(15, 20, 4, 1), (16, 16, 2, 1), (15, 20, 2, 2), (21, 29, 2, 3)])
+def test_matches_natten(height, width, heads, dilation):
+    """natten 0.21's own CPU path (Flex) against the gather implementation (tsjnet.md §2.4)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, height, width, heads, 32) for _ in range(3))
+    expected = natten.na2d(q, k, v, kernel_size=7, dilation=dilation)
+    ours = neighborhood_attention_2d(q, k, v, kernel_size=7, dilation=dilation)
+    assert (ours - expected).abs().max() < 2e-5
+
+
+def test_border_windows_shift_inward():
+    keys, offsets = window_indices(10, 7)
+    assert keys[0].tolist() == list(range(0, 7)) and keys[9].tolist() == list(range(3, 10))
+    assert keys[5].tolist() == list(range(2, 9))
+    # at the first query every key is at or after it: offsets run to +6, hence the 13x13 RPB table
+    assert offsets[0].tolist() == list(range(6, 13)) and offsets[5].tolist() == list(range(3, 10))
+    dilated, _ = window_indices(15, 7, 2)
+    assert dilated[1].tolist() == [1, 3, 5, 7, 9, 11, 13]  # the odd group
+
+
+def test_rpb_is_added_by_relative_offset():
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 9, 9, 1, 8) for _ in range(3))
+    rpb = torch.zeros(1, 13, 13)
+    rpb[0, 6, 6] = 50.0  # a huge bias on offset (0, 0): every query attends to itself
+    out = neighborhood_attention_2d(q, k, v, 7, 1, rpb)
+    assert torch.allclose(out, v, atol=1e-4)
+
+
+def test_module_matches_natten_module_and_learns():
+    torch.manual_seed(2)
+    ours = NeighborhoodAttention2D(64, 2, kernel_size=7)
+    theirs = natten.NeighborhoodAttention2D(embed_dim=64, num_heads=2, kernel_size=7)
+    theirs.load_state_dict(ours.state_dict())  # same parameter names and layout
+    x = torch.randn(1, 14, 16, 64)
+    with torch.no_grad():  # natten's CPU (Flex) path has no backward
+        assert (ours(x) - theirs(x)).abs().max() < 2e-5
+    with_rpb = NeighborhoodAttention2D(64, 2, rel_pos_bias=True)
+    with_rpb(x).sum().backward()
+    assert with_rpb.rpb.grad is not None and with_rpb.rpb.grad.abs().sum() > 0
+
+
+def test_small_maps_are_refused():
+    with pytest.raises(ValueError, match="at least kernel"):
+        neighborhood_attention_2d(*(torch.randn(1, 5, 9, 1, 8) for _ in range(3)))
