@@ -53,3 +53,44 @@ def test_module_matches_natten_module_and_learns():
 def test_small_maps_are_refused():
     with pytest.raises(ValueError, match="at least kernel"):
         neighborhood_attention_2d(*(torch.randn(1, 5, 9, 1, 8) for _ in range(3)))
+
+
+def naive_neighborhood_attention(q, k, v, kernel, dilation, rpb):
+    """Query by query, straight from the definition (tsjnet.md §2.4): slow, obviously right."""
+    batch, height, width, heads, dim = q.shape
+    radius = kernel // 2
+    out = torch.zeros_like(q)
+
+    def window(i, length):
+        group, in_group = i % dilation, i // dilation
+        group_length = (length - group + dilation - 1) // dilation
+        centre = min(max(in_group, radius), group_length - 1 - radius)
+        return [((centre - radius + t) * dilation + group, centre - radius + t - in_group + kernel - 1) for t in range(kernel)]
+
+    for i in range(height):
+        for j in range(width):
+            keys = [(a, b, oa, ob) for a, oa in window(i, height) for b, ob in window(j, width)]
+            rows = torch.tensor([a for a, _, _, _ in keys])
+            cols = torch.tensor([b for _, b, _, _ in keys])
+            logits = torch.einsum("bnd,bknd->bnk", q[:, i, j] * dim**-0.5, k[:, rows, cols])
+            if rpb is not None:
+                logits = logits + torch.stack([rpb[:, oa, ob] for _, _, oa, ob in keys], -1)
+            out[:, i, j] = torch.einsum("bnk,bknd->bnd", logits.softmax(-1), v[:, rows, cols])
+    return out
+
+
+@pytest.mark.parametrize("dilation, with_rpb", [(1, True), (2, True), (1, False)])
+def test_values_and_gradients_equal_the_naive_definition(dilation, with_rpb):
+    torch.manual_seed(3)
+    shape = (1, 15, 16, 2, 8)
+    tensors = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    rpb = torch.randn(2, 13, 13, dtype=torch.float64, requires_grad=True) if with_rpb else None
+    ours = neighborhood_attention_2d(*tensors, 7, dilation, rpb)
+    naive = naive_neighborhood_attention(*tensors, 7, dilation, rpb)
+    assert (ours - naive).abs().max() < 1e-10
+    upstream = torch.randn(shape, dtype=torch.float64)
+    inputs = tensors + ([rpb] if with_rpb else [])
+    ours_grads = torch.autograd.grad((ours * upstream).sum(), inputs)
+    naive_grads = torch.autograd.grad((naive * upstream).sum(), inputs)
+    for a, b in zip(ours_grads, naive_grads):
+        assert (a - b).abs().max() < 1e-10
