@@ -1,0 +1,15 @@
+"""Fusion metrics, one family per file, with every convention named (``convention.py``)."""
+
+from tsjnet.metrics.convention import CDDFUSE, CONVENTIONS, TSJNET, Convention
+from tsjnet.metrics.entropy import entropy
+from tsjnet.metrics.error import mean_squared_error, psnr
+from tsjnet.metrics.gradients import average_gradient, spatial_frequency
+from tsjnet.metrics.mutual_information import mutual_information
+from tsjnet.metrics.ssim import ssim
+from tsjnet.metrics.statistics import correlation_coefficient, standard_deviation, sum_of_correlations_of_differences
+
+__all__ = [
+    "CDDFUSE", "CONVENTIONS", "TSJNET", "Convention", "average_gradient", "correlation_coefficient", "entropy",
+    "mean_squared_error", "mutual_information", "psnr", "spatial_frequency", "ssim", "standard_deviation",
+    "sum_of_correlations_of_differences",
+]
