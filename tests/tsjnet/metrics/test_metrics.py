@@ -99,3 +99,18 @@ def test_colour_images_use_bt601_luma():
     colour[..., 2] = 100  # red in BGR order
     assert standard_deviation(colour) == 0 and entropy(colour) == 0
     assert mean_squared_error(colour, np.zeros((2, 2)), np.zeros((2, 2))) == pytest.approx(29.9**2)
+
+
+def test_vif_equals_sewar_vifp(real_triplet):
+    """sewar's vifp is an independent port of the same LIVE vifp_mscale."""
+    from sewar.full_ref import vifp
+
+    from tsjnet.metrics import vif
+    from tsjnet.metrics.vif import vif_pair
+
+    fused, ir, vi = real_triplet
+    assert vif_pair(ir, fused) == pytest.approx(vifp(ir, fused), rel=1e-6)
+    assert vif_pair(vi, fused) == pytest.approx(vifp(vi, fused), rel=1e-6)
+    assert vif(fused, ir, vi) == pytest.approx((vifp(ir, fused) + vifp(vi, fused)) / 2, rel=1e-6)
+    assert vif(fused, ir, vi, CDDFUSE) == pytest.approx(vifp(ir, fused) + vifp(vi, fused), rel=1e-6)
+    assert vif_pair(ir, ir) == pytest.approx(1.0)
