@@ -322,7 +322,7 @@ def demo(
     n: int = typer.Option(6, "--n", help="Number of captures."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """The whole pipeline on an embedded default: a procedural flight, ingested and reported."""
+    """The whole pipeline on an embedded default: a procedural flight through every stage, then a report."""
     from ums.demo import run_demo
 
     result = run_demo(out, n=n, show_progress=progress and sys.stderr.isatty())
