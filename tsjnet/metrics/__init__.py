@@ -1,5 +1,6 @@
 """Fusion metrics, one family per file, with every convention named (``convention.py``)."""
 
+from tsjnet.metrics.chen_varshney import chen_varshney
 from tsjnet.metrics.convention import CDDFUSE, CONVENTIONS, TSJNET, Convention
 from tsjnet.metrics.entropy import entropy
 from tsjnet.metrics.error import mean_squared_error, psnr
@@ -10,7 +11,7 @@ from tsjnet.metrics.statistics import correlation_coefficient, standard_deviatio
 from tsjnet.metrics.vif import vif
 
 __all__ = [
-    "CDDFUSE", "CONVENTIONS", "TSJNET", "Convention", "average_gradient", "correlation_coefficient", "entropy",
+    "CDDFUSE", "CONVENTIONS", "TSJNET", "Convention", "average_gradient", "chen_varshney", "correlation_coefficient", "entropy",
     "mean_squared_error", "mutual_information", "psnr", "spatial_frequency", "ssim", "standard_deviation",
     "sum_of_correlations_of_differences", "vif",
 ]

@@ -114,3 +114,61 @@ def test_vif_equals_sewar_vifp(real_triplet):
     assert vif(fused, ir, vi) == pytest.approx((vifp(ir, fused) + vifp(vi, fused)) / 2, rel=1e-6)
     assert vif(fused, ir, vi, CDDFUSE) == pytest.approx(vifp(ir, fused) + vifp(vi, fused), rel=1e-6)
     assert vif_pair(ir, ir) == pytest.approx(1.0)
+
+
+def naive_chen_varshney(fused, ir, vi):
+    """Block by block and with an explicit DFT grid, straight from metricChen.m's steps."""
+    def stretch(x):
+        x = x.astype(float)
+        return np.round((x - x.min()) / (x.max() - x.min()) * 255)
+
+    def sobel(x):
+        p = np.pad(x, 1)
+        gx = p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:] - p[:-2, :-2] - 2 * p[1:-1, :-2] - p[2:, :-2]
+        gy = p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:] - p[:-2, :-2] - 2 * p[:-2, 1:-1] - p[:-2, 2:]
+        return np.hypot(gx, gy)
+
+    f, sources = stretch(fused), [stretch(ir), stretch(vi)]
+    h, w = f.shape
+    num = den = 0.0
+    for s in sources:
+        g = sobel(s)
+        d = s - f
+        spectrum = np.fft.fftshift(np.fft.fft2(d))
+        weights = np.zeros((h, w))
+        for i in range(h):
+            for j in range(w):
+                u = ((j - w // 2) * 2 / w) * w / 8
+                v = ((i - h // 2) * 2 / h) * h / 8
+                r = math.hypot(u, v)
+                weights[i, j] = 2.6 * (0.0192 + 0.144 * r) * math.exp(-((0.144 * r) ** 1.1))
+        filtered = np.fft.ifft2(np.fft.ifftshift(spectrum * weights))
+        for bi in range(0, h, 16):
+            for bj in range(0, w, 16):
+                block = np.zeros((16, 16), complex)
+                part = filtered[bi:bi + 16, bj:bj + 16]
+                block[:part.shape[0], :part.shape[1]] = part
+                saliency = (g[bi:bi + 16, bj:bj + 16] ** 5).sum()
+                num += saliency * np.real((block**2).mean())
+                den += saliency
+    return num / den
+
+
+def test_chen_varshney_against_a_block_by_block_reading():
+    from tsjnet.metrics.chen_varshney import chen_varshney
+
+    rng = np.random.default_rng(1)
+    ir = cv2.GaussianBlur(rng.uniform(0, 255, (40, 56)), (0, 0), 2)
+    vi = cv2.GaussianBlur(rng.uniform(0, 255, (40, 56)), (0, 0), 2)
+    fused = (ir + vi) / 2
+    assert chen_varshney(fused, ir, vi) == pytest.approx(naive_chen_varshney(fused, ir, vi), rel=1e-9)
+
+
+def test_chen_varshney_properties(real_triplet):
+    from tsjnet.metrics.chen_varshney import chen_varshney
+
+    fused, ir, vi = real_triplet
+    assert chen_varshney(ir, ir, ir) == 0  # a perfect fusion of identical sources
+    assert chen_varshney(fused, ir, vi) == pytest.approx(chen_varshney(fused * 0.5 + 7, ir * 2 + 3, vi), rel=1e-9)
+    noisy = np.clip(fused + np.random.default_rng(0).normal(0, 25, fused.shape), 0, 255)
+    assert chen_varshney(noisy, ir, vi) > chen_varshney(fused, ir, vi)  # lower is better
