@@ -15,8 +15,9 @@ raw counts), ``ir16.png`` (raw counts), ``valid.png`` (where the visible frame h
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ums.atomic import write_image
 from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
-from ums.dji.filenames import VISIBLE_LETTERS
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.progress import progress_bar
 from ums.records import CaptureRecord, FrameRecord, Issue
@@ -75,7 +75,7 @@ class CropReport:
     done: int = 0
     skipped: int = 0
     failed: int = 0
-    issues: list[Issue] | None = None
+    issues: list[Issue] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, int]]:
         return [("cropped now", self.done), ("already cropped", self.skipped), ("failed", self.failed)]
@@ -228,7 +228,7 @@ def crop_workspace(workspace: Workspace, config: CropConfig | None = None) -> Cr
     config = config or CropConfig()
     profile = CameraProfile.load(config.profile)
     run_id = workspace.start_run(STAGE, config.model_dump())
-    report = CropReport(issues=[])
+    report = CropReport()
     pairs = [c for c in workspace.captures() if "T" in c.frames and config.visible_camera in c.frames]
     for capture in progress_bar(pairs, "crop", enabled=config.show_progress):
         fingerprint = _fingerprint(capture, config)
@@ -312,8 +312,6 @@ def _resample_thermal(thermal: np.ndarray, output_to_thermal: np.ndarray, output
 
 
 def _fingerprint(capture: CaptureRecord, config: CropConfig) -> str:
-    import hashlib
-
     frames = "|".join(f"{k}:{f.sha256}" for k, f in sorted(capture.frames.items()))
     settings = config.model_dump_json(exclude={"show_progress"})
     return hashlib.sha256(f"{frames}|{settings}".encode()).hexdigest()[:16]

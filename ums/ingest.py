@@ -29,7 +29,7 @@ from ums.dji.filenames import (
     fallback_capture_name,
     parse_capture_name,
 )
-from ums.dji.jpeg import APP1, JpegError, read_header
+from ums.dji.jpeg import APP1, JpegError, JpegHeader, read_header
 from ums.dji.rjpeg import extract_raw_thermal, has_flir_container, has_raw_thermal
 from ums.dji.xmp import XmpError, find_xmp_packet, parse_drone_dji
 from ums.progress import progress_bar
@@ -267,14 +267,15 @@ def read_file(job: _ReadJob) -> _ReadResult:
         return _ReadResult(job, 0, 0, None, None, f"cannot read: {exc.strerror}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        probe = probe_bytes(data, path, job.name, stat, digest)
+        header = read_header(data)
+        probe = probe_header(header, path, job.name, stat, digest)
     except (JpegError, SkipFile) as exc:
         return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, _unreadable_reason(data, exc))
     except Exception as exc:  # noqa: BLE001 - one malformed file must never stop the batch
         reason = f"unexpected {type(exc).__name__} while reading metadata: {exc}"
         return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, reason)
     if job.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
-        _extract_thermal(job.workspace_root, data, probe)
+        _extract_thermal(job.workspace_root, header, probe)
     return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, probe, None)
 
 
@@ -288,11 +289,10 @@ def _unreadable_reason(data: bytes, error: Exception) -> str:
     return f"unreadable JPEG: {error}"
 
 
-def probe_bytes(
-    data: bytes, path: Path, name: CaptureName, stat: os.stat_result, digest: str
+def probe_header(
+    header: JpegHeader, path: Path, name: CaptureName, stat: os.stat_result, digest: str
 ) -> FileProbe:
-    """Everything ingest learns from a file's bytes without decoding pixels (raises JpegError)."""
-    header = read_header(data)
+    """Everything ingest learns from a file's segments without decoding pixels (raises SkipFile)."""
     issues: list[Issue] = []
     app1 = header.payloads(APP1)
     exif_block = find_exif_block(app1)
@@ -341,7 +341,7 @@ def probe_bytes(
     )
 
 
-def infer_camera(header, xmp: dict[str, XmpField]) -> str | None:
+def infer_camera(header: JpegHeader, xmp: dict[str, XmpField]) -> str | None:
     """Which camera took a file whose name does not say: XMP ImageSource, else thermal evidence."""
     source = xmp.get("ImageSource")
     if source is not None and source.raw in IMAGE_SOURCE_LETTERS:
@@ -358,8 +358,8 @@ def _looks_like_dji(exif: ExifSummary, xmp: dict[str, XmpField]) -> bool:
     return make.startswith("DJI") or make.startswith("HASSELBLAD") or bool(xmp)
 
 
-def _extract_thermal(workspace_root: Path, data: bytes, probe: FileProbe) -> None:
-    raw = extract_raw_thermal(read_header(data))
+def _extract_thermal(workspace_root: Path, header: JpegHeader, probe: FileProbe) -> None:
+    raw = extract_raw_thermal(header)
     if raw is None:
         probe.issues.append(_issue(probe.path, "no raw thermal block (FLIR FFF container or a "
                                    "non-radiometric file); later stages use the palette preview",

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ums.camera import CameraProfile, apply_homography, plane_homography, rotation_matrix
+from ums.camera import CameraProfile, apply_homography, plane_homography
 from ums.crop import (
     CropConfig,
     capture_distance,

@@ -7,7 +7,6 @@ from tests.conftest import aligned_workspace
 
 import json
 
-import numpy as np
 import pytest
 
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end

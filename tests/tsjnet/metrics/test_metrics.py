@@ -14,7 +14,6 @@ from sklearn.metrics import mutual_info_score
 from tests.conftest import shared_data
 from tsjnet.metrics import (
     CDDFUSE,
-    TSJNET,
     average_gradient,
     correlation_coefficient,
     entropy,

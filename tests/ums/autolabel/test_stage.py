@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from tests.conftest import aligned_workspace
 
-import json
 
 import cv2
 import numpy as np
