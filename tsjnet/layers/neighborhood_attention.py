@@ -73,15 +73,18 @@ def _natten_can_run(tensor: torch.Tensor, kernel_size: int, dilation: int, rpb) 
 class NeighborhoodAttention2D(nn.Module):
     """Drop-in for ``natten.NeighborhoodAttention2D`` (parameters ``qkv``, ``proj``; optional ``rpb``).
 
-    Input and output are channels-last, B x H x W x C, like NATTEN's module."""
+    Input and output are channels-last, B x H x W x C, like NATTEN's module. Maps smaller than the
+    window are zero-padded as natten <= 0.15 did (``pad_small_maps``); natten >= 0.17 refuses them."""
 
     def __init__(self, embed_dim: int, num_heads: int, kernel_size: int = 7, dilation: int = 1, qkv_bias: bool = True,
-                 qk_scale: float | None = None, proj_drop: float = 0.0, rel_pos_bias: bool = False):
+                 qk_scale: float | None = None, proj_drop: float = 0.0, rel_pos_bias: bool = False,
+                 pad_small_maps: bool = True):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.kernel_size, self.dilation = kernel_size, dilation
+        self.pad_small_maps = pad_small_maps
         self.scale = qk_scale or self.head_dim**-0.5
         self.qkv = nn.Linear(embed_dim, embed_dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dim, embed_dim)
@@ -93,6 +96,16 @@ class NeighborhoodAttention2D(nn.Module):
             self.register_parameter("rpb", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[1:3]
+        window = self.kernel_size * self.dilation
+        if self.pad_small_maps and (height < window or width < window):
+            # natten <= 0.15 (TSJNet's weights): zero tokens appended bottom/right *before* the qkv
+            # projection, so they are attended to with q/k/v equal to the qkv bias; cropped after
+            padded = F.pad(x, (0, 0, 0, max(window - width, 0), 0, max(window - height, 0)))
+            return self._attend(padded)[:, :height, :width]
+        return self._attend(x)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape
         qkv = self.qkv(x).view(batch, height, width, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.unbind(3)

@@ -53,6 +53,21 @@ def test_module_matches_natten_module_and_learns():
 def test_small_maps_are_refused():
     with pytest.raises(ValueError, match="at least kernel"):
         neighborhood_attention_2d(*(torch.randn(1, 5, 9, 1, 8) for _ in range(3)))
+    module = NeighborhoodAttention2D(16, 2, pad_small_maps=False)
+    with pytest.raises(ValueError, match="at least kernel"):
+        module(torch.randn(1, 5, 9, 16))
+
+
+def test_small_maps_are_zero_padded_like_natten_014():
+    """natten <= 0.15 appended zero tokens bottom/right before qkv: a 4x9 map behaves as the top-left
+    of a 7x9 map whose extra rows are zeros, and those zeros (q/k/v = the qkv bias) are attended to."""
+    torch.manual_seed(0)
+    module = NeighborhoodAttention2D(16, 2, rel_pos_bias=True)
+    x = torch.randn(2, 4, 9, 16)
+    padded = torch.cat([x, torch.zeros(2, 3, 9, 16)], dim=1)
+    small, reference = module(x), module(padded)[:, :4]
+    assert small.shape == (2, 4, 9, 16)
+    assert torch.allclose(small, reference, atol=1e-6)
 
 
 def naive_neighborhood_attention(q, k, v, kernel, dilation, rpb):
