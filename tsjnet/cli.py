@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 import tsjnet  # noqa: F401  (applies the offline settings first)
@@ -13,6 +17,17 @@ app = typer.Typer(help="TSJNet infrared/visible fusion: train, fuse, evaluate.",
 @app.callback()
 def main() -> None:
     """TSJNet infrared/visible fusion network."""
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _config(path: Optional[Path]):
+    from tsjnet.model import TSJNetConfig
+
+    return TSJNetConfig.load(path) if path else TSJNetConfig()
 
 
 @app.command()
@@ -30,3 +45,119 @@ def info() -> None:
         typer.echo(f"natten {natten.__version__}")
     except ImportError:
         typer.echo("natten not installed (the pure-PyTorch neighborhood attention is used)")
+
+
+@app.command()
+def summary(
+    config: Optional[Path] = typer.Option(None, help="Model config (YAML or JSON) [default: the released TSJNet]."),
+    height: int = typer.Option(480, help="Also count MACs at this input height."),
+    width: int = typer.Option(640, help="Also count MACs at this input width."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: params, macs_480x640, parts, config."),
+) -> None:
+    """Parameters and MACs of a TSJNet configuration (counted on the meta device: instant, no memory)."""
+    from tsjnet.summary import summarize
+
+    result = summarize(_config(config), height, width)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"parameters: {result['params']:,}")
+    for part, count in result["params_by_part"].items():
+        typer.echo(f"  {part}: {count:,}")
+    for key, value in result.items():
+        if key.startswith("macs_"):
+            typer.echo(f"{key.replace('macs_', 'MACs at ')}: {value / 1e9:,.1f} G")
+
+
+@app.command()
+def convert(
+    official: Path = typer.Argument(..., help="The official TSJNet.pth (dict of DIDF_Encoder, DIDF_Decoder, ...)."),
+    out: Path = typer.Argument(..., help="Output weights (.safetensors; the JSON config is written beside it)."),
+    keep_unused: bool = typer.Option(False, help="Keep the never-called official modules (official_layout)."),
+) -> None:
+    """Convert the official checkpoint into ours (safetensors + JSON config); loading is strict."""
+    from tsjnet.model.checkpoint import load_official, save_checkpoint
+
+    try:
+        model, dropped = load_official(official, keep_unused)
+    except (ValueError, OSError, RuntimeError) as error:
+        _fail(f"convert: {official}: {error}")
+    path = save_checkpoint(model, out, metadata={"source": official.name})
+    typer.echo(f"wrote {path} and {path.with_suffix('.json').name} (relative position bias: "
+               f"{model.config.rel_pos_bias}; {len(dropped)} never-used official tensors dropped)")
+
+
+@app.command()
+def fuse(
+    ir: Path = typer.Option(..., "--ir", help="Folder of infrared images."),
+    vi: Path = typer.Option(..., "--vi", help="Folder of visible images (same file stems)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the fused images (<stem>.png)."),
+    method: str = typer.Option("tsjnet", help="tsjnet, or a classical baseline: mean, max, laplacian."),
+    weights: Optional[Path] = typer.Option(None, help="TSJNet weights (.safetensors) for --method tsjnet."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; GPU)."),
+    batch_size: int = typer.Option(1, help="Pairs per forward pass (same-size images are batched)."),
+    official_compat: bool = typer.Option(False, help="Reproduce the released script: 512x512 resize + min-max stretch."),
+    grey: bool = typer.Option(False, help="Write the fused luma only (no colour recombination)."),
+    overwrite: bool = typer.Option(False, help="Fuse again pairs already in --out."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Fuse IR/visible pairs at native size; colour comes back from the visible image's Cb/Cr."""
+    from tsjnet.fuse import FuseConfig, fuse_folders
+
+    try:
+        config = FuseConfig(method=method, weights=weights, device=device, precision=precision, batch_size=batch_size,
+                            official_compat=official_compat, grey=grey, overwrite=overwrite, show_progress=progress)
+        report = fuse_folders(ir, vi, out, config)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    for problem in report.problems:
+        typer.secho(problem, fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"fused {len(report.written)} pairs into {out} ({len(report.skipped)} already there, "
+               f"{len(report.problems)} problems)")
+
+
+@app.command("eval")
+def evaluate(
+    ir: Path = typer.Option(..., "--ir", help="Folder of infrared images."),
+    vi: Path = typer.Option(..., "--vi", help="Folder of visible images."),
+    fused: Path = typer.Option(..., "--fused", help="Folder of fused images (same file stems)."),
+    convention: str = typer.Option("tsjnet", help="tsjnet (mean over sources, bits) or cddfuse (sums, nats)."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Only these metrics (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"per_image": {...}, "mean": {...}} as JSON.'),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Fusion metrics per image and their means: SSIM PSNR MSE VIF CC CV EN SD SF AG MI SCD Qabf Nabf."""
+    from tsjnet.evaluate import METRICS, evaluate_folders
+
+    try:
+        result = evaluate_folders(ir, vi, fused, convention, tuple(metric) if metric else tuple(METRICS),
+                                  show_progress=progress and not as_json)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    for problem in result["problems"]:
+        typer.secho(problem, fg=typer.colors.YELLOW, err=True)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{len(result['per_image'])} images, convention {convention}")
+    for name, value in result["mean"].items():
+        typer.echo(f"  {name:5s} {value:10.4f}")
+
+
+@app.command("export-onnx")
+def export_onnx(
+    weights: Path = typer.Option(..., help="TSJNet weights (.safetensors)."),
+    out: Path = typer.Option(..., help="ONNX file to write."),
+    height: int = typer.Option(480, help="Input height (multiple of 32)."),
+    width: int = typer.Option(640, help="Input width (multiple of 32)."),
+) -> None:
+    """Export the fusion graph (infrared, visible luma -> fused) to ONNX at one size."""
+    from tsjnet.model.checkpoint import load_checkpoint
+    from tsjnet.onnx_export import export_onnx as export
+
+    try:
+        path = export(load_checkpoint(weights), out, height, width)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    typer.echo(f"wrote {path}")
