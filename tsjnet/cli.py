@@ -161,3 +161,48 @@ def export_onnx(
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., "--data", help="Dataset folder, or a name from data.named_roots (ums, msrs)."),
+    config: Optional[Path] = typer.Option(None, help="Training YAML [default: pipelines/train.yaml]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (checkpoints, logs, weights); rerun to resume."),
+    epochs: Optional[int] = typer.Option(None),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (resumable)."),
+    batch_size: Optional[int] = typer.Option(None, help="Pairs per step per process (at least 2)."),
+    lr: Optional[float] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (torchrun picks the GPU per process)."),
+    amp: Optional[str] = typer.Option(None, help="none, bf16 or fp16 (with a gradient scaler)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
+    preset: Optional[str] = typer.Option(None, help="Loss weights: code (official run) or paper (Eq. 6-12)."),
+    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights (torchvision COCO .pth)."),
+    segmenter_weights: Optional[Path] = typer.Option(None, help="DeepLabV3 weights for the dataset's classes."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained",
+                                    help="--no-pretrained: random task networks (tests only)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    seed: Optional[int] = typer.Option(None),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train TSJNet jointly with its detection and segmentation losses (multi-GPU: torchrun --nproc-per-node N)."""
+    from tsjnet.engine import TrainConfig, train as run_training
+    from ums.config import ConfigError, default_config_path
+
+    try:
+        base = TrainConfig.load(config or default_config_path("train"))
+        overrides = {
+            "out": out, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "device": device,
+            "amp": amp, "compile": compile_model, "seed": seed, "show_progress": progress,
+            "optim": {"lr": lr}, "loss": {"preset": preset} if preset else {},
+            "tasks": {"detector_weights": detector_weights, "segmenter_weights": segmenter_weights,
+                      "pretrained": pretrained},
+            "data": {"root": base.data.resolve_root(data), "num_workers": workers},
+        }
+        settings = TrainConfig.load(config or default_config_path("train"), **overrides)
+        trainer = run_training(settings)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        _fail(f"train: {error}")
+    if trainer.context.is_main:
+        typer.echo(f"trained {trainer.counters.global_step} steps ({trainer.counters.epoch} epochs); weights "
+                   f"{trainer.out / 'tsjnet.safetensors'}, logs {trainer.out / 'metrics.csv'}, "
+                   f"curves {trainer.out / 'curves.png'}")
