@@ -206,3 +206,79 @@ def train(
         typer.echo(f"trained {trainer.counters.global_step} steps ({trainer.counters.epoch} epochs); weights "
                    f"{trainer.out / 'tsjnet.safetensors'}, logs {trainer.out / 'metrics.csv'}, "
                    f"curves {trainer.out / 'curves.png'}")
+
+
+def _image_sets(values: list[str]) -> dict[str, Path]:
+    sets = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            _fail(f"--images takes NAME=FOLDER (e.g. fused=runs/fused), got {value!r}")
+        sets[name] = Path(folder)
+    return sets
+
+
+def _print_or_json(result: dict, as_json: bool, columns: tuple[str, ...]) -> None:
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo("| images | " + " | ".join(columns) + " |")
+    typer.echo("| --- |" + " ---: |" * len(columns))
+    for name, values in result.items():
+        typer.echo(f"| {name} | " + " | ".join(f"{values[c]:.4f}" if isinstance(values[c], float) else str(values[c])
+                                               for c in columns) + " |")
+
+
+@app.command("eval-det")
+def eval_det(
+    images: list[str] = typer.Option(..., "--images", help="NAME=FOLDER, repeatable: fused=F/ infrared=IR/ visible=VI/."),
+    labels: Path = typer.Option(..., help="Folder of YOLO .txt or VOC .xml boxes (file stems = image stems)."),
+    classes: Optional[Path] = typer.Option(None, help="classes.txt [default: beside the labels]."),
+    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights."),
+    detector_labels: str = typer.Option("coco", help="coco (91-way COCO head) or dataset (1 + dataset classes)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="--no-pretrained: random (tests)."),
+    device: str = typer.Option("cpu"),
+    score_threshold: float = typer.Option(0.05),
+    as_json: bool = typer.Option(False, "--json"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Detection mAP (pycocotools) of one detector on fused vs infrared vs visible images (Table 3)."""
+    from tsjnet.downstream import evaluate_detection
+    from tsjnet.tasks import TaskConfig
+
+    try:
+        config = TaskConfig(detector_weights=detector_weights, detector_labels=detector_labels, pretrained=pretrained)
+        result = evaluate_detection(_image_sets(images), labels, classes, config, device, score_threshold,
+                                    progress and not as_json)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(f"eval-det: {error}")
+    _print_or_json(result, as_json, ("AP50", "AP", "AR100", "images"))
+
+
+@app.command("eval-seg")
+def eval_seg(
+    images: list[str] = typer.Option(..., "--images", help="NAME=FOLDER, repeatable: fused=F/ infrared=IR/ visible=VI/."),
+    labels: Path = typer.Option(..., help="Folder of class-id PNGs (MSRS Segmentation_labels)."),
+    segmenter: str = typer.Option("deeplabv3_resnet101", help="deeplabv3_resnet101, deeplabv3_resnet50, deeplabv3plus_resnet101."),
+    segmenter_weights: Optional[Path] = typer.Option(None, help="Weights for the dataset's classes."),
+    num_classes: int = typer.Option(9, "--classes", help="Class count (MSRS: 9)."),
+    taxonomy: str = typer.Option("msrs-seg", help="labels/ file naming the classes."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="--no-pretrained: random (tests)."),
+    device: str = typer.Option("cpu"),
+    as_json: bool = typer.Option(False, "--json"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Per-class IoU and mIoU of one segmenter on fused vs infrared vs visible images (Table 3)."""
+    from tsjnet.downstream import evaluate_segmentation
+    from tsjnet.tasks import TaskConfig
+    from ums.taxonomy import load_taxonomy
+
+    try:
+        names = load_taxonomy(taxonomy).names
+        class_names = [names.get(i, str(i)) for i in range(num_classes)]
+        config = TaskConfig(segmenter=segmenter, segmenter_weights=segmenter_weights, segmentation_classes=num_classes,
+                            pretrained=pretrained)
+        result = evaluate_segmentation(_image_sets(images), labels, config, class_names, device, progress and not as_json)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(f"eval-seg: {error}")
+    _print_or_json(result, as_json, ("mIoU", "images"))
