@@ -282,3 +282,7 @@ def eval_seg(
     except (ValueError, FileNotFoundError) as error:
         _fail(f"eval-seg: {error}")
     _print_or_json(result, as_json, ("mIoU", "images"))
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m tsjnet.cli train ...
+    app()

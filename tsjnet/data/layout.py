@@ -76,7 +76,7 @@ def read_class_names(path: Path | None) -> list[str]:
 
 
 def discover(root: str | Path, split: str = "train", box_view: str = "fusion") -> DatasetIndex:
-    """The samples of ``split`` (every pair when the dataset has no split lists)."""
+    """The samples of ``split`` (every pair when the dataset has no split lists, or for ``"all"``)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
@@ -85,7 +85,7 @@ def discover(root: str | Path, split: str = "train", box_view: str = "fusion") -
     segmentation_dir = _first_dir(image_root / "Segmentation_labels", root / "Segmentation_labels")
     segmentation = list_images(segmentation_dir) if segmentation_dir else {}
     boxes, classes_file = _box_files(root, box_view)
-    wanted = _split_names(root, split)
+    wanted = None if split == "all" else _split_names(root, split)
     names = wanted if wanted is not None else sorted(infrared)
     index = DatasetIndex(root, [], read_class_names(classes_file))
     for name in names:
