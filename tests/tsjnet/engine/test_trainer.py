@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
