@@ -29,7 +29,7 @@ class Sample:
     name: str
     infrared: torch.Tensor  # 1 x H x W in [0, 1]
     visible: torch.Tensor  # 3 x H x W RGB in [0, 1]
-    luma: torch.Tensor  # 1 x H x W, BT.601 Y of ``visible``
+    luma: torch.Tensor  # 1 x H x W: BT.601 Y of ``visible`` (or its R channel, visible_input='red')
     segmentation: torch.Tensor  # H x W int64, IGNORE_INDEX where unlabelled
     boxes: torch.Tensor  # N x 4 float32 x0 y0 x1 y1 pixels
     labels: torch.Tensor  # N int64, detector label ids
@@ -99,8 +99,11 @@ class FusionDataset(torch.utils.data.Dataset):
     dropped (with one warning per name)."""
 
     def __init__(self, index: DatasetIndex, label_ids: dict[str, int], crop: tuple[int, int] | None = None,
-                 augment: bool = True, seed: int = 0, multiple: int = 32, resize: tuple[int, int] | None = None):
-        self.index, self.label_ids, self.crop = index, label_ids, crop
+                 augment: bool = True, seed: int = 0, multiple: int = 32, resize: tuple[int, int] | None = None,
+                 visible_input: str = "luma"):
+        if visible_input not in ("luma", "red"):
+            raise ValueError(f"visible_input is 'luma' (BT.601 Y) or 'red' (the official training), not {visible_input!r}")
+        self.index, self.label_ids, self.crop, self.visible_input = index, label_ids, crop, visible_input
         self.augment, self.seed, self.epoch = augment, seed, 0
         self._unknown_names: set[str] = set()
         resizing = [A.Resize(*resize)] if resize else []
@@ -178,10 +181,10 @@ class FusionDataset(torch.utils.data.Dataset):
             infrared = self.infrared_photometric(image=infrared)["image"]
         return self._to_sample(files.name, visible, infrared, out["mask"], out["bboxes"], out["labels"])
 
-    @staticmethod
-    def _to_sample(name, visible, infrared, mask, boxes, labels) -> Sample:
+    def _to_sample(self, name, visible, infrared, mask, boxes, labels) -> Sample:
         visible_tensor = torch.from_numpy(np.ascontiguousarray(visible)).permute(2, 0, 1).float() / 255
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        # "red" reproduces the official training, which fed the R channel while inference used Y
+        weights = torch.tensor([1.0, 0.0, 0.0] if self.visible_input == "red" else [0.299, 0.587, 0.114]).view(3, 1, 1)
         return Sample(name=name, infrared=torch.from_numpy(np.ascontiguousarray(infrared)).float()[None] / 255,
                       visible=visible_tensor, luma=(visible_tensor * weights).sum(0, keepdim=True),
                       segmentation=torch.from_numpy(np.ascontiguousarray(mask)).long(),

@@ -29,6 +29,7 @@ class DataConfig(BaseModel):
     crop: tuple[int, int] | None = None  # training crop (H, W); None = whole images (one size per batch)
     resize: tuple[int, int] | None = None  # scale every pair first (small CPU runs)
     augment: bool = True
+    visible_input: Literal["luma", "red"] = "luma"  # "red": the official training's R channel (tsjnet.md §1.1)
     num_workers: int = 2
 
 

@@ -84,7 +84,8 @@ class Trainer:
         self.tasks = TaskHeads(config.tasks, self.train_index.class_names, use_detector=loss.detection > 0,
                                use_segmenter=loss.segmentation > 0).to(self.device)
         self.train_set = FusionDataset(self.train_index, self.tasks.label_ids, config.data.crop, config.data.augment,
-                                       config.seed, config.model.size_multiple, config.data.resize)
+                                       config.seed, config.model.size_multiple, config.data.resize,
+                                       config.data.visible_input)
         self.val_set = self._validation_set()
         self.model = TSJNet(config.model).to(self.device)
         self.network = self._wrap(self.model)
@@ -112,7 +113,8 @@ class Trainer:
         if index.samples == self.train_index.samples:
             return None  # no split lists: validating on the training pairs would say nothing new
         return FusionDataset(index, self.tasks.label_ids, None, augment=False, seed=self.config.seed,
-                             multiple=self.config.model.size_multiple, resize=self.config.data.resize)
+                             multiple=self.config.model.size_multiple, resize=self.config.data.resize,
+                             visible_input=self.config.data.visible_input)
 
     def _wrap(self, model: TSJNet):
         network = torch.compile(model) if self.config.compile else model

@@ -53,6 +53,8 @@ def test_ums_export_layout_and_integer_labels(tmp_path):
     assert torch.allclose(sample.boxes, torch.tensor([[30.0, 20.0, 70.0, 50.0]]), atol=1e-3)
     assert torch.allclose(sample.luma, 0.299 * sample.visible[0:1] + 0.587 * sample.visible[1:2]
                           + 0.114 * sample.visible[2:3], atol=1e-6)
+    red = FusionDataset(train, LABELS, augment=False, visible_input="red")[2]
+    assert torch.equal(red.luma, red.visible[0:1])  # the official training's input
 
 
 def test_one_geometric_transform_for_everything(tmp_path):

@@ -139,3 +139,19 @@ def test_cli_train_names_missing_weights_and_trains(tmp_path):
     assert fused.exit_code == 0, fused.output
     no_data = runner.invoke(app, ["train", "--data", str(tmp_path / "nowhere"), "--config", str(tiny), "--no-pretrained"])
     assert no_data.exit_code == 2 and "nowhere" in no_data.output
+
+
+def test_task_networks_learn_only_when_configured(tmp_path):
+    root = make_ums_export(tmp_path / "data")
+    data = dict(root=root, resize=(64, 96), num_workers=0, val_split=None)
+    frozen = Trainer(tiny_config(root, tmp_path / "frozen", max_steps=1, data=data))
+    before = frozen.tasks.detector.roi_heads.box_predictor.bbox_pred.weight.clone()
+    frozen.fit()
+    assert len(frozen.optimizer.param_groups) == 1
+    assert torch.equal(frozen.tasks.detector.roi_heads.box_predictor.bbox_pred.weight, before)
+    trained = Trainer(tiny_config(root, tmp_path / "trained", max_steps=1, data=data,
+                                  tasks=dict(TASKS, train_detector=True, task_lr=1e-2)))
+    before = trained.tasks.detector.roi_heads.box_predictor.bbox_pred.weight.clone()
+    trained.fit()
+    assert trained.optimizer.param_groups[1]["lr"] == 1e-2
+    assert not torch.equal(trained.tasks.detector.roi_heads.box_predictor.bbox_pred.weight, before)
