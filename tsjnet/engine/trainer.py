@@ -52,10 +52,14 @@ class StepResult:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_device(name: str, context: DistributedContext) -> torch.device:
+def device_type(name: str) -> str:
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name).type
+
+
+def resolve_device(name: str, context: DistributedContext) -> torch.device:
+    device = torch.device(device_type(name) if name == "auto" else name)
     if device.type == "cuda" and context.enabled:
         device = torch.device("cuda", context.local_rank)
     if device.type == "cuda":
@@ -72,8 +76,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
-        requested = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
-        self.context = DistributedContext.from_environment(torch.device(requested if requested != "auto" else "cpu").type)
+        self.context = DistributedContext.from_environment(device_type(config.device))
         self.device = resolve_device(config.device, self.context)
         if config.data.root is None:
             raise ValueError("no training data: pass --data PATH (a `ums export --format msrs` folder or MSRS)")
