@@ -107,58 +107,74 @@ def coarse_translation_search(fixed_rep: np.ndarray, moving_rep: np.ndarray, tra
 
 
 def ecc_similarity(fixed: np.ndarray, moving: np.ndarray, transform: np.ndarray, iterations: int = 100,
-                   epsilon: float = 1e-5, mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+                   epsilon: float = 1e-5, mask: np.ndarray | None = None,
+                   tolerance_px: float = 0.02) -> tuple[float, np.ndarray]:
     """ECC maximisation for x' = a x~ - b y~ + tx, y' = b x~ + a y~ + ty (x~, y~ about the centre).
 
     The same update as OpenCV's findTransformECC (zero-mean images, the closed-form lambda of
-    the paper's eq. 28), with the similarity's Jacobian. Returns (correlation, 2x3 transform)."""
+    the paper's eq. 28), with the similarity's Jacobian. Returns (correlation, 2x3 transform).
+    Pixels outside the overlap are weighted 0 rather than gathered out, so every array keeps
+    its size and each iteration is a handful of dense vector operations."""
     h, w = fixed.shape
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
     # On large levels every other pixel in each direction carries the same information at a
     # quarter of the cost (the images are smoothed gradient maps).
     stride = 2 if h * w > 100_000 else 1
     ys, xs = np.mgrid[0:h:stride, 0:w:stride].astype(np.float32)
-    template_all = fixed[::stride, ::stride].astype(np.float64)
+    template_all = np.ascontiguousarray(fixed[::stride, ::stride], dtype=np.float32).ravel()
     xs -= centre[0]
     ys -= centre[1]
-    inside = np.ones_like(moving) if mask is None else (mask > 0).astype(np.float32)
-    # moving, its gradients and its validity, sampled together by one remap per iteration
-    channels = cv2.merge([moving.astype(np.float32), cv2.Sobel(moving, cv2.CV_32F, 1, 0, ksize=3) / 8,
-                          cv2.Sobel(moving, cv2.CV_32F, 0, 1, ksize=3) / 8, inside])
+    x_flat, y_flat = xs.ravel(), ys.ravel()
+    # moving, its gradients (and its validity when masked), sampled together by one remap per iteration
+    planes = [moving.astype(np.float32), cv2.Sobel(moving, cv2.CV_32F, 1, 0, ksize=3) / 8,
+              cv2.Sobel(moving, cv2.CV_32F, 0, 1, ksize=3) / 8]
+    if mask is not None:
+        planes.append((mask > 0).astype(np.float32))
+    channels = cv2.merge(planes)
     a, b = float(transform[0, 0]), float(transform[1, 0])
     t = transform[:, 2].astype(np.float64) + transform[:, :2].astype(np.float64) @ centre  # about the centre
     params = np.array([a, b, t[0], t[1]])
     reach = max(w, h) / 2  # pixels a change of a or b moves the frame's border
+    jacobian = np.empty((4, x_flat.size), np.float32)
     correlation = previous = 0.0
     for _ in range(iterations):
         a, b, tx, ty = params
         map_x = (a * xs - b * ys + tx).astype(np.float32)
         map_y = (b * xs + a * ys + ty).astype(np.float32)
         sampled = cv2.remap(channels, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        valid = (sampled[..., 3] > 0.999) & (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-        if valid.sum() < 64:
+        valid = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+        if mask is not None:
+            valid &= sampled[..., 3] > 0.999
+        # float32 planes (half the memory traffic); BLAS dot products accumulate them in wide lanes,
+        # and the 4x4 solve below is done in float64
+        weight = valid.ravel().astype(np.float32)
+        count = float(np.count_nonzero(valid))
+        if count < 64:
             raise RegistrationFailure("the images no longer overlap")
-        image = sampled[..., 0][valid].astype(np.float64)
-        gx = sampled[..., 1][valid].astype(np.float64)
-        gy = sampled[..., 2][valid].astype(np.float64)
-        x, y = xs[valid], ys[valid]
-        jacobian = np.stack([gx * x + gy * y, gy * x - gx * y, gx, gy], axis=1)
-        template = template_all[valid]
-        template = template - template.mean()
-        image -= image.mean()
-        hessian_inv = np.linalg.pinv(jacobian.T @ jacobian)
-        image_projection = jacobian.T @ image
-        template_projection = jacobian.T @ template
-        correlation = float(template @ image / max(np.linalg.norm(template) * np.linalg.norm(image), 1e-12))
-        numerator = image @ image - image_projection @ hessian_inv @ image_projection
-        denominator = template @ image - template_projection @ hessian_inv @ image_projection
+        flat = sampled.reshape(-1, sampled.shape[-1])
+        image, gx, gy = flat[:, 0], flat[:, 1] * weight, flat[:, 2] * weight
+        image = (image - np.float32(float(image @ weight) / count)) * weight
+        template = (template_all - np.float32(float(template_all @ weight) / count)) * weight
+        np.multiply(gx, x_flat, out=jacobian[0])
+        jacobian[0] += gy * y_flat
+        np.multiply(gy, x_flat, out=jacobian[1])
+        jacobian[1] -= gx * y_flat
+        jacobian[2], jacobian[3] = gx, gy
+        hessian_inv = np.linalg.pinv((jacobian @ jacobian.T).astype(np.float64))
+        image_projection = (jacobian @ image).astype(np.float64)
+        template_projection = (jacobian @ template).astype(np.float64)
+        image_dot_template = float(template @ image)
+        image_energy, template_energy = float(image @ image), float(template @ template)
+        correlation = image_dot_template / max(np.sqrt(template_energy * image_energy), 1e-12)
+        numerator = image_energy - image_projection @ hessian_inv @ image_projection
+        denominator = image_dot_template - template_projection @ hessian_inv @ image_projection
         if denominator <= 0:
             raise RegistrationFailure("ECC diverged (the correlation would decrease)")
-        error = (numerator / denominator) * template - image
-        delta = hessian_inv @ (jacobian.T @ error)
+        error = np.float32(numerator / denominator) * template - image
+        delta = hessian_inv @ (jacobian @ error).astype(np.float64)
         params += delta
         motion_px = np.linalg.norm(delta[2:]) + np.abs(delta[:2]).max() * reach
-        if motion_px < 0.02 or abs(correlation - previous) < epsilon:
+        if motion_px < tolerance_px or abs(correlation - previous) < epsilon:
             break
         previous = correlation
     return correlation, _similarity_matrix(params, centre)
