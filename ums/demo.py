@@ -85,7 +85,7 @@ def run_demo(out: str | Path, n: int = 6, seed: int = 0, show_progress: bool = T
                       report, fusion)
 
 
-def _fusion_step(export: Path, out: Path, show_progress: bool, steps: int = 12) -> dict | str:
+def _fusion_step(export: Path, out: Path, show_progress: bool, steps: int = 24) -> dict | str:
     """A few steps of the tiny TSJNet on the export (fusion terms only: the joint objective needs local
     Faster R-CNN / DeepLab weights), then its fused pairs and the mean baseline, both scored."""
     from tsjnet.data import discover

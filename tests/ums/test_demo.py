@@ -19,10 +19,10 @@ def test_demo_end_to_end_with_tiny_models(tmp_path):
     page = result.report.read_text()
     assert page.count('alt="labels"') == 2 and "4 labels" not in page and "2 labels" in page
     fusion = result.fusion
-    assert fusion["steps"] == 12 and fusion["last_loss"] < fusion["first_loss"]
+    assert fusion["steps"] == 24 and fusion["last_loss"] < fusion["first_loss"]
     assert set(fusion["metrics"]) == {"tsjnet", "mean"} and 0 < fusion["metrics"]["tsjnet"]["SSIM"] < 1
     assert len(list((tmp_path / "demo" / "fused" / "tsjnet").glob("*.png"))) == 2
     # a second run reuses everything
     again = run_demo(tmp_path / "demo", n=2, show_progress=False, autolabel=autolabel)
     assert again.ingest.read == 0 and again.crop.skipped == 2 and again.autolabel.skipped == 2
-    assert again.fusion["steps"] == 12 and again.fusion["first_loss"] == fusion["first_loss"]
+    assert again.fusion["steps"] == 24 and again.fusion["first_loss"] == fusion["first_loss"]

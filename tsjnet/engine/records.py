@@ -69,7 +69,7 @@ class RunRecords:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        names = [k for k in self.steps[-1] if k not in ("step", "epoch", "lr")]
+        names = [k for k in self.steps[-1] if k not in ("step", "epoch", "lr", "samples_per_s")]
         panels = 2 if self.validation else 1
         figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
         steps = [row["step"] for row in self.steps]
