@@ -205,9 +205,14 @@ class Batch:
     targets: list[dict[str, torch.Tensor]]
 
     def to(self, device) -> Batch:
-        return Batch(self.names, self.infrared.to(device), self.visible.to(device), self.luma.to(device),
-                     self.segmentation.to(device),
-                     [{k: v.to(device) for k, v in target.items()} for target in self.targets])
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True) on CUDA runs
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, apply) -> Batch:
+        return Batch(self.names, apply(self.infrared), apply(self.visible), apply(self.luma), apply(self.segmentation),
+                     [{k: apply(v) for k, v in target.items()} for target in self.targets])
 
 
 def collate(samples: Sequence[Sample]) -> Batch:

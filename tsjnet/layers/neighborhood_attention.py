@@ -57,8 +57,12 @@ def neighborhood_attention_2d(query: torch.Tensor, key: torch.Tensor, value: tor
     return torch.einsum("bxynij,bxyijnd->bxynd", weights, values)
 
 
+# natten's fused kernels exist on CUDA only (its CPU fallback materialises every score: tsjnet.md §2.3)
+NATTEN_DEVICES = {"cuda"}
+
+
 def _natten_can_run(tensor: torch.Tensor, kernel_size: int, dilation: int, rpb) -> bool:
-    if rpb is not None or not tensor.is_cuda:
+    if rpb is not None or tensor.device.type not in NATTEN_DEVICES:
         return False
     _, height, width = tensor.shape[:3]
     if min(height, width) < kernel_size * dilation:

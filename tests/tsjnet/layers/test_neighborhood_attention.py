@@ -37,6 +37,28 @@ def test_rpb_is_added_by_relative_offset():
     assert torch.allclose(out, v, atol=1e-4)
 
 
+def test_the_natten_branch_calls_na2d_right(monkeypatch):
+    """The branch CUDA takes (natten.na2d, heads-last, our scale and dilation), run here through
+    natten's CPU backend: it must give what the gather path gives, and small maps still pad."""
+    from tsjnet.layers import neighborhood_attention as na
+
+    torch.manual_seed(3)
+    module = NeighborhoodAttention2D(64, 4, kernel_size=7, dilation=2)
+    x = torch.randn(2, 15, 19, 64)
+    small = torch.randn(1, 5, 9, 64)
+    with torch.no_grad():
+        gather, gather_small = module(x), module(small)
+        calls = []
+        original = natten.na2d
+        monkeypatch.setattr(na, "NATTEN_DEVICES", {"cpu"})
+        monkeypatch.setattr(natten, "na2d", lambda *a, **k: calls.append(k) or original(*a, **k))
+        fused = module(x)
+        fused_small = module(small)  # 5 x 9 < 14: padded, then natten on the padded map
+    assert calls and calls[0]["dilation"] == 2 and calls[0]["scale"] == pytest.approx(16**-0.5)
+    assert (fused - gather).abs().max() < 2e-5
+    assert (fused_small - gather_small).abs().max() < 2e-5
+
+
 def test_module_matches_natten_module_and_learns():
     torch.manual_seed(2)
     ours = NeighborhoodAttention2D(64, 2, kernel_size=7)
