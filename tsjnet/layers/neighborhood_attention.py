@@ -61,17 +61,21 @@ def neighborhood_attention_2d(query: torch.Tensor, key: torch.Tensor, value: tor
 NATTEN_DEVICES = {"cuda"}
 
 
+def natten_has_kernels() -> bool:
+    """natten is installed *with* libnatten: a build without CUDA (a pure-Python wheel) would run
+    na2d through uncompiled flex attention, quadratic in memory, so the gather path is better."""
+    try:
+        import natten
+    except ImportError:
+        return False
+    return bool(getattr(natten, "HAS_LIBNATTEN", False))
+
+
 def _natten_can_run(tensor: torch.Tensor, kernel_size: int, dilation: int, rpb) -> bool:
     if rpb is not None or tensor.device.type not in NATTEN_DEVICES:
         return False
     _, height, width = tensor.shape[:3]
-    if min(height, width) < kernel_size * dilation:
-        return False
-    try:
-        import natten  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return min(height, width) >= kernel_size * dilation and natten_has_kernels()
 
 
 class NeighborhoodAttention2D(nn.Module):

@@ -51,12 +51,24 @@ def test_the_natten_branch_calls_na2d_right(monkeypatch):
         calls = []
         original = natten.na2d
         monkeypatch.setattr(na, "NATTEN_DEVICES", {"cpu"})
+        monkeypatch.setattr(na, "natten_has_kernels", lambda: True)  # this CPU build has flex only
         monkeypatch.setattr(natten, "na2d", lambda *a, **k: calls.append(k) or original(*a, **k))
         fused = module(x)
         fused_small = module(small)  # 5 x 9 < 14: padded, then natten on the padded map
     assert calls and calls[0]["dilation"] == 2 and calls[0]["scale"] == pytest.approx(16**-0.5)
     assert (fused - gather).abs().max() < 2e-5
     assert (fused_small - gather_small).abs().max() < 2e-5
+
+
+def test_a_natten_build_without_kernels_is_not_used(monkeypatch):
+    from tsjnet.layers import neighborhood_attention as na
+
+    monkeypatch.setattr(na, "NATTEN_DEVICES", {"cpu"})
+    monkeypatch.setattr(natten, "HAS_LIBNATTEN", False)
+    assert not na._natten_can_run(torch.zeros(1, 16, 16, 8), 7, 1, None)
+    monkeypatch.setattr(natten, "HAS_LIBNATTEN", True)
+    assert na._natten_can_run(torch.zeros(1, 16, 16, 8), 7, 1, None)
+    assert not na._natten_can_run(torch.zeros(1, 6, 16, 8), 7, 1, None)  # smaller than the window
 
 
 def test_module_matches_natten_module_and_learns():
