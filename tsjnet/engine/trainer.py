@@ -170,6 +170,9 @@ class Trainer:
 
     def _resume(self) -> None:
         state = load_state(self.checkpoint_path)
+        if state["config"]["model"] != self.config.model.model_dump(mode="json"):
+            raise ValueError(f"{self.checkpoint_path} belongs to a run with another model config; "
+                             "resume with the same settings or start a new run with another --out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:

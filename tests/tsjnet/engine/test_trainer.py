@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
@@ -67,6 +68,8 @@ def test_resume_continues_bit_identically(tmp_path):
     a, b = load_file(tmp_path / "straight" / "tsjnet.safetensors"), load_file(tmp_path / "resumed" / "tsjnet.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [row["loss"] for row in straight.records.steps] == [row["loss"] for row in resumed.records.steps]
+    with pytest.raises(ValueError, match="another model config"):
+        Trainer(tiny_config(root, tmp_path / "resumed", max_steps=6, model=dict(TINY, decoder_merge="sum")))
 
 
 def test_validation_writes_metrics_and_samples(tmp_path):
