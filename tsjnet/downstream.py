@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from tsjnet.data.dataset import read_segmentation, read_voc, read_yolo
+from tsjnet.data.dataset import read_rgb, read_segmentation, read_voc, read_yolo
 from tsjnet.data.layout import read_class_names
 from tsjnet.images import list_images
 from tsjnet.tasks import TaskConfig, build_detector, build_segmenter, detector_label_ids, imagenet_normalise
@@ -20,11 +20,8 @@ from ums.progress import progress_bar
 
 
 def read_rgb_tensor(path: Path) -> torch.Tensor:
-    """3 x H x W in [0, 1]; grey images (fused, IR) repeated to three channels."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey files come back as three equal channels
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
+    """3 x H x W in [0, 1]; grey images (fused, IR) come back as three equal channels."""
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1).float() / 255
 
 
 def ground_truth(labels_dir: Path, names: list[str], class_names: list[str],

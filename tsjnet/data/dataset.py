@@ -20,6 +20,7 @@ import torch
 from defusedxml import ElementTree
 
 from tsjnet.data.layout import DatasetIndex, SampleFiles
+from tsjnet.images import read_image, to_uint8
 
 IGNORE_INDEX = 255
 
@@ -43,14 +44,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_grey(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
-    if image.dtype == np.uint16:
-        image = (image / 257).round().astype(np.uint8)
-    return image
+    """8-bit grey, as ``tsjnet fuse`` reads the infrared (colour through BT.601, 16-bit scaled)."""
+    return to_uint8(read_image(path, colour=False))
 
 
 def read_segmentation(path: Path) -> np.ndarray:
