@@ -131,20 +131,45 @@ def superfusion_cases(dataset: str) -> list[Case]:
 
 
 # -- drone-like residual warps of aligned pairs ----------------------------------------------------
-def aligned_pairs(dataset: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+BENCH_SETS = ("msrs", "roadscene", "llvip/train")
+TRAIN_ONLY_SETS = ("tno", "m3fd")  # never benchmarked here: free for training
+
+
+def pair_paths(dataset: str) -> list[tuple[Path, Path]]:
     root = SHARED / dataset
-    pairs = []
-    for ir_path in sorted((root / "ir").iterdir())[:limit]:
-        vi_path = next((root / "vi").glob(ir_path.stem + ".*"), None)
-        if vi_path is None:
-            continue
-        ir = grey(cv2.imread(str(ir_path)))
-        vi = cv2.imread(str(vi_path), cv2.IMREAD_COLOR)
-        if ir.shape[0] > 600:  # LLVIP 1280x1024 -> the 640x512 thermal grid
-            ir = cv2.resize(ir, (640, 512), interpolation=cv2.INTER_AREA)
-            vi = cv2.resize(vi, (640, 512), interpolation=cv2.INTER_AREA)
-        pairs.append((ir, vi))
-    return pairs
+    found = ((ir, next((root / "vi").glob(ir.stem + ".*"), None)) for ir in sorted((root / "ir").iterdir()))
+    return [(ir, vi) for ir, vi in found if vi is not None]
+
+
+def read_aligned(ir_path: Path, vi_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    ir = grey(cv2.imread(str(ir_path)))
+    vi = cv2.imread(str(vi_path), cv2.IMREAD_COLOR)
+    if ir.shape[0] > 600:  # LLVIP 1280x1024 -> the 640x512 thermal grid
+        ir = cv2.resize(ir, (640, 512), interpolation=cv2.INTER_AREA)
+        vi = cv2.resize(vi, (640, 512), interpolation=cv2.INTER_AREA)
+    return ir, vi
+
+
+def aligned_pairs(dataset: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The benchmark's pairs of ``dataset``: its first ``limit`` in name order."""
+    return [read_aligned(ir, vi) for ir, vi in pair_paths(dataset)[:limit]]
+
+
+def write_training_split(out: Path, limit: int, every: int = 6) -> None:
+    """Pairs this benchmark does not score, for `ums align-train`: out/train and out/val (each
+    ``every``-th), at the benchmark's scale, so a trained net never saw the pairs it is scored on."""
+    rest = ([(d, *p) for d in BENCH_SETS for p in pair_paths(d)[limit:]]
+            + [(d, *p) for d in TRAIN_ONLY_SETS for p in pair_paths(d)])
+    for index, (dataset, ir_path, vi_path) in enumerate(rest):
+        part = out / ("val" if index % every == every - 1 else "train")
+        ir, vi = read_aligned(ir_path, vi_path)
+        name = f"{dataset.split('/')[0]}_{ir_path.stem}.png"
+        for folder, image in (("ir", ir), ("vi", vi)):
+            (part / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(part / folder / name), image)
+    counts = {part: len(list((out / part / "ir").glob("*.png"))) for part in ("train", "val")}
+    print(f"wrote {counts['train']} training and {counts['val']} validation pairs under {out} "
+          f"(none of the first {limit} of {', '.join(BENCH_SETS)})")
 
 
 def drone_cases(pairs, fields: int, seed: int) -> list[Case]:
@@ -217,14 +242,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=Path, help="a checkpoint from `ums align-train`: adds the learned row")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--write-train-split", type=Path, metavar="DIR",
+                        help="write the pairs the tables do not use (DIR/train, DIR/val) for `ums align-train`, then exit")
     args = parser.parse_args()
+    if args.write_train_split is not None:
+        write_training_split(args.write_train_split, args.pairs_per_set)
+        return
     if args.weights is not None:
         METHODS["learned"] = dict(method="learned", weights=args.weights, device=args.device)
     cv2.setNumThreads(1)
     print(f"machine: {platform.processor() or platform.machine()}, OpenCV {cv2.__version__}, one thread")
     for dataset in ("MSRS", "RoadScene"):
         print_table(f"superfusion-{dataset}", evaluate(superfusion_cases(dataset)))
-    for dataset in ("msrs", "roadscene", "llvip/train"):
+    for dataset in BENCH_SETS:
         pairs = aligned_pairs(dataset, args.pairs_per_set)
         print_table(f"drone-{dataset.split('/')[0]}", evaluate(drone_cases(pairs, args.fields, args.seed)),
                     f"aligned-data floor: median ECC shift on unwarped pairs {floor_of(pairs):.2f} px")

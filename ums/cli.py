@@ -179,6 +179,10 @@ def align_train(
     width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published 1.82 M-parameter net."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     seed: int = typer.Option(0),
+    val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", help="Held-out aligned pairs to score; repeatable."),
+    val_every: int = typer.Option(0, help="Steps between validations (0: after the last step only)."),
+    save_every: int = typer.Option(0, help="Steps between resumable training-state saves (0: at the end)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the training state beside --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the SuperFusion-style dense registration net on synthetic warps of aligned pairs."""
@@ -186,13 +190,18 @@ def align_train(
 
     try:
         settings = AlignTrainConfig(pairs=pairs, out=out, steps=steps, batch=batch, crop=crop, width=width,
-                                    device=device, seed=seed, show_progress=progress and sys.stderr.isatty())
+                                    device=device, seed=seed, val_pairs=val_pairs or [], val_every=val_every,
+                                    save_every=save_every, resume=resume,
+                                    show_progress=progress and sys.stderr.isatty())
         history = train_registration(settings)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    first, last = history[0], history[-1]
-    console.print(f"trained {len(history)} steps: end-point error {first['epe']:.2f} -> {last['epe']:.2f} px; "
-                  f"wrote {out} and {out.with_suffix('.loss.png')}")
+    if history:
+        console.print(f"trained to step {len(history)}: end-point error {history[0]['epe']:.2f} -> "
+                      f"{history[-1]['epe']:.2f} px")
+        if "val_epe_median" in history[-1]:
+            console.print(f"held-out drone-like warps: median EPE {history[-1]['val_epe_median']:.2f} px")
+    console.print(f"wrote {out} and {out.with_suffix('.loss.png')}")
 
 
 @app.command()

@@ -33,9 +33,15 @@ def flow_from_transform(transform: np.ndarray, height: int, width: int) -> np.nd
     return flow
 
 
-def warp_with_flow(moving: np.ndarray, flow: np.ndarray, border_value: float = 0) -> np.ndarray:
-    """Sample ``moving`` at ``p + flow[p]`` (bilinear); outside samples get ``border_value``."""
+def warp_with_flow(moving: np.ndarray, flow: np.ndarray, border_value: float = 0,
+                   origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Sample ``moving`` at ``p + flow[p]`` (bilinear); outside samples get ``border_value``.
+
+    ``origin`` (x, y): where the flow's first pixel sits on the moving grid, to warp just a window.
+    """
     sample = identity_grid(*flow.shape[:2]) + flow
+    if origin != (0, 0):
+        sample += np.asarray(origin, np.float32)
     return cv2.remap(moving, sample[..., 0], sample[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
 

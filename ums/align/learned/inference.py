@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from ums.align.learned.checkpoint import load_matcher
 from ums.align.learned.model import DenseMatcher, pad_to_multiple
-from ums.align.learned.train import load_matcher
 
 
 @lru_cache(maxsize=2)
@@ -40,10 +40,15 @@ def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_flow(fixed: np.ndarray, moving: np.ndarray, weights, device: str = "cpu") -> np.ndarray:
-    """The (H, W, 2) pixel flow on the fixed grid that registers ``moving`` onto ``fixed``."""
-    model = cached_matcher(weights, device)
+def matcher_flow(model: DenseMatcher, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """``model``'s (H, W, 2) pixel flow on the fixed grid that registers ``moving`` onto ``fixed``."""
+    device = next(model.parameters()).device
     thermal, (h, w) = pad_to_multiple(to_tensor(fixed, device))
     visible, _ = pad_to_multiple(to_tensor(moving, device))
     flow = model(thermal, visible)[0, :, :h, :w]
     return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def predict_flow(fixed: np.ndarray, moving: np.ndarray, weights, device: str = "cpu") -> np.ndarray:
+    """The flow of the checkpoint at ``weights`` (loaded once per file version)."""
+    return matcher_flow(cached_matcher(weights, device), fixed, moving)

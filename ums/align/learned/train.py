@@ -6,28 +6,37 @@ moving = the visible image, a joint random crop. Losses (registration.md §5.3, 
 Charbonnier end-point error against u, a mono-modal photometric term (the *IR* warped by the
 prediction must match the fixed image: same modality, so plain L1 works), and smoothness of the
 intermediate fields.
+
+Long runs: ``val_pairs`` are scored every ``val_every`` steps on fixed drone-like warps (the
+benchmark's regime and mask), and ``save_every`` writes a training state that ``resume`` continues
+from exactly (model, optimiser, schedule, step; every sample is seeded by its step).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ums.align.deformation import SUPERFUSION, TRAIN_DRONE, random_field
-from ums.align.flow import warp_with_flow
+from ums.align.deformation import DRONE, SUPERFUSION, TRAIN_DRONE, random_field
+from ums.align.flow import endpoint_error, valid_mask, warp_with_flow
+from ums.align.learned.checkpoint import (TRAINING_STATE_FORMAT, read_torch, save_checkpoint, save_torch,
+                                          training_state_path)
+from ums.align.learned.inference import matcher_flow
 from ums.align.learned.model import DenseMatcher, warp
 from ums.atomic import write_bytes, write_text
 from ums.progress import progress_bar
 
-CHECKPOINT_FORMAT = "ums-dense-matcher"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -50,7 +59,18 @@ class AlignTrainConfig(BaseModel):
     smoothness_weight: float = 0.1
     seed: int = 0
     device: str = "auto"
+    val_pairs: list[Path] = Field(default_factory=list, description="folders of held-out aligned pairs to score")
+    val_every: int = Field(0, ge=0, description="steps between validations; 0: only after the last step")
+    val_fields: int = Field(2, ge=1, description="fixed drone-like warps per validation pair")
+    save_every: int = Field(0, ge=0, description="steps between training-state saves; 0: only at the end")
+    resume: bool = Field(False, description="continue from the training state beside `out`")
+    sampler_threads: int = Field(0, ge=0, description="threads drawing samples; 0: one per core on a GPU, none on CPU")
     show_progress: bool = True
+
+    def run_identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote the state."""
+        return self.model_dump(mode="json", include={"pairs", "width", "crop", "batch", "learning_rate",
+                                                     "weight_decay", "translation_px", "seed"})
 
 
 def load_pairs(folders: list[Path]) -> list[tuple[Path, Path]]:
@@ -67,22 +87,35 @@ def load_pairs(folders: list[Path]) -> list[tuple[Path, Path]]:
     return pairs
 
 
-class PairSampler:
-    """Random training samples (fixed, moving, ir, truth) as float32 arrays of one crop size."""
+def read_pair(ir_path: Path, vi_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Grey uint8 thermal and BGR visible, the visible resized onto the thermal grid if needed."""
+    ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(vi_path), cv2.IMREAD_COLOR)
+    if ir is None or vi is None:
+        raise ValueError(f"align-train: cannot read {ir_path} / {vi_path}")
+    if vi.shape[:2] != ir.shape:
+        vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
+    return ir, vi
 
-    def __init__(self, pairs: list[tuple[Path, Path]], crop: int, rng: np.random.Generator,
-                 translation_px: float | None = None):
-        self.crop, self.rng = crop, rng
+
+class PairSampler:
+    """Random training samples (fixed, moving, ir, truth) as float32 arrays of one crop size.
+
+    Sample ``index`` of step ``step`` draws from its own generator seeded with (seed, step, index):
+    batches do not depend on thread scheduling, and a resumed run needs only its step count.
+    """
+
+    def __init__(self, pairs: list[tuple[Path, Path]], crop: int, seed: int = 0,
+                 translation_px: float | None = None, threads: int = 0):
+        self.crop, self.seed = crop, seed
         self.regimes = [r if translation_px is None else replace(r, translation_px=translation_px)
                         for r in (SUPERFUSION, TRAIN_DRONE)]
         self.images = [self._load(ir, vi) for ir, vi in pairs]
+        # OpenCV and numpy release the GIL in remap and the field arithmetic: threads do scale
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="align-train-sampler") if threads > 1 else None
 
     def _load(self, ir_path: Path, vi_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
-        vi = cv2.imread(str(vi_path), cv2.IMREAD_COLOR)
-        if ir is None or vi is None:
-            raise ValueError(f"align-train: cannot read {ir_path} / {vi_path}")
-        vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA) if vi.shape[:2] != ir.shape else vi
+        ir, vi = read_pair(ir_path, vi_path)
         short = min(ir.shape)
         if short < self.crop + 16:  # room for the crop inside the warped frame
             scale = (self.crop + 16) / short
@@ -90,25 +123,27 @@ class PairSampler:
             ir, vi = cv2.resize(ir, size), cv2.resize(vi, size)
         return ir.astype(np.float32) / 255, cv2.cvtColor(vi, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
 
-    def sample(self) -> tuple[np.ndarray, ...]:
-        ir, vi = self.images[self.rng.integers(len(self.images))]
-        if self.rng.random() < 0.5:
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        ir, vi = self.images[rng.integers(len(self.images))]
+        if rng.random() < 0.5:
             ir, vi = ir[:, ::-1], vi[:, ::-1]
         ir, vi = np.ascontiguousarray(ir), np.ascontiguousarray(vi)
-        draw = self.rng.random()
+        draw = rng.random()
         if draw < 0.1:
             truth = np.zeros(ir.shape + (2,), np.float32)
         else:
-            truth = random_field(ir.shape, self.rng, self.regimes[0] if draw < 0.3 else self.regimes[1])
-        fixed = warp_with_flow(ir, truth)
-        y = self.rng.integers(0, ir.shape[0] - self.crop + 1)
-        x = self.rng.integers(0, ir.shape[1] - self.crop + 1)
+            truth = random_field(ir.shape, rng, self.regimes[0] if draw < 0.3 else self.regimes[1])
+        y = rng.integers(0, ir.shape[0] - self.crop + 1)
+        x = rng.integers(0, ir.shape[1] - self.crop + 1)
         window = (slice(y, y + self.crop), slice(x, x + self.crop))
         # the same window on both grids keeps the flow's values: flows are translation-invariant
-        return fixed[window], vi[window], ir[window], truth[window]
+        truth = np.ascontiguousarray(truth[window])
+        fixed = warp_with_flow(ir, truth, origin=(int(x), int(y)))
+        return fixed, vi[window], ir[window], truth
 
-    def batch(self, size: int, device: torch.device) -> dict[str, torch.Tensor]:
-        samples = [self.sample() for _ in range(size)]
+    def batch(self, size: int, device: torch.device, step: int = 0) -> dict[str, torch.Tensor]:
+        generators = [np.random.default_rng([self.seed, step, index]) for index in range(size)]
+        samples = list(self.pool.map(self.sample, generators)) if self.pool else [self.sample(g) for g in generators]
         fixed = torch.from_numpy(np.stack([s[0] for s in samples]))[:, None].repeat(1, 3, 1, 1)
         moving = torch.from_numpy(np.stack([s[1] for s in samples])).permute(0, 3, 1, 2)
         ir = torch.from_numpy(np.stack([s[2] for s in samples]))[:, None]
@@ -138,62 +173,128 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
-    """Train and write the checkpoint (and a loss curve PNG beside it); return the loss history."""
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    device = resolve_device(config.device)
-    sampler = PairSampler(load_pairs(config.pairs), config.crop, rng, config.translation_px)
-    model = DenseMatcher(config.width).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    decay_from = int(0.8 * config.steps)  # linear decay over the last 20 %, as the original
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 1.0 if step < decay_from else max(0.0, (config.steps - step) / max(1, config.steps - decay_from)))
-    history = []
-    model.train()
-    start = time.perf_counter()
-    for step in progress_bar(range(config.steps), "align-train", enabled=config.show_progress):
-        terms = losses(model, sampler.batch(config.batch, device), config)
-        optimiser.zero_grad(set_to_none=True)
+class Validator:
+    """Held-out pairs under fixed drone-like warps (drawn once from their own seed), scored as
+    bench/registration.py scores them: per-pair mean EPE over valid pixels eroded by 8 px."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], fields: int, seed: int):
+        rng = np.random.default_rng([seed, 7])
+        self.cases = []
+        for ir_path, vi_path in pairs:
+            ir, vi = read_pair(ir_path, vi_path)
+            for _ in range(fields):
+                truth = random_field(ir.shape, rng, DRONE)
+                fixed = warp_with_flow(ir, truth)
+                self.cases.append((fixed, vi, truth, valid_mask(truth, ir.shape, erode_px=8) & (fixed > 0)))
+
+    def __call__(self, model: DenseMatcher) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        errors = [endpoint_error(matcher_flow(model, fixed, moving), truth, mask)
+                  for fixed, moving, truth, mask in self.cases]
+        model.train(was_training)
+        return {"val_epe_median": float(np.median(errors)), "val_epe_mean": float(np.mean(errors))}
+
+
+class Run:
+    """Everything a training run carries from step to step, and its save/restore."""
+
+    def __init__(self, config: AlignTrainConfig, device: torch.device):
+        torch.manual_seed(config.seed)
+        self.config = config
+        threads = config.sampler_threads or (min(config.batch, os.cpu_count() or 1) if device.type != "cpu" else 1)
+        self.sampler = PairSampler(load_pairs(config.pairs), config.crop, config.seed, config.translation_px, threads)
+        self.model = DenseMatcher(config.width).to(device)
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
+                                          weight_decay=config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, self.learning_rate_factor)
+        self.step = 0
+        self.seconds = 0.0
+        self.history: list[dict[str, float]] = []  # one entry per step; validated steps carry val_* keys
+
+    def learning_rate_factor(self, step: int) -> float:
+        """Constant, then a linear decay to 0 over the last 20 % of the steps, as the original."""
+        steps = self.config.steps
+        decay_from = int(0.8 * steps)
+        return 1.0 if step < decay_from else max(0.0, (steps - step) / max(1, steps - decay_from))
+
+    def save(self, path: Path) -> Path:
+        return save_torch({
+            "format": TRAINING_STATE_FORMAT, "version": 1, "identity": json.dumps(self.config.run_identity()),
+            "step": self.step, "seconds": self.seconds, "model": self.model.state_dict(),
+            "optimiser": self.optimiser.state_dict(), "schedule": self.schedule.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history)}, path)
+
+    def restore(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"align-train --resume: no training state at {path}")
+        state = read_torch(path, "align-train --resume")
+        if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+            raise ValueError(f"align-train --resume: {path} is not a training state written by `ums align-train`")
+        saved, ours = json.loads(state["identity"]), self.config.run_identity()
+        changed = sorted(key for key in ours if saved.get(key) != ours[key])
+        if changed:
+            raise ValueError(f"align-train --resume: {path} was written with other settings ({', '.join(changed)}); "
+                             "resume with the same settings or start a new --out")
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.schedule.load_state_dict(state["schedule"])
+        # the saved rate was set for the saved run's length; a resume may run longer (more --steps)
+        for group, base in zip(self.optimiser.param_groups, self.schedule.base_lrs):
+            group["lr"] = base * self.learning_rate_factor(int(state["step"]))
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.history = json.loads(state["history"])
+
+    def train_step(self, device: torch.device) -> None:
+        terms = losses(self.model, self.sampler.batch(self.config.batch, device, self.step), self.config)
+        self.optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimiser.step()
-        schedule.step()
-        history.append({"step": step, **{k: float(v.detach()) for k, v in terms.items()}})
-    save_checkpoint(model, config.out, {"steps": config.steps, "seconds": time.perf_counter() - start,
-                                        "device": str(device), "final": history[-1]})
-    write_text(Path(config.out).with_suffix(".history.json"), json.dumps(history))
-    _plot_history(history, Path(config.out).with_suffix(".loss.png"))
-    return history
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimiser.step()
+        self.schedule.step()
+        self.history.append({"step": self.step, **{k: float(v.detach()) for k, v in terms.items()}})
+        self.step += 1
 
 
-def save_checkpoint(model: DenseMatcher, path: Path, training: dict) -> Path:
-    buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "config": model.config,
-                "training": json.loads(json.dumps(training)), "state_dict": model.state_dict()}, buffer)
-    return write_bytes(Path(path), buffer.getvalue())
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
 
 
-def load_matcher(path: str | Path | None, device: str | torch.device = "cpu") -> DenseMatcher:
-    """The dense matcher saved at ``path`` (``ums align --weights``)."""
-    if path is None:
-        raise FileNotFoundError("the learned registration needs its weights: pass --weights PATH "
-                                "(config key `weights`), a checkpoint written by `ums align-train`")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {path}: no such file (train one with `ums align-train`)")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling error means "not our checkpoint"
-        raise ValueError(f"--weights {path}: not a readable PyTorch checkpoint ({exc})") from exc
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"--weights {path}: not a dense-matcher checkpoint written by `ums align-train`")
-    model = DenseMatcher(**checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval()
+def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
+    """Train and write the checkpoint (and a loss curve PNG beside it); return the loss history.
+
+    Steps that were validated carry ``val_epe_median`` / ``val_epe_mean``; the history is also written
+    to ``<out>.history.json`` and the validations into the checkpoint's ``training`` record.
+    """
+    device = resolve_device(config.device)
+    run = Run(config, device)
+    state_path = training_state_path(config.out)
+    if config.resume:
+        run.restore(state_path)
+    validator = Validator(load_pairs(config.val_pairs), config.val_fields, config.seed) if config.val_pairs else None
+    run.model.train()
+    steps = progress_bar(range(run.step, config.steps), "align-train", enabled=config.show_progress,
+                         total=max(0, config.steps - run.step))
+    for _ in steps:
+        started = time.perf_counter()
+        run.train_step(device)
+        run.seconds += time.perf_counter() - started
+        if validator is not None and _due(run.step, config.val_every, config.steps):
+            run.history[-1].update(seconds=run.seconds, **validator(run.model))
+        if _due(run.step, config.save_every, config.steps):
+            run.save(state_path)
+    validations = [h for h in run.history if "val_epe_median" in h]
+    save_checkpoint(run.model, config.out, {"steps": run.step, "seconds": run.seconds, "device": str(device),
+                                            "final": run.history[-1] if run.history else {},
+                                            "validations": validations})
+    write_text(Path(config.out).with_suffix(".history.json"), json.dumps(run.history))
+    _plot_history(run.history, validations, Path(config.out).with_suffix(".loss.png"))
+    return run.history
 
 
-def _plot_history(history: list[dict[str, float]], path: Path) -> None:
+def _plot_history(history: list[dict[str, float]], validations: list[dict[str, float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,7 +303,10 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6, 3.5))
     steps = [h["step"] for h in history]
     for key in ("total", "epe"):
-        axis.plot(steps, [h[key] for h in history], label=key)
+        axis.plot(steps, [h[key] for h in history], label=key, linewidth=0.8)
+    if validations:
+        axis.plot([v["step"] for v in validations], [v["val_epe_median"] for v in validations], "o-",
+                  label="held-out median EPE (px)")
     axis.set_xlabel("step")
     axis.set_yscale("log")
     axis.legend()
