@@ -179,6 +179,7 @@ def align_train(
     width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published 1.82 M-parameter net."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     seed: int = typer.Option(0),
+    translation_px: Optional[float] = typer.Option(None, help="Largest synthetic translation (px) [16 drone, 15 SuperFusion-like]."),
     val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", help="Held-out aligned pairs to score; repeatable."),
     val_every: int = typer.Option(0, help="Steps between validations (0: after the last step only)."),
     save_every: int = typer.Option(0, help="Steps between resumable training-state saves (0: at the end)."),
@@ -190,7 +191,7 @@ def align_train(
 
     try:
         settings = AlignTrainConfig(pairs=pairs, out=out, steps=steps, batch=batch, crop=crop, width=width,
-                                    device=device, seed=seed, val_pairs=val_pairs or [], val_every=val_every,
+                                    device=device, seed=seed, translation_px=translation_px, val_pairs=val_pairs or [], val_every=val_every,
                                     save_every=save_every, resume=resume,
                                     show_progress=progress and sys.stderr.isatty())
         history = train_registration(settings)
