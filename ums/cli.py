@@ -184,6 +184,7 @@ def align_train(
     val_every: int = typer.Option(0, help="Steps between validations (0: after the last step only)."),
     save_every: int = typer.Option(0, help="Steps between resumable training-state saves (0: at the end)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the training state beside --out."),
+    max_seconds: Optional[float] = typer.Option(None, help="Stop after this much wall time; --resume continues."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the SuperFusion-style dense registration net on synthetic warps of aligned pairs."""
@@ -192,7 +193,7 @@ def align_train(
     try:
         settings = AlignTrainConfig(pairs=pairs, out=out, steps=steps, batch=batch, crop=crop, width=width,
                                     device=device, seed=seed, translation_px=translation_px, val_pairs=val_pairs or [], val_every=val_every,
-                                    save_every=save_every, resume=resume,
+                                    save_every=save_every, resume=resume, max_seconds=max_seconds,
                                     show_progress=progress and sys.stderr.isatty())
         history = train_registration(settings)
     except (ValueError, FileNotFoundError) as exc:

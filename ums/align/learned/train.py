@@ -64,6 +64,8 @@ class AlignTrainConfig(BaseModel):
     val_fields: int = Field(2, ge=1, description="fixed drone-like warps per validation pair")
     save_every: int = Field(0, ge=0, description="steps between training-state saves; 0: only at the end")
     resume: bool = Field(False, description="continue from the training state beside `out`")
+    max_seconds: float | None = Field(None, gt=0, description="stop after this much wall time (state saved; "
+                                      "`resume` continues): training in slices on lent machines")
     sampler_threads: int = Field(0, ge=0, description="threads drawing samples; 0: one per core on a GPU, none on CPU")
     show_progress: bool = True
 
@@ -265,7 +267,8 @@ def _due(step: int, every: int, last: int) -> bool:
 def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     """Train and write the checkpoint (and a loss curve PNG beside it); return the loss history.
 
-    Steps that were validated carry ``val_epe_median`` / ``val_epe_mean``; the history is also written
+    With ``max_seconds`` the run may stop before ``steps``: the checkpoint then holds the weights
+    reached so far, and ``resume`` continues the same schedule. Steps that were validated carry ``val_epe_median`` / ``val_epe_mean``; the history is also written
     to ``<out>.history.json`` and the validations into the checkpoint's ``training`` record.
     """
     device = resolve_device(config.device)
@@ -277,14 +280,18 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     run.model.train()
     steps = progress_bar(range(run.step, config.steps), "align-train", enabled=config.show_progress,
                          total=max(0, config.steps - run.step))
+    deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
     for _ in steps:
         started = time.perf_counter()
         run.train_step(device)
         run.seconds += time.perf_counter() - started
-        if validator is not None and _due(run.step, config.val_every, config.steps):
+        last = run.step == config.steps or (deadline is not None and time.monotonic() >= deadline)
+        if validator is not None and (last or _due(run.step, config.val_every, config.steps)):
             run.history[-1].update(seconds=run.seconds, **validator(run.model))
-        if _due(run.step, config.save_every, config.steps):
+        if last or _due(run.step, config.save_every, config.steps):
             run.save(state_path)
+        if last:
+            break
     validations = [h for h in run.history if "val_epe_median" in h]
     save_checkpoint(run.model, config.out, {"steps": run.step, "seconds": run.seconds, "device": str(device),
                                             "final": run.history[-1] if run.history else {},

@@ -113,6 +113,21 @@ def test_resume_continues_exactly(pair_folder, tmp_path):
         assert torch.equal(tensor, load_matcher(interrupted).state_dict()[name]), name
 
 
+def test_time_sliced_training_equals_one_run(pair_folder, tmp_path):
+    """--max-seconds stops after the step in progress, keeping the schedule of all --steps; slices
+    resumed one after another end where one uninterrupted run ends."""
+    straight = tmp_path / "straight.pt"
+    train_registration(_tiny(pair_folder, straight, steps=3))
+    sliced = tmp_path / "sliced.pt"
+    first = train_registration(_tiny(pair_folder, sliced, steps=3, max_seconds=1e-6))
+    assert len(first) == 1 and torch.load(sliced, weights_only=True)["training"]["steps"] == 1
+    train_registration(_tiny(pair_folder, sliced, steps=3, max_seconds=1e-6, resume=True))
+    final = train_registration(_tiny(pair_folder, sliced, steps=3, resume=True))
+    assert [h["step"] for h in final] == [0, 1, 2]
+    for name, tensor in load_matcher(straight).state_dict().items():
+        assert torch.equal(tensor, load_matcher(sliced).state_dict()[name]), name
+
+
 def test_resume_refuses_other_settings_and_missing_state(pair_folder, tmp_path):
     out = tmp_path / "m.pt"
     with pytest.raises(FileNotFoundError, match="no training state"):
