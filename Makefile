@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 install: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ums demo --out demo-out
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# pyflakes, syntax errors and line length ([tool.ruff] in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check ums tsjnet bench tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -85,7 +85,10 @@ def main() -> None:
         rows.append(("SAM image + batched prompts (segment_boxes)",
                      median_seconds(lambda: segment_boxes(predictor, image, boxes), 1), args.boxes))
 
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{platform.machine()} CPU, torch threads {torch.get_num_threads()}"
+    if args.device.startswith("cuda"):
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"{platform.machine()} CPU, torch threads {torch.get_num_threads()}"
     print(f"\ndevice: {device}; torch {torch.__version__}")
     print(f"{'row':<46} {'seconds':>8} {'items/s':>8} {'vs one-by-one':>14}")
     for name, seconds, items in rows:

@@ -268,8 +268,9 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     """Train and write the checkpoint (and a loss curve PNG beside it); return the loss history.
 
     With ``max_seconds`` the run may stop before ``steps``: the checkpoint then holds the weights
-    reached so far, and ``resume`` continues the same schedule. Steps that were validated carry ``val_epe_median`` / ``val_epe_mean``; the history is also written
-    to ``<out>.history.json`` and the validations into the checkpoint's ``training`` record.
+    reached so far, and ``resume`` continues the same schedule. Steps that were validated carry
+    ``val_epe_median`` / ``val_epe_mean``; the history is also written to ``<out>.history.json``
+    and the validations into the checkpoint's ``training`` record.
     """
     device = resolve_device(config.device)
     run = Run(config, device)
