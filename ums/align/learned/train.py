@@ -309,12 +309,16 @@ def _plot_history(history: list[dict[str, float]], validations: list[dict[str, f
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    steps = [h["step"] for h in history]
-    for key in ("total", "epe"):
-        axis.plot(steps, [h[key] for h in history], label=key, linewidth=0.8)
+    steps = np.array([h["step"] for h in history])
+    window = max(1, len(history) // 50)  # per-step losses of random warps are noisy: show their trend
+    for key, colour in (("total", "tab:blue"), ("epe", "tab:orange")):
+        values = np.array([h[key] for h in history])
+        axis.plot(steps, values, color=colour, linewidth=0.5, alpha=0.25)
+        trend = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(steps[window - 1:], trend, color=colour, label=f"{key} (mean of {window} steps)")
     if validations:
         axis.plot([v["step"] for v in validations], [v["val_epe_median"] for v in validations], "o-",
-                  label="held-out median EPE (px)")
+                  color="tab:green", label="held-out median EPE (px)")
     axis.set_xlabel("step")
     axis.set_yscale("log")
     axis.legend()
