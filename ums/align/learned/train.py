@@ -260,8 +260,8 @@ class Run:
         self.step += 1
 
 
-def _due(step: int, every: int, last: int) -> bool:
-    return step == last or (every > 0 and step % every == 0)
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
 
 
 def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
@@ -287,9 +287,9 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
         run.train_step(device)
         run.seconds += time.perf_counter() - started
         last = run.step == config.steps or (deadline is not None and time.monotonic() >= deadline)
-        if validator is not None and (last or _due(run.step, config.val_every, config.steps)):
+        if validator is not None and (last or _due(run.step, config.val_every)):
             run.history[-1].update(seconds=run.seconds, **validator(run.model))
-        if last or _due(run.step, config.save_every, config.steps):
+        if last or _due(run.step, config.save_every):
             run.save(state_path)
         if last:
             break
