@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ums.align import RegistrationFailure, register  # noqa: E402
 from ums.align.deformation import DRONE, random_field  # noqa: E402
-from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, identity_grid, valid_mask, warp_with_flow  # noqa: E402
+from ums.align.flow import (endpoint_error, flow_from_transform, grid_sample_to_flow, identity_grid,  # noqa: E402
+                            scoring_mask, warp_with_flow)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = {
@@ -90,7 +91,7 @@ def oracle_affine(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def evaluate(cases: list[Case]) -> dict[str, Row]:
     rows = {"identity": Row(), "oracle affine": Row(), **{name: Row() for name in METHODS if name != "identity"}}
     for case in cases:
-        mask = valid_mask(case.truth, case.moving.shape, erode_px=8) & (case.fixed > 0)
+        mask = scoring_mask(case.truth, case.fixed, case.moving.shape)
         rows["oracle affine"].add(endpoint_error(oracle_affine(case.truth, mask), case.truth, mask))
         for name, options in METHODS.items():
             start = time.perf_counter()

@@ -56,6 +56,12 @@ def valid_mask(flow: np.ndarray, moving_shape: tuple[int, int], erode_px: int = 
     return inside
 
 
+def scoring_mask(truth: np.ndarray, fixed: np.ndarray, moving_shape: tuple[int, ...]) -> np.ndarray:
+    """Where registration is scored (registration.md §5.4): the true sample lies inside the moving
+    image, 8 px from its border, and the warped fixed image is not the zero border."""
+    return valid_mask(truth, moving_shape, erode_px=8) & (fixed > 0)
+
+
 def grid_sample_to_flow(grid: np.ndarray) -> np.ndarray:
     """A normalised ``grid_sample`` grid (align_corners=False, values in [-1, 1], shape (H, W, 2)
     or (1, H, W, 2)) as a pixel flow: x = ((g + 1) W - 1) / 2."""

@@ -7,7 +7,7 @@ import scipy.io
 
 from tests.conftest import shared_data
 from ums.align import RegistrationFailure, register
-from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, valid_mask, warp_with_flow
+from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, scoring_mask, valid_mask, warp_with_flow
 
 
 def real_pair(dataset: str, name: str):
@@ -130,3 +130,16 @@ def test_the_coarse_search_reaches_twenty_pixels():
     shift = np.array([[1, 0, -19.0], [0, 1, 17.5], [0, 0, 1.0]])
     found = register(ir, moved(vi, shift), motion="translation")
     assert np.subtract(found.translation, floor.translation) == pytest.approx((-19.0, 17.5), abs=0.35)
+
+
+def test_scoring_mask_keeps_true_samples_8_px_inside_and_off_the_zero_border():
+    truth = np.zeros((40, 50, 2), np.float32)
+    truth[..., 0] = 5.0  # every fixed pixel samples 5 px to its right in the moving image
+    fixed = np.ones((40, 50), np.uint8)
+    fixed[:, :3] = 0  # the warp's zero border
+    mask = scoring_mask(truth, fixed, (40, 50))
+    rows, cols = np.nonzero(mask)
+    # samples x + 5 leave the moving image after x = 44; 8 px of erosion from that edge leaves 36.
+    # The frame's own edges are not eroded, and the zero border (x < 3) is dropped
+    assert (rows.min(), rows.max()) == (0, 39)
+    assert (cols.min(), cols.max()) == (3, 36)

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ums.align.deformation import DRONE, SUPERFUSION, TRAIN_DRONE, random_field
-from ums.align.flow import endpoint_error, valid_mask, warp_with_flow
+from ums.align.flow import endpoint_error, scoring_mask, warp_with_flow
 from ums.align.learned.checkpoint import (TRAINING_STATE_FORMAT, read_torch, save_checkpoint, save_torch,
                                           training_state_path)
 from ums.align.learned.inference import matcher_flow
@@ -177,7 +177,7 @@ def resolve_device(name: str) -> torch.device:
 
 class Validator:
     """Held-out pairs under fixed drone-like warps (drawn once from their own seed), scored as
-    bench/registration.py scores them: per-pair mean EPE over valid pixels eroded by 8 px."""
+    bench/registration.py scores them: per-pair mean EPE over the scoring mask."""
 
     def __init__(self, pairs: list[tuple[Path, Path]], fields: int, seed: int):
         rng = np.random.default_rng([seed, 7])
@@ -187,7 +187,7 @@ class Validator:
             for _ in range(fields):
                 truth = random_field(ir.shape, rng, DRONE)
                 fixed = warp_with_flow(ir, truth)
-                self.cases.append((fixed, vi, truth, valid_mask(truth, ir.shape, erode_px=8) & (fixed > 0)))
+                self.cases.append((fixed, vi, truth, scoring_mask(truth, fixed, ir.shape)))
 
     def __call__(self, model: DenseMatcher) -> dict[str, float]:
         was_training = model.training
