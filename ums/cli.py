@@ -176,7 +176,8 @@ def align_train(
     steps: int = typer.Option(1000, help="Optimiser steps."),
     batch: int = typer.Option(16, help="Pairs per step."),
     crop: int = typer.Option(256, help="Training crop size (multiple of 8)."),
-    width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published 1.82 M-parameter net."),
+    width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published size."),
+    readout: str = typer.Option("soft-argmax", help="Cost-volume readout: soft-argmax, or regress (the published 1.82 M-parameter net)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     seed: int = typer.Option(0),
     translation_px: Optional[float] = typer.Option(None, help="Largest synthetic translation (px) [16 drone, 15 SuperFusion-like]."),
@@ -192,7 +193,8 @@ def align_train(
 
     try:
         settings = AlignTrainConfig(pairs=pairs, out=out, steps=steps, batch=batch, crop=crop, width=width,
-                                    device=device, seed=seed, translation_px=translation_px, val_pairs=val_pairs or [], val_every=val_every,
+                                    readout=readout, device=device, seed=seed, translation_px=translation_px,
+                                    val_pairs=val_pairs or [], val_every=val_every,
                                     save_every=save_every, resume=resume, max_seconds=max_seconds,
                                     show_progress=progress and sys.stderr.isatty())
         history = train_registration(settings)

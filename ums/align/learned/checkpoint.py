@@ -49,7 +49,8 @@ def load_matcher(path: str | Path | None, device: str | torch.device = "cpu") ->
     checkpoint = read_torch(path, "--weights", device)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"--weights {path}: not a dense-matcher checkpoint written by `ums align-train`")
-    model = DenseMatcher(**checkpoint["config"])
+    # checkpoints from before the readout option hold the published one
+    model = DenseMatcher(**{"readout": "regress", **checkpoint["config"]})
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
 

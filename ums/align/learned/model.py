@@ -3,9 +3,17 @@ the target grid is the thermal one, flows are in pixels of their level, and one 
 (pixel centres, ``grid_sample(align_corners=False)``) is used everywhere.
 
 Coarse to fine: per-modality shallow encoders, a shared dilated pyramid (1/2, 1/4, 1/8), flow
-estimators with a 7x7 local SSD cost volume (step 4) at 1/8 and 1/4, a correlation-free refiner at
-1/2, and Gaussian smoothing of every field. ``width=1`` is the published size (1,823,688
-parameters); smaller widths make the tiny models tests train on a CPU.
+estimators at 1/8 and 1/4, a correlation-free refiner at 1/2, and Gaussian smoothing of every field.
+``width=1`` is the published size; smaller widths make the tiny models tests train on a CPU.
+
+Two ways for an estimator to read its cost volume (``readout``):
+- ``"regress"``, the published one: a 7x7 local SSD cost volume (step 4) and a conv head that
+  regresses the flow (1,823,688 parameters at width 1).
+- ``"soft-argmax"`` (our default): the cosine correlation of L2-normalised features over a 9x9
+  window of step 1, read out as the softmax-weighted mean offset, plus a zero-initialised conv
+  head's residual. Trained on IR/visible pairs, the published readout stayed at "no motion" for
+  4,000 CPU steps while this one left it within 300 (bench/RESULTS.md): its output moves with the
+  correlation peak from the start, so the end-point error reaches the features directly.
 """
 
 from __future__ import annotations
@@ -100,6 +108,30 @@ def local_ssd_cost(target: torch.Tensor, source: torch.Tensor, radius: int = 3, 
     return torch.cat(costs, 1)
 
 
+def local_correlation(target: torch.Tensor, source: torch.Tensor, radius: int) -> torch.Tensor:
+    """Channel sum of target(p) * source(p + offset) for the (2 radius + 1)^2 offsets of step 1,
+    in the order of ``local_ssd_cost`` (dy outer, dx inner; zero outside)."""
+    padded = F.pad(source, (radius,) * 4)
+    h, w = target.shape[-2:]
+    products = []
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            products.append((target * padded[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]).sum(1, keepdim=True))
+    return torch.cat(products, 1)
+
+
+def window_offsets(radius: int) -> torch.Tensor:
+    """(2, (2 radius + 1)^2): the (x, y) offset of each channel of ``local_correlation``."""
+    span = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    dy, dx = torch.meshgrid(span, span, indexing="ij")
+    return torch.stack([dx.flatten(), dy.flatten()])
+
+
+def soft_argmax(correlation: torch.Tensor, offsets: torch.Tensor, temperature: float) -> torch.Tensor:
+    weights = torch.softmax(correlation / temperature, 1)
+    return torch.einsum("nkhw,ck->nchw", weights, offsets.to(correlation))
+
+
 class FlowHead(nn.Sequential):
     def __init__(self, c_in: int, widths: tuple[int, ...]):
         layers, previous = [], c_in
@@ -123,21 +155,38 @@ class JointFeatures(nn.Module):
         return source, target, self.mix(torch.cat([source, target], 1))
 
 
+READOUTS = ("soft-argmax", "regress")
+
+
 class FlowEstimator(nn.Module):
     """A level's flow in that level's pixels: joint features + local cost volume -> 2 channels."""
 
-    def __init__(self, channels: int, dilation: int, clamp_px: float = 150.0):
+    def __init__(self, channels: int, dilation: int, readout: str = "soft-argmax", radius: int = 4,
+                 temperature: float = 0.1, clamp_px: float = 150.0):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
+        self.readout, self.radius, self.temperature, self.clamp_px = readout, radius, temperature, clamp_px
         self.joint = JointFeatures(channels, dilation)
-        self.blur_features = GaussianBlur(13, 3.0, channels, "zeros")
-        self.head = FlowHead(channels + 49, (channels // 2, channels // 4, channels // 8))
+        if readout == "regress":
+            self.blur_features = GaussianBlur(13, 3.0, channels, "zeros")
+            cost_channels = 49
+        else:
+            self.register_buffer("offsets", window_offsets(radius), persistent=False)
+            cost_channels = (2 * radius + 1) ** 2
+        self.head = FlowHead(channels + cost_channels, (channels // 2, channels // 4, channels // 8))
+        if readout == "soft-argmax":
+            nn.init.zeros_(self.head[-1].weight)  # start from the pure correlation readout
         self.smooth = GaussianBlur(13, 3.0, 2, "replicate")
-        self.clamp_px = clamp_px
 
     def forward(self, source, target):
         source, target, joint = self.joint(source, target)
-        cost = local_ssd_cost(target, self.blur_features(source))
-        flow = self.head(torch.cat([joint, cost], 1))
+        if self.readout == "regress":
+            cost = local_ssd_cost(target, self.blur_features(source))
+            flow = self.head(torch.cat([joint, cost], 1))
+        else:
+            cost = local_correlation(F.normalize(target, dim=1), F.normalize(source, dim=1), self.radius)
+            flow = soft_argmax(cost, self.offsets, self.temperature) + self.head(torch.cat([joint, cost], 1))
         return self.smooth(flow).clamp(-self.clamp_px, self.clamp_px)
 
 
@@ -174,15 +223,15 @@ class DenseMatcher(nn.Module):
     """Thermal (fixed/target) and visible (moving/source), both (N, 3, H, W) in [0, 1], H and W
     multiples of 8 -> backward flow (N, 2, H, W) in pixels on the thermal grid."""
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, width: float = 1.0, readout: str = "soft-argmax"):
         super().__init__()
         c = lambda n: max(2, int(round(n * width)))  # noqa: E731
-        self.config = {"width": width}
+        self.config = {"width": width, "readout": readout}
         self.encoder_thermal = ModalityEncoder(c(8), c(16))
         self.encoder_visible = ModalityEncoder(c(8), c(16))
         self.pyramid = Pyramid(c(16), (c(32), c(64), c(128)))
-        self.estimate_8 = FlowEstimator(c(128), 2)
-        self.estimate_4 = FlowEstimator(c(64), 4)
+        self.estimate_8 = FlowEstimator(c(128), 2, readout)
+        self.estimate_4 = FlowEstimator(c(64), 4, readout)
         self.refine_2 = FlowRefiner(c(32))
 
     def forward(self, thermal: torch.Tensor, visible: torch.Tensor, return_levels: bool = False):

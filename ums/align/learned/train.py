@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -48,6 +48,8 @@ class AlignTrainConfig(BaseModel):
     pairs: list[Path] = Field(..., min_length=1, description="folders of aligned pairs (ir/ + vi/)")
     out: Path = Field(..., description="checkpoint to write (.pt)")
     width: float = Field(1.0, gt=0, le=2, description="channel multiplier; 1.0 = the published size")
+    readout: Literal["soft-argmax", "regress"] = Field("soft-argmax", description="how the flow estimators read their "
+                                                      "cost volumes (model.py); regress = the published net")
     crop: int = Field(256, ge=32, multiple_of=8)
     batch: int = Field(16, ge=1)
     steps: int = Field(1000, ge=1)
@@ -71,7 +73,7 @@ class AlignTrainConfig(BaseModel):
 
     def run_identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote the state."""
-        return self.model_dump(mode="json", include={"pairs", "width", "crop", "batch", "learning_rate",
+        return self.model_dump(mode="json", include={"pairs", "width", "readout", "crop", "batch", "learning_rate",
                                                      "weight_decay", "translation_px", "seed"})
 
 
@@ -206,7 +208,7 @@ class Run:
         self.config = config
         threads = config.sampler_threads or (min(config.batch, os.cpu_count() or 1) if device.type != "cpu" else 1)
         self.sampler = PairSampler(load_pairs(config.pairs), config.crop, config.seed, config.translation_px, threads)
-        self.model = DenseMatcher(config.width).to(device)
+        self.model = DenseMatcher(config.width, config.readout).to(device)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, self.learning_rate_factor)

@@ -31,13 +31,14 @@ def pair_folder(tmp_path_factory):
     return root
 
 
-def test_one_batch_is_learned(pair_folder):
+@pytest.mark.parametrize("readout", ["soft-argmax", "regress"])
+def test_one_batch_is_learned(pair_folder, readout):
     """Gradients reach every block: the net fits one fixed batch of warps."""
     torch.manual_seed(0)
     sampler = PairSampler(load_pairs([pair_folder]), 64, seed=0)
     sampler.regimes = [FieldRange(rotation_deg=0, scale=0, translation_px=5, elastic_px=0)] * 2
     batch = sampler.batch(4, torch.device("cpu"))
-    model = DenseMatcher(width=0.25)
+    model = DenseMatcher(width=0.25, readout=readout)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     config = AlignTrainConfig(pairs=[pair_folder], out=pair_folder / "unused.pt")
     history = []
@@ -86,7 +87,7 @@ def test_training_writes_a_checkpoint_that_register_uses(pair_folder, tmp_path):
     assert len(json.loads(out.with_suffix(".history.json").read_text())) == 3
     assert training_state_path(out).exists()
     model = load_matcher(out)
-    assert model.config == {"width": 0.25} and not model.training
+    assert model.config == {"width": 0.25, "readout": "soft-argmax"} and not model.training
     fixed = cv2.imread(str(pair_folder / "ir" / "0.png"), cv2.IMREAD_GRAYSCALE)
     moving = cv2.imread(str(pair_folder / "vi" / "0.png"))
     registration = register(fixed, moving, method="learned", weights=out)
@@ -162,6 +163,20 @@ def test_bad_weights_are_named(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="not a dense-matcher checkpoint"):
         load_matcher(foreign)
+
+
+def test_checkpoints_from_before_the_readout_option_load_as_published(tmp_path):
+    """Version-1 checkpoints recorded only the width: they hold the published (regress) readout."""
+    torch.manual_seed(0)
+    published = DenseMatcher(width=0.25, readout="regress")
+    path = tmp_path / "old.pt"
+    torch.save({"format": "ums-dense-matcher", "version": 1, "config": {"width": 0.25}, "training": {},
+                "state_dict": published.state_dict()}, path)
+    loaded = load_matcher(path)
+    assert loaded.config == {"width": 0.25, "readout": "regress"}
+    fixed, moving = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(fixed, moving), published.eval()(fixed, moving))
 
 
 def test_cli_train_then_align_with_the_learned_method(pair_folder, synthetic_flight, tmp_path):
