@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learned registration's training on a GPU (issue 3), in slices that fit lent machines: the
-# published-size net (width 1, 256x256 crops, batch 16) on a schedule of TOTAL steps (default
-# 60000, registration.md §5.3), trained for BUDGET seconds per call (default 240), then saved.
+# published-size net (width 1, 256x256 crops, batch 16; READOUT soft-argmax by default, regress
+# for the published head) on a schedule of TOTAL steps (default 60000, registration.md §5.3),
+# trained for BUDGET seconds per call (default 240), then saved.
 # Here first:  bash bench/gpu_wheels.sh
 #              .venv/bin/python bench/registration.py --write-train-split .regdata
 #              (the pairs bench/registration.py does not score; ~30 MB, ignored via .git/info/exclude)
@@ -13,7 +14,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 BUDGET=${1:-240} TOTAL=${2:-60000}
-PY=${PY:-python3} DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-16}
+PY=${PY:-python3} DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-16} READOUT=${READOUT:-soft-argmax}
 OUT=${OUT:-/tmp/gpu-align}
 mkdir -p "$OUT"
 if [ -d .whl ] && [ "$DEVICE" != cpu ]; then
@@ -28,7 +29,7 @@ fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   timeout $((BUDGET + 180)) $PY -m ums align-train --pairs .regdata/train --val-pairs .regdata/val \
-    --out "$OUT/matcher.pt" --steps "$TOTAL" --batch "$BATCH" --crop 256 --width 1.0 --translation-px 22 \
+    --out "$OUT/matcher.pt" --steps "$TOTAL" --batch "$BATCH" --crop 256 --width 1.0 --readout "$READOUT" --translation-px 22 \
     --device "$DEVICE" --val-every 2000 --save-every 1000 --max-seconds "$BUDGET" --no-progress "${resume[@]}"
   echo "(exit $?)"
   $PY -c "
