@@ -94,30 +94,28 @@ class GaussianBlur(nn.Module):
         return F.conv2d(F.pad(x, (self.pad,) * 4, mode=self.mode), self.kernel, groups=self.channels)
 
 
+def shifted_windows(source: torch.Tensor, size: tuple[int, int], reach: int, step: int):
+    """``source`` seen at p + offset for the offsets of a (2 reach / step + 1)^2 grid (dy outer, dx
+    inner), each an (N, C, *size) map, zero outside."""
+    padded = F.pad(source, (reach,) * 4)
+    h, w = size
+    for dy in range(-reach, reach + 1, step):
+        for dx in range(-reach, reach + 1, step):
+            yield padded[..., reach + dy : reach + dy + h, reach + dx : reach + dx + w]
+
+
 def local_ssd_cost(target: torch.Tensor, source: torch.Tensor, radius: int = 3, step: int = 4) -> torch.Tensor:
     """Channel-mean squared difference between target(p) and source(p + offset) for the
     (2 radius + 1)^2 offsets on a grid of ``step`` feature pixels (zero outside)."""
-    reach = radius * step
-    padded = F.pad(source, (reach,) * 4)
-    h, w = target.shape[-2:]
-    costs = []
-    for dy in range(-reach, reach + 1, step):
-        for dx in range(-reach, reach + 1, step):
-            shifted = padded[..., reach + dy : reach + dy + h, reach + dx : reach + dx + w]
-            costs.append((target - shifted).pow(2).mean(1, keepdim=True))
-    return torch.cat(costs, 1)
+    windows = shifted_windows(source, target.shape[-2:], radius * step, step)
+    return torch.cat([(target - shifted).pow(2).mean(1, keepdim=True) for shifted in windows], 1)
 
 
 def local_correlation(target: torch.Tensor, source: torch.Tensor, radius: int) -> torch.Tensor:
     """Channel sum of target(p) * source(p + offset) for the (2 radius + 1)^2 offsets of step 1,
-    in the order of ``local_ssd_cost`` (dy outer, dx inner; zero outside)."""
-    padded = F.pad(source, (radius,) * 4)
-    h, w = target.shape[-2:]
-    products = []
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            products.append((target * padded[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]).sum(1, keepdim=True))
-    return torch.cat(products, 1)
+    in the order of ``local_ssd_cost``."""
+    windows = shifted_windows(source, target.shape[-2:], radius, 1)
+    return torch.cat([(target * shifted).sum(1, keepdim=True) for shifted in windows], 1)
 
 
 def window_offsets(radius: int) -> torch.Tensor:
