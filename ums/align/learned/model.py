@@ -18,6 +18,8 @@ Two ways for an estimator to read its cost volume (``readout``):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -153,13 +155,14 @@ class JointFeatures(nn.Module):
         return source, target, self.mix(torch.cat([source, target], 1))
 
 
-READOUTS = ("soft-argmax", "regress")
+Readout = Literal["soft-argmax", "regress"]
+READOUTS = get_args(Readout)
 
 
 class FlowEstimator(nn.Module):
     """A level's flow in that level's pixels: joint features + local cost volume -> 2 channels."""
 
-    def __init__(self, channels: int, dilation: int, readout: str = "soft-argmax", radius: int = 4,
+    def __init__(self, channels: int, dilation: int, readout: Readout = "soft-argmax", radius: int = 4,
                  temperature: float = 0.1, clamp_px: float = 150.0):
         super().__init__()
         if readout not in READOUTS:
@@ -221,7 +224,7 @@ class DenseMatcher(nn.Module):
     """Thermal (fixed/target) and visible (moving/source), both (N, 3, H, W) in [0, 1], H and W
     multiples of 8 -> backward flow (N, 2, H, W) in pixels on the thermal grid."""
 
-    def __init__(self, width: float = 1.0, readout: str = "soft-argmax"):
+    def __init__(self, width: float = 1.0, readout: Readout = "soft-argmax"):
         super().__init__()
         c = lambda n: max(2, int(round(n * width)))  # noqa: E731
         self.config = {"width": width, "readout": readout}

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ from ums.align.flow import endpoint_error, scoring_mask, warp_with_flow
 from ums.align.learned.checkpoint import (TRAINING_STATE_FORMAT, read_torch, save_checkpoint, save_torch,
                                           training_state_path)
 from ums.align.learned.inference import matcher_flow
-from ums.align.learned.model import DenseMatcher, warp
+from ums.align.learned.model import DenseMatcher, Readout, warp
 from ums.atomic import write_bytes, write_text
 from ums.progress import progress_bar
 
@@ -48,7 +48,7 @@ class AlignTrainConfig(BaseModel):
     pairs: list[Path] = Field(..., min_length=1, description="folders of aligned pairs (ir/ + vi/)")
     out: Path = Field(..., description="checkpoint to write (.pt)")
     width: float = Field(1.0, gt=0, le=2, description="channel multiplier; 1.0 = the published size")
-    readout: Literal["soft-argmax", "regress"] = Field("soft-argmax", description="how the flow estimators read their "
+    readout: Readout = Field("soft-argmax", description="how the flow estimators read their "
                                                       "cost volumes (model.py); regress = the published net")
     crop: int = Field(256, ge=32, multiple_of=8)
     batch: int = Field(16, ge=1)
@@ -236,7 +236,8 @@ class Run:
         state = read_torch(path, "align-train --resume")
         if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
             raise ValueError(f"align-train --resume: {path} is not a training state written by `ums align-train`")
-        saved, ours = json.loads(state["identity"]), self.config.run_identity()
+        # states from before the readout option were written by the published net
+        saved, ours = {"readout": "regress", **json.loads(state["identity"])}, self.config.run_identity()
         changed = sorted(key for key in ours if saved.get(key) != ours[key])
         if changed:
             raise ValueError(f"align-train --resume: {path} was written with other settings ({', '.join(changed)}); "

@@ -136,6 +136,21 @@ def test_resume_refuses_other_settings_and_missing_state(pair_folder, tmp_path):
     train_registration(_tiny(pair_folder, out, steps=1))
     with pytest.raises(ValueError, match=r"other settings \(crop, width\)"):
         train_registration(_tiny(pair_folder, out, resume=True, width=0.5, crop=72))
+    with pytest.raises(ValueError, match=r"other settings \(readout\)"):
+        train_registration(_tiny(pair_folder, out, resume=True, readout="regress"))
+
+
+def test_states_from_before_the_readout_option_resume_as_published(pair_folder, tmp_path):
+    out = tmp_path / "m.pt"
+    train_registration(_tiny(pair_folder, out, steps=1, readout="regress"))
+    state = torch.load(training_state_path(out), weights_only=True)
+    identity = json.loads(state["identity"])
+    del identity["readout"]
+    torch.save({**state, "identity": json.dumps(identity)}, training_state_path(out))
+    with pytest.raises(ValueError, match=r"other settings \(readout\)"):
+        train_registration(_tiny(pair_folder, out, resume=True))
+    history = train_registration(_tiny(pair_folder, out, resume=True, readout="regress"))
+    assert [h["step"] for h in history] == [0, 1, 2, 3]
 
 
 def test_held_out_validation_scores_the_benchmark_warps(pair_folder, tmp_path):
