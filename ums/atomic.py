@@ -67,7 +67,10 @@ def write_image(
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete temporaries left by killed writers under ``folder``; return what was removed."""
+    """Delete temporaries left by killed writers under ``folder``; return what was removed.
+
+    Every ``.*.tmp`` counts, whoever wrote it, so call this only while holding the workspace's writer
+    lock (:meth:`ums.workspace.Workspace.writing`): a live writer's temporary would go too."""
     removed = []
     for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
         if path.is_file():

@@ -32,6 +32,38 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+# The runner's options, the same on every per-capture stage (config keys of ums.runner.ExecutorSettings)
+WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes [default: one per CPU core; 1: in this process].")
+ExecutorOption = typer.Option(None, "--executor", help="local (process pool) or dask [default: local; dask with --scheduler].")
+SchedulerOption = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+SchedulerFileOption = typer.Option(None, "--scheduler-file", help="Scheduler file of a running Dask cluster (dask-jobqueue, SLURM).")
+
+
+def _executor_overrides(workers: Optional[int], executor: Optional[str], scheduler: Optional[str],
+                        scheduler_file: Optional[Path]) -> dict:
+    if executor is None and (scheduler or scheduler_file):
+        executor = "dask"  # an address says where the cluster is: no need to say it is Dask too
+    return {"workers": workers, "executor": executor, "scheduler": scheduler, "scheduler_file": scheduler_file}
+
+
+def _finish(report, stage: str) -> None:
+    """Print what the run could not do, and exit non-zero when it did nothing or left work undone."""
+    for notice in report.notices:
+        console.print(f"[yellow]{notice}[/yellow]")
+    if report.incomplete:
+        raise typer.Exit(1)
+    if getattr(report, "planned", None) == 0:
+        raise typer.Exit(1)
+    if getattr(report, "failed", 0) and not (report.done or report.skipped):
+        console.print(f"[red]every {stage} task failed[/red]: `ums status --issues` lists why")
+        raise typer.Exit(1)
+
+
+def _interrupted(stage: str) -> None:
+    console.print(f"[yellow]{stage} interrupted[/yellow]: what finished is recorded; rerun the same command to resume")
+    raise typer.Exit(130)
+
+
 def _table(title: str, rows: list[tuple[str, object]]) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
@@ -48,19 +80,28 @@ def ingest(
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/ingest.yaml]."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     max_issues: int = typer.Option(20, help="Issues to print (all are recorded)."),
+    workers: Optional[int] = WorkersOption,
+    executor: Optional[str] = ExecutorOption,
+    scheduler: Optional[str] = SchedulerOption,
+    scheduler_file: Optional[Path] = SchedulerFileOption,
 ) -> None:
     """Find DJI captures, pair their frames, read EXIF + drone-dji XMP, extract raw thermal."""
     from ums.ingest import IngestConfig, ingest_flight
+    from ums.runner import ExecutorError
 
     try:
         settings = load_config(IngestConfig, config or default_config_path("ingest"),
-                               show_progress=progress and sys.stderr.isatty())
+                               show_progress=progress and sys.stderr.isatty(),
+                               **_executor_overrides(workers, executor, scheduler, scheduler_file))
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
-    except (ConfigError, FileNotFoundError, WorkspaceError) as exc:
+    except (ConfigError, FileNotFoundError, WorkspaceError, ExecutorError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted("ingest")
     console.print(_table(f"ingest {report.flight_root}", report.rows()))
     _issue_lines(report.issues, max_issues)
+    _finish(report, "ingest")
 
 
 @app.command()
@@ -119,17 +160,22 @@ def _issue_lines(issues, limit: int) -> None:
 
 
 def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path], config: Optional[Path],
-                         progress: bool, **overrides) -> None:
+                         progress: bool, executor: dict, **overrides) -> None:
     """Load a stage's config, run it on an existing workspace, print its table and issues."""
+    from ums.runner import ExecutorError
+
     try:
         settings = load_config(config_model, config or default_config_path(stage),
-                               show_progress=progress and sys.stderr.isatty(), **overrides)
+                               show_progress=progress and sys.stderr.isatty(), **executor, **overrides)
         with Workspace.open(workspace, create=False) as ws:
             report = run(ws, settings)
-    except (ConfigError, FileNotFoundError, ValueError, WorkspaceError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, WorkspaceError, ExecutorError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(stage)
     console.print(_table(f"ums {stage}", report.rows()))
     _issue_lines(report.issues or [], 20)
+    _finish(report, stage)
 
 
 @app.command()
@@ -138,6 +184,10 @@ def crop(
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/crop.yaml]."),
     size: Optional[str] = typer.Option(None, help="Output size WxH on the thermal grid, e.g. 1280x1024."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: Optional[int] = WorkersOption,
+    executor: Optional[str] = ExecutorOption,
+    scheduler: Optional[str] = SchedulerOption,
+    scheduler_file: Optional[Path] = SchedulerFileOption,
 ) -> None:
     """Resample each visible frame onto the thermal grid from the cameras' geometry."""
     from ums.crop import CropConfig, crop_workspace
@@ -149,6 +199,7 @@ def crop(
         except ValueError:
             _fail(f"--size must read WIDTHxHEIGHT (e.g. 640x512), not {size!r}")
     _run_workspace_stage("crop", CropConfig, crop_workspace, workspace, config, progress,
+                         _executor_overrides(workers, executor, scheduler, scheduler_file),
                          output_width=width, output_height=height)
 
 
@@ -161,11 +212,16 @@ def align(
     weights: Optional[Path] = typer.Option(None, help="Checkpoint of the learned method (from `ums align-train`)."),
     device: Optional[str] = typer.Option(None, help="Device of the learned method: cpu, cuda, cuda:1 ..."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: Optional[int] = WorkersOption,
+    executor: Optional[str] = ExecutorOption,
+    scheduler: Optional[str] = SchedulerOption,
+    scheduler_file: Optional[Path] = SchedulerFileOption,
 ) -> None:
     """Register each cropped pair (ECC on gradients, or the learned net) with a per-flight rig offset as fallback."""
     from ums.align.stage import AlignConfig, align_workspace
 
     _run_workspace_stage("align", AlignConfig, align_workspace, workspace, config, progress,
+                         _executor_overrides(workers, executor, scheduler, scheduler_file),
                          method=method, motion=motion, weights=weights, device=device)
 
 
@@ -221,11 +277,16 @@ def autolabel(
     masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
     force: Optional[bool] = typer.Option(None, "--force", help="Replace unreviewed automatic labels."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: Optional[int] = WorkersOption,
+    executor: Optional[str] = ExecutorOption,
+    scheduler: Optional[str] = SchedulerOption,
+    scheduler_file: Optional[Path] = SchedulerFileOption,
 ) -> None:
     """Detect on both modalities, merge, segment with SAM; human labels are never overwritten."""
     from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 
     _run_workspace_stage("autolabel", AutolabelConfig, autolabel_workspace, workspace, config, progress,
+                         _executor_overrides(workers, executor, scheduler, scheduler_file),
                          detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy},
                          sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image},
                          masks=masks, force=force)

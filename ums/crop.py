@@ -15,32 +15,33 @@ raw counts), ``ir16.png`` (raw counts), ``valid.png`` (where the visible frame h
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ums.atomic import write_image
 from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
 from ums.dji.rjpeg import stretch_to_uint8
-from ums.progress import progress_bar
-from ums.records import CaptureRecord, FrameRecord, Issue
+from ums.records import CaptureRecord, CropResult, FrameRecord
+from ums.runner import CaptureStage, ExecutorSettings, StageReport, Task, run_capture_stage, settings_fingerprint
+from ums.stages import CROP as STAGE
 from ums.workspace import Workspace
 
-STAGE = "crop"
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 # An XMP focal length this far from the profile's is read as another unit (the thermal cameras of
 # some models write 9100.0 for 9.1 mm) and ignored.
 _FOCAL_TOLERANCE = 0.3
+MIN_VISIBLE_SIDE = 16
+MIN_VISIBLE_COVERAGE = 0.05
 
 
-class CropConfig(BaseModel):
+class CropConfig(ExecutorSettings):
     """Settings of ``ums crop`` (``pipelines/crop.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +53,7 @@ class CropConfig(BaseModel):
     use_xmp_calibration: bool = True
     parallax: bool = True
     max_decode_reduction: int = Field(8, description="1, 2, 4 or 8")
-    show_progress: bool = True
+    max_visible_pixels: int = Field(100_000_000, gt=0, description="larger JPEG headers are refused before decoding")
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,8 @@ class CropGeometry:
 
 
 @dataclass
-class CropReport:
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    issues: list[Issue] = field(default_factory=list)
-
-    def rows(self) -> list[tuple[str, int]]:
-        return [("cropped now", self.done), ("already cropped", self.skipped), ("failed", self.failed)]
+class CropReport(StageReport):
+    row_names = ("cropped now", "already cropped", "failed")
 
 
 # -- geometry --------------------------------------------------------------------------------------
@@ -223,75 +218,102 @@ def _distort(points: np.ndarray, K: np.ndarray, distortion: np.ndarray) -> np.nd
 
 
 # -- the stage -------------------------------------------------------------------------------------
-def crop_workspace(workspace: Workspace, config: CropConfig | None = None) -> CropReport:
-    """Crop every visible/thermal pair of the workspace that is not cropped yet (or changed)."""
-    config = config or CropConfig()
-    profile = CameraProfile.load(config.profile)
-    run_id = workspace.start_run(STAGE, config.model_dump())
-    report = CropReport()
-    pairs = [c for c in workspace.captures() if "T" in c.frames and config.visible_camera in c.frames]
-    for capture in progress_bar(pairs, "crop", enabled=config.show_progress):
-        fingerprint = _fingerprint(capture, config)
-        previous = workspace.stage_results(capture.capture_id).get(STAGE)
-        if previous and previous.get("fingerprint") == fingerprint and _outputs_exist(workspace, previous):
-            report.skipped += 1
-            continue
-        try:
-            result = crop_capture(workspace, capture, profile, config)
-        except (ValueError, OSError) as exc:
-            report.failed += 1
-            message = f"crop failed: {exc}"
-            report.issues.append(Issue(stage=STAGE, file=capture.frames["T"].path, message=message,
-                                       capture_id=capture.capture_id))
-            workspace.record_stage_result(capture.capture_id, STAGE, "failed",
-                                          {"fingerprint": fingerprint, "reason": str(exc)})
-            continue
-        workspace.record_stage_result(capture.capture_id, STAGE, "done", {"fingerprint": fingerprint, **result})
-        report.done += 1
-    workspace.replace_issues(STAGE, "workspace", report.issues)
-    workspace.finish_run(run_id, dict(report.rows()))
-    return report
+class CropTask(Task):
+    capture: CaptureRecord
+    config: CropConfig
 
 
-def crop_capture(workspace: Workspace, capture: CaptureRecord, profile: CameraProfile,
-                 config: CropConfig) -> dict[str, Any]:
-    thermal, thermal_raw = _thermal_image(workspace, capture)
+def plan(workspace: Workspace, config: CropConfig) -> list[CropTask]:
+    """Every capture with a thermal frame and the configured visible frame."""
+    return [
+        CropTask(key=capture.capture_id, capture_id=capture.capture_id, workspace_root=workspace.root,
+                 fingerprint=_fingerprint(capture, config), file=capture.frames["T"].path, capture=capture,
+                 config=config)
+        for capture in workspace.captures()
+        if "T" in capture.frames and config.visible_camera in capture.frames
+    ]
+
+
+def process(task: CropTask) -> CropResult:
+    """Resample one capture's visible frame (and its thermal) onto the output grid; write the PNGs."""
+    capture, config = task.capture, task.config
+    profile = _profile(config.profile)
+    visible_frame = capture.frames[config.visible_camera]
+    _check_size(visible_frame, config)
+    thermal, thermal_raw = _thermal_image(task.workspace_root, capture)
     geometry = crop_geometry(capture, profile, config, thermal.shape[:2])
     output_size = (config.output_width, config.output_height)
-    visible_frame = capture.frames[config.visible_camera]
     K_v, distortion, _ = frame_intrinsics(visible_frame, profile.cameras[config.visible_camera],
                                           visible_frame.width, visible_frame.height, config.use_xmp_calibration)
     visible, valid, reduction = resample_visible(Path(visible_frame.path), geometry, K_v, distortion,
                                                  output_size, config.max_decode_reduction)
-    folder = workspace.stage_dir(STAGE) / capture.capture_id
+    emptiness = _empty_crop_reason(visible, valid)
+    if emptiness:
+        raise ValueError(f"{visible_frame.path}: {emptiness}; the pair is not usable")
+    folder = task.output_dir(STAGE)
     files = {"vis": folder / "vis.png", "ir": folder / "ir.png", "valid": folder / "valid.png"}
     ir_out = _resample_thermal(thermal, geometry.output_to_thermal, output_size)
     if thermal_raw:
         files["ir16"] = folder / "ir16.png"
-        write_image(files["ir16"], ir_out)
+        write_image(files["ir16"], ir_out, durable=False)
         ir_out = stretch_to_uint8(ir_out)
-    write_image(files["ir"], ir_out)
-    write_image(files["vis"], visible)
-    write_image(files["valid"], valid)
-    return {
-        "files": {key: str(path.relative_to(workspace.root)) for key, path in files.items()},
-        "visible_camera": config.visible_camera,
-        "output_size": list(output_size),
-        "thermal_to_visible": geometry.thermal_to_visible.tolist(),
-        "output_to_thermal": geometry.output_to_thermal.tolist(),
-        "distance_m": None if math.isinf(geometry.distance_m) else geometry.distance_m,
-        "distance_source": geometry.distance_source,
-        "intrinsics_source": geometry.intrinsics_source,
-        "decode_reduction": reduction,
-        "visible_coverage": float((valid > 0).mean()),
-        "thermal_source": "raw" if thermal_raw else "palette preview",
-    }
+    # derived files: rebuilt from the sources if a power cut ever loses them, so no fsync
+    write_image(files["ir"], ir_out, durable=False)
+    write_image(files["vis"], visible, durable=False)
+    write_image(files["valid"], valid, durable=False)
+    return CropResult(
+        files={key: task.relative(path) for key, path in files.items()},
+        visible_camera=config.visible_camera,
+        output_size=output_size,
+        thermal_to_visible=geometry.thermal_to_visible.tolist(),
+        output_to_thermal=geometry.output_to_thermal.tolist(),
+        distance_m=None if math.isinf(geometry.distance_m) else geometry.distance_m,
+        distance_source=geometry.distance_source,
+        intrinsics_source=geometry.intrinsics_source,
+        decode_reduction=reduction,
+        visible_coverage=float((valid > 0).mean()),
+        thermal_source="raw" if thermal_raw else "palette preview",
+    )
 
 
-def _thermal_image(workspace: Workspace, capture: CaptureRecord) -> tuple[np.ndarray, bool]:
+CROP = CaptureStage(STAGE, plan, process)
+
+
+def crop_workspace(workspace: Workspace, config: CropConfig | None = None) -> CropReport:
+    """Crop every visible/thermal pair of the workspace that is not cropped yet (or changed)."""
+    return run_capture_stage(workspace, CROP, config or CropConfig(), CropReport())
+
+
+@lru_cache(maxsize=8)
+def _profile(name: str) -> CameraProfile:
+    return CameraProfile.load(name)
+
+
+def _check_size(frame: FrameRecord, config: CropConfig) -> None:
+    """Refuse a header whose size no camera has before decoding it (a 60000x60000 claim would be
+    decoded into gigabytes), and one too small to cover the output."""
+    pixels = frame.width * frame.height
+    if pixels > config.max_visible_pixels:
+        raise ValueError(f"{frame.path}: the JPEG header claims {frame.width}x{frame.height} pixels, more than "
+                         f"max_visible_pixels ({config.max_visible_pixels:,}); refused before decoding")
+    if frame.width < MIN_VISIBLE_SIDE or frame.height < MIN_VISIBLE_SIDE:
+        raise ValueError(f"{frame.path}: a {frame.width}x{frame.height} visible frame is too small to crop")
+
+
+def _empty_crop_reason(visible: np.ndarray, valid: np.ndarray) -> str | None:
+    """Why a resampled visible image carries no picture (None when it does)."""
+    covered = valid > 0
+    if covered.mean() < MIN_VISIBLE_COVERAGE:
+        return f"the visible frame covers only {covered.mean():.1%} of the thermal view"
+    if float(visible[covered].std()) < 0.5:
+        return "the visible crop is one constant colour (an empty or undecodable frame)"
+    return None
+
+
+def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.ndarray, bool]:
     """Raw counts (uint16) when ingest extracted them, else the palette preview in grey."""
     if capture.thermal_raw is not None:
-        counts = cv2.imread(str(workspace.absolute(capture.thermal_raw.path)), cv2.IMREAD_UNCHANGED)
+        counts = cv2.imread(str(workspace_root / capture.thermal_raw.path), cv2.IMREAD_UNCHANGED)
         if counts is not None:
             return counts, True
     preview = cv2.imread(capture.frames["T"].path, cv2.IMREAD_GRAYSCALE)
@@ -313,9 +335,4 @@ def _resample_thermal(thermal: np.ndarray, output_to_thermal: np.ndarray, output
 
 def _fingerprint(capture: CaptureRecord, config: CropConfig) -> str:
     frames = "|".join(f"{k}:{f.sha256}" for k, f in sorted(capture.frames.items()))
-    settings = config.model_dump_json(exclude={"show_progress"})
-    return hashlib.sha256(f"{frames}|{settings}".encode()).hexdigest()[:16]
-
-
-def _outputs_exist(workspace: Workspace, result: dict[str, Any]) -> bool:
-    return all(workspace.absolute(path).exists() for path in result.get("files", {}).values())
+    return settings_fingerprint(config, frames)

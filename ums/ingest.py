@@ -9,15 +9,14 @@ read, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ums.atomic import write_image
 from ums.dji.exif import find_exif_block, read_exif
@@ -32,19 +31,20 @@ from ums.dji.filenames import (
 from ums.dji.jpeg import APP1, JpegError, JpegHeader, read_header
 from ums.dji.rjpeg import extract_raw_thermal, has_flir_container, has_raw_thermal
 from ums.dji.xmp import XmpError, find_xmp_packet, parse_drone_dji
-from ums.progress import progress_bar
 from ums.records import (
     CaptureRecord,
     ExifSummary,
     FileProbe,
     FrameRecord,
     Issue,
+    StageResult,
     ThermalRawRecord,
     XmpField,
 )
+from ums.runner import ExecutorSettings, Outcome, StageReport, StageRun, Task
+from ums.stages import INGEST as STAGE
 from ums.workspace import Workspace
 
-STAGE = "ingest"
 THERMAL_RAW_DIR = "thermal_raw"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SOURCE_LETTERS = {"InfraredCamera": "T", "WideCamera": "W", "ZoomCamera": "Z", "VisibleCamera": "V"}
@@ -55,7 +55,7 @@ class SkipFile(ValueError):
     """A readable file that is not a DJI capture frame."""
 
 
-class IngestConfig(BaseModel):
+class IngestConfig(ExecutorSettings):
     """Settings of ``ums ingest`` (``pipelines/ingest.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
@@ -63,8 +63,6 @@ class IngestConfig(BaseModel):
     timestamp_tolerance_s: float = Field(1.0, ge=0, description="frames of one sequence number "
                                          "within this many seconds are one capture")
     extract_thermal_raw: bool = True
-    workers: int = Field(0, ge=0, description="processes reading files; 0: one per CPU core")
-    show_progress: bool = True
 
 
 @dataclass
@@ -81,6 +79,15 @@ class IngestReport:
     paired: int = 0
     thermal_raw: int = 0
     issues: list[Issue] = field(default_factory=list)
+    runner: StageReport = field(default_factory=StageReport)  # the executor's news (a lost worker)
+
+    @property
+    def notices(self) -> list[str]:
+        return self.runner.notices
+
+    @property
+    def incomplete(self) -> bool:
+        return self.runner.incomplete
 
     def rows(self) -> list[tuple[str, int]]:
         return [
@@ -107,22 +114,23 @@ def ingest_flight(
     if not root.is_dir():
         raise FileNotFoundError(f"ingest: flight folder {root} does not exist or is not a folder")
     flight_root = str(root)
-    run_id = workspace.start_run(STAGE, {"flight_root": flight_root, **config.model_dump()})
     report = IngestReport(flight_root)
-    candidates, report.ignored = scan_flight(root)
-    report.files_seen = len(candidates)
-    probes, file_issues = _probe_all(workspace, flight_root, candidates, config, report)
-    kept, duplicate_issues = drop_duplicates(probes)
-    report.duplicates = len(duplicate_issues)
-    captures, capture_issues = group_captures(kept, root, config.timestamp_tolerance_s)
-    removed_issues = _report_removed(workspace, flight_root, {str(p) for p, _ in candidates})
-    report.removed = len(removed_issues)
-    report.issues = file_issues + duplicate_issues + capture_issues + removed_issues
-    workspace.replace_flight(flight_root, captures, report.issues, scope=flight_root)
-    report.captures = len(captures)
-    report.paired = sum(1 for c in captures if _is_pair(c))
-    report.thermal_raw = sum(1 for c in captures if c.thermal_raw is not None)
-    workspace.finish_run(run_id, {key: value for key, value in report.rows()})
+    with StageRun(workspace, STAGE, config, preload=[__name__], details={"flight_root": flight_root}) as run:
+        candidates, report.ignored = scan_flight(root)
+        report.files_seen = len(candidates)
+        probes, file_issues = _probe_all(workspace, run, flight_root, candidates, config, report)
+        kept, duplicate_issues = drop_duplicates(probes)
+        report.duplicates = len(duplicate_issues)
+        captures, capture_issues = group_captures(kept, root, config.timestamp_tolerance_s)
+        removed_issues = _report_removed(workspace, flight_root, {str(p) for p, _ in candidates})
+        report.removed = len(removed_issues)
+        report.issues = file_issues + duplicate_issues + capture_issues + removed_issues
+        if not report.runner.not_run:  # a lost worker left files unread: group them on the rerun
+            workspace.replace_flight(flight_root, captures, report.issues, scope=flight_root)
+        report.captures = len(captures)
+        report.paired = sum(1 for c in captures if _is_pair(c))
+        report.thermal_raw = sum(1 for c in captures if c.thermal_raw is not None)
+        run.summary = dict(report.rows())
     return report
 
 
@@ -148,17 +156,18 @@ def _issue(path: Path | str, message: str, level: str = "error", capture_id: str
 
 
 # -- reading files ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _ReadJob:
-    path: Path
+class ReadTask(Task):
+    """One source file to read, hash and probe (``key`` is its path)."""
+
     name: CaptureName
-    workspace_root: Path
     extract_thermal_raw: bool
 
+    @property
+    def path(self) -> Path:
+        return Path(self.key)
 
-@dataclass(frozen=True)
-class _ReadResult:
-    job: _ReadJob
+
+class FileRead(StageResult):
     size: int
     mtime_ns: int
     sha256: str | None
@@ -168,22 +177,24 @@ class _ReadResult:
 
 def _probe_all(
     workspace: Workspace,
+    run: StageRun,
     flight_root: str,
     candidates: list[tuple[Path, CaptureName]],
     config: IngestConfig,
     report: IngestReport,
 ) -> tuple[list[FileProbe], list[Issue]]:
-    """Reuse what the workspace knows about unchanged files; read the rest in worker processes,
+    """Reuse what the workspace knows about unchanged files; read the rest on the executor,
     committing each file's record as it arrives."""
     known = workspace.known_files(flight_root)
     probes: dict[Path, FileProbe] = {}
     issues: list[Issue] = []
-    jobs: list[_ReadJob] = []
+    tasks: list[ReadTask] = []
     for path, name in candidates:
         previous = known.get(str(path))
         reusable = _reusable(workspace, previous, path, config)
         if reusable is None:
-            jobs.append(_ReadJob(path, name, workspace.root, config.extract_thermal_raw))
+            tasks.append(ReadTask(key=str(path), file=str(path), workspace_root=workspace.root, name=name,
+                                  extract_thermal_raw=config.extract_thermal_raw))
             continue
         report.unchanged += 1
         if not previous["present"]:
@@ -193,18 +204,21 @@ def _probe_all(
             report.unreadable += 1
         else:
             probes[path] = reusable
-    results = _read_in_workers(jobs, config.workers)
-    for result in progress_bar(results, "ingest", enabled=config.show_progress, total=len(jobs)):
+
+    def commit(outcome: Outcome) -> None:
         report.read += 1
-        path = result.job.path
-        if result.probe is None:
-            workspace.record_unreadable(flight_root, str(path), result.size, result.mtime_ns,
-                                        result.sha256, result.error)
-            issues.append(_issue(path, result.error))
+        path, read = outcome.task.path, outcome.result
+        if read is None:  # read_file catches what it expects; anything else is still this file's fault
+            read = FileRead(size=0, mtime_ns=0, sha256=None, probe=None, error=outcome.issues[0].message)
+        if read.probe is None:
+            workspace.record_unreadable(flight_root, str(path), read.size, read.mtime_ns, read.sha256, read.error)
+            issues.append(_issue(path, read.error))
             report.unreadable += 1
         else:
-            workspace.record_probe(flight_root, result.probe)
-            probes[path] = result.probe
+            workspace.record_probe(flight_root, read.probe)
+            probes[path] = read.probe
+
+    run.map(tasks, read_file, commit, STAGE, report.runner)
     ordered = [probes[path] for path, _ in candidates if path in probes]
     issues.extend(issue for probe in ordered for issue in probe.issues)
     return ordered, issues
@@ -241,42 +255,26 @@ def _nonempty(path: Path) -> bool:
         return False
 
 
-def _read_in_workers(jobs: list[_ReadJob], workers: int) -> Iterator[_ReadResult]:
-    workers = workers or len(os.sched_getaffinity(0))
-    if workers <= 1 or len(jobs) < 4 * workers:
-        yield from map(read_file, jobs)
-        return
-    # forkserver, not fork: forking a process that runs other threads (a MongoDB client, a progress
-    # bar) can deadlock the child. The server preloads this module, so workers still start fast.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["ums.ingest"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        yield from pool.imap(read_file, jobs, chunksize=2)
-
-
-def read_file(job: _ReadJob) -> _ReadResult:
-    """Read, hash and probe one file, and write its raw thermal PNG (runs in a worker process)."""
-    path = job.path
+def read_file(task: ReadTask) -> FileRead:
+    """Read, hash and probe one file, and write its raw thermal PNG (runs on a worker)."""
+    path = task.path
     try:
         stat = path.stat()
         data = path.read_bytes()
     except OSError as exc:
-        return _ReadResult(job, 0, 0, None, None, f"cannot read: {exc.strerror}")
+        return FileRead(size=0, mtime_ns=0, sha256=None, probe=None, error=f"cannot read: {exc.strerror}")
     digest = hashlib.sha256(data).hexdigest()
+    unreadable = partial(FileRead, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest, probe=None)
     try:
         header = read_header(data)
-        probe = probe_header(header, path, job.name, stat, digest)
+        probe = probe_header(header, path, task.name, stat, digest)
     except (JpegError, SkipFile) as exc:
-        return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, _unreadable_reason(data, exc))
+        return unreadable(error=_unreadable_reason(data, exc))
     except Exception as exc:  # noqa: BLE001 - one malformed file must never stop the batch
-        reason = f"unexpected {type(exc).__name__} while reading metadata: {exc}"
-        return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, None, reason)
-    if job.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
-        _extract_thermal(job.workspace_root, header, probe)
-    return _ReadResult(job, stat.st_size, stat.st_mtime_ns, digest, probe, None)
+        return unreadable(error=f"unexpected {type(exc).__name__} while reading metadata: {exc}")
+    if task.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
+        _extract_thermal(task.workspace_root, header, probe)
+    return FileRead(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest, probe=probe, error=None)
 
 
 def _unreadable_reason(data: bytes, error: Exception) -> str:

@@ -194,4 +194,65 @@ class LabelRecord(BaseModel):
                 json.dumps(self.provenance), json.dumps(self.tags), now, now)
 
 
+# -- stage results: what a stage stores per capture (``stages.<name>`` in the manifest) ------------
+class StageResult(BaseModel):
+    """Base of a stage's per-capture result. ``status`` and ``issues`` travel with it from the
+    worker to the driver but are stored apart (the status column, the issues table)."""
+
+    status: Literal["done", "failed"] = Field("done", exclude=True)
+    issues: list[Issue] = Field(default_factory=list, exclude=True)
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class CropResult(StageResult):
+    files: dict[str, str]  # vis, ir, valid (+ ir16 with raw thermal), relative to the workspace
+    visible_camera: str
+    output_size: tuple[int, int]
+    thermal_to_visible: list[list[float]]
+    output_to_thermal: list[list[float]]
+    distance_m: float | None = None
+    distance_source: str
+    intrinsics_source: dict[str, str]
+    decode_reduction: int
+    visible_coverage: float
+    thermal_source: Literal["raw", "palette preview"]
+
+
+class AlignEstimate(StageResult):
+    """One frame's own registration, before the flight's offset is known."""
+
+    ok: bool
+    score: float | None = None
+    converged: bool = True
+    transform: list[list[float]] | None = None  # global models
+    flow: str | None = None  # dense (learned) flows: align/<id>/flow.npy
+    reason: str | None = None  # why it failed
+
+
+class AlignDecision(BaseModel):
+    """Which transform (or flow) a frame gets, and why."""
+
+    decision: Literal["frame", "flight_offset", "unconfident", "failed"]
+    flagged: bool
+    reason: str
+    transform: list[list[float]] | None = None
+    flow: str | None = None
+
+
+class AlignFiles(StageResult):
+    files: dict[str, str]  # vis (aligned), overlay, ir
+
+
+class AutolabelResult(StageResult):
+    model: str
+    detections: dict[str, int]  # per modality, after mapping to the UMS taxonomy
+    merged: int
+    written: int = 0  # set by the driver: labels actually added
+    masks: bool
+    files: dict[str, str]
+    labels: list[LabelRecord] = Field(default_factory=list, exclude=True)  # to store, not in the result
+
+
 FileProbe.model_rebuild()

@@ -11,20 +11,24 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ums.atomic import remove_stale_temporaries
-import numpy as np
-
+from ums.lock import LOCK_NAME, WriterLock, describe_owner
 from ums.records import CaptureManifest, CaptureRecord, FileProbe, Issue, LabelRecord
 
 DATABASE_NAME = "ums.sqlite"
 DEFAULT_WORKSPACE = "ums-workspace"
+
+# Switching a new database to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once
+# (skipping the busy handler) while another process holds it; so retry a few times, backing off.
+WAL_RETRY_DELAYS_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 # Each entry moves the schema one version up; never edit a released entry, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -108,6 +112,10 @@ class WorkspaceError(RuntimeError):
     pass
 
 
+class WorkspaceBusy(WorkspaceError):
+    """Another live run holds the workspace's writer lock."""
+
+
 def resolve_workspace_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """``--workspace`` when given, else ``$UMS_WORKSPACE``, else ``./ums-workspace``."""
     chosen = explicit or os.environ.get("UMS_WORKSPACE") or DEFAULT_WORKSPACE
@@ -124,6 +132,7 @@ class Workspace:
     def __init__(self, root: Path, connection: sqlite3.Connection):
         self.root = root
         self._db = connection
+        self._writer = WriterLock(root / LOCK_NAME)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
@@ -136,10 +145,9 @@ class Workspace:
                 f"--workspace {path}` first, or pass --workspace / set UMS_WORKSPACE"
             )
         path.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
         connection = sqlite3.connect(database, timeout=30, isolation_level=None)
         connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(connection)
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
         workspace = cls(path, connection)
@@ -147,6 +155,7 @@ class Workspace:
         return workspace
 
     def close(self) -> None:
+        self._writer.close()
         self._db.close()
 
     def __enter__(self) -> Workspace:
@@ -157,20 +166,48 @@ class Workspace:
 
     def _migrate(self) -> None:
         version = self.schema_version
+        while version < SCHEMA_VERSION:
+            with self.transaction():
+                # Another process may have migrated between our read and our write lock.
+                version = self.schema_version
+                if version < SCHEMA_VERSION:
+                    self._apply_migration(version)
+                    version += 1
         if version > SCHEMA_VERSION:
             raise WorkspaceError(
                 f"workspace {self.root} has schema version {version}, newer than this ums "
                 f"({SCHEMA_VERSION}); upgrade ums"
             )
-        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction():
-                for statement in _statements(script):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={target}")
+
+    def _apply_migration(self, version: int) -> None:
+        for statement in _statements(MIGRATIONS[version]):
+            self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version={version + 1}")
 
     @property
     def schema_version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def writing(self, stage: str, wait_s: float = 0.0) -> Iterator[Workspace]:
+        """Hold the workspace's writer lock while a stage writes; nested calls in one object just count.
+
+        The first entry deletes stale temporaries: with the lock held no other writer is alive, so
+        every temporary left is a killed writer's. Raises :class:`WorkspaceBusy` when another run
+        still holds the lock after ``wait_s`` seconds.
+        """
+        first = self._writer.depth == 0
+        if not self._writer.acquire(stage, wait_s):
+            raise WorkspaceBusy(
+                f"workspace {self.root} is in use by {describe_owner(self._writer.owner())}; "
+                "wait for it to finish or use another workspace"
+            )
+        try:
+            if first:
+                remove_stale_temporaries(self.root)
+            yield self
+        finally:
+            self._writer.release()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -331,6 +368,42 @@ class Workspace:
             for row in rows
         }
 
+    def stage_result(self, capture_id: str, stage: str) -> dict[str, Any] | None:
+        """One stage's stored result of one capture (with its ``status``), or None."""
+        row = self._db.execute(
+            "SELECT status, result_json FROM stage_results WHERE capture_id = ? AND stage = ?", (capture_id, stage)
+        ).fetchone()
+        return None if row is None else {"status": row["status"], **json.loads(row["result_json"])}
+
+    def captures_with(self, stage: str, status: str = "done") -> list[tuple[CaptureRecord, dict[str, Any]]]:
+        """The captures whose ``stage`` result has ``status``, with that result, in capture order."""
+        rows = self._db.execute(
+            "SELECT c.record_json, r.status, r.result_json FROM captures c JOIN stage_results r "
+            "ON r.capture_id = c.capture_id AND r.stage = ? WHERE r.status = ? "
+            "ORDER BY c.flight_root, c.timestamp, c.sequence, c.capture_id",
+            (stage, status),
+        )
+        return [
+            (CaptureRecord.model_validate_json(row["record_json"]),
+             {"status": row["status"], **json.loads(row["result_json"])})
+            for row in rows
+        ]
+
+    def record_outcome(
+        self, capture_id: str, stage: str, status: str, result: dict[str, Any], issues: list[Issue]
+    ) -> None:
+        """A capture's stage result and that capture's issues of the stage, in one transaction: a
+        rerun that redoes the capture replaces both, and a killed driver never keeps one without the
+        other."""
+        now = utc_now()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO stage_results (capture_id, stage, status, result_json, "
+                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                (capture_id, stage, status, json.dumps(result, default=str), now),
+            )
+            self._replace_issues(db, stage, capture_id, issues, now)
+
     def stage_counts(self) -> dict[str, Counter[str]]:
         counts: dict[str, Counter[str]] = {}
         rows = self._db.execute(
@@ -346,21 +419,19 @@ class Workspace:
         rows = self._db.execute(query, (capture_id,) if capture_id else ())
         return [LabelRecord.from_row(row) for row in rows]
 
-    def replace_auto_labels(self, capture_id: str, labels: list[LabelRecord]) -> int:
+    def replace_auto_labels(
+        self, capture_id: str, labels: list[LabelRecord],
+        select: Callable[[list[LabelRecord], list[LabelRecord]], list[LabelRecord]] | None = None,
+    ) -> int:
         """Swap a capture's unreviewed automatic labels for ``labels`` in one transaction.
 
-        Human and reviewed labels stay, and a new automatic box that repeats one of them (same
-        class, IoU >= 0.5) is not added. Returns how many labels were written."""
-        from ums.autolabel.detections import box_iou
-
+        Human and reviewed labels stay. ``select(new, kept)`` (the caller's rule, e.g. autolabel's
+        "a box that repeats a human box is dropped") chooses which new labels to add, seeing the
+        labels that stay in the same transaction. Returns how many labels were written."""
         with self.transaction() as db:
             db.execute("DELETE FROM labels WHERE capture_id = ? AND source = 'auto' AND reviewed = 0", (capture_id,))
             kept = [LabelRecord.from_row(r) for r in db.execute("SELECT * FROM labels WHERE capture_id = ?", (capture_id,))]
-            fresh = []
-            for label in labels:
-                overlaps = box_iou(np.array([label.box]), np.array([k.box for k in kept]).reshape(-1, 4))[0]
-                if not any(o >= 0.5 and k.class_id == label.class_id for o, k in zip(overlaps, kept)):
-                    fresh.append(label)
+            fresh = select(labels, kept) if select is not None else labels
             now = utc_now()
             db.executemany(
                 "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
@@ -422,6 +493,21 @@ class Workspace:
                         for label in self.labels(capture.capture_id)],
                 issues=issues_by_capture.get(capture.capture_id, []),
             )
+
+
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    for delay in (*WAL_RETRY_DELAYS_S, None):
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if delay is None or not _is_busy(exc):
+                raise
+            time.sleep(delay)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(error)
 
 
 def _statements(script: str) -> list[str]:

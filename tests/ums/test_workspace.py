@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import sqlite3
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from ums.atomic import remove_stale_temporaries, temporary_path, write_bytes, write_image
 from ums.records import Issue
-from ums.workspace import DATABASE_NAME, SCHEMA_VERSION, Workspace, WorkspaceError, resolve_workspace_path
+from ums.workspace import DATABASE_NAME, SCHEMA_VERSION, Workspace, WorkspaceBusy, WorkspaceError, resolve_workspace_path
+
+# spawn, not fork: a forked child would share the parent's open file descriptions (and their flocks).
+SPAWN = multiprocessing.get_context("spawn")
 
 
 def test_new_workspace_is_migrated_and_in_wal_mode(tmp_path):
@@ -70,10 +78,101 @@ def test_atomic_writes_leave_no_temporaries(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_stale_temporaries_are_removed_on_open(tmp_path):
+def test_stale_temporaries_are_removed_when_a_writer_starts_not_on_open(tmp_path):
     stale = temporary_path(tmp_path / "thermal_raw" / "x.png")
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a file")
-    Workspace.open(tmp_path).close()
-    assert not stale.exists()
+    with Workspace.open(tmp_path) as ws:
+        assert stale.exists()
+        with ws.writing("crop"):
+            assert not stale.exists()
     assert remove_stale_temporaries(tmp_path) == []
+
+
+def _open_new_workspaces_in_step(folders, barrier, results):
+    for folder in folders:
+        barrier.wait(timeout=120)
+        try:
+            with Workspace.open(folder) as ws:
+                results.put((folder, ws.schema_version, None))
+        except Exception as exc:  # every failure is reported to the parent, which asserts on them
+            results.put((folder, None, f"{type(exc).__name__}: {exc}"))
+
+
+def test_two_processes_creating_one_workspace_at_once_both_succeed(tmp_path):
+    folders = [str(tmp_path / f"ws{round_}") for round_ in range(20)]
+    barrier, results = SPAWN.Barrier(2), SPAWN.Queue()
+    workers = [SPAWN.Process(target=_open_new_workspaces_in_step, args=(folders, barrier, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=300) for _ in range(2 * len(folders))]
+    for worker in workers:
+        worker.join(timeout=60)
+    failures = [(folder, error) for folder, _, error in outcomes if error]
+    assert failures == []
+    assert [version for _, version, _ in outcomes] == [SCHEMA_VERSION] * len(outcomes)
+
+
+def _hold_writer_lock(root, ready):
+    with Workspace.open(root) as ws, ws.writing("crop"):
+        temporary_path(ws.stage_dir("crop") / "vis.png").write_bytes(b"half a crop")
+        ready.set()
+        time.sleep(600)
+
+
+def test_a_running_writer_keeps_its_temporaries_and_the_workspace(tmp_path):
+    ready = SPAWN.Event()
+    child = SPAWN.Process(target=_hold_writer_lock, args=(tmp_path, ready))
+    child.start()
+    try:
+        assert ready.wait(timeout=120)
+        in_flight = temporary_path(tmp_path / "crop" / "vis.png").with_name(f".vis.png.{child.pid}.tmp")
+        with Workspace.open(tmp_path) as ws:  # what `ums status` does
+            assert in_flight.exists()
+            with pytest.raises(WorkspaceBusy) as busy:
+                with ws.writing("align"):
+                    pass
+            message = str(busy.value)
+            assert "`crop`" in message and f"pid {child.pid}" in message and "\n" not in message
+            assert in_flight.exists()
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(timeout=60)
+            with ws.writing("align"):
+                assert not in_flight.exists()
+    finally:
+        child.kill()
+        child.join(timeout=60)
+
+
+def test_writing_is_reentrant_and_released_on_exceptions(tmp_path):
+    with Workspace.open(tmp_path) as first, Workspace.open(tmp_path) as second:
+        with pytest.raises(RuntimeError, match="inside"):
+            with first.writing("crop"), first.writing("crop"):
+                with pytest.raises(WorkspaceBusy, match="in use by `crop`"):
+                    with second.writing("align"):
+                        pass
+                raise RuntimeError("crash inside the writer")
+        with second.writing("align"):
+            pass
+
+
+def test_writing_waits_for_the_holder_up_to_wait_s(tmp_path):
+    with Workspace.open(tmp_path) as holder, Workspace.open(tmp_path) as waiter:
+        held = threading.Event()
+
+        def hold_briefly():
+            with holder.writing("crop"):
+                held.set()
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=hold_briefly)
+        thread.start()
+        assert held.wait(timeout=10)
+        started = time.monotonic()
+        with pytest.raises(WorkspaceBusy):
+            with waiter.writing("align", wait_s=0.1):
+                pass
+        assert time.monotonic() - started >= 0.1
+        with waiter.writing("align", wait_s=30):
+            assert time.monotonic() - started >= 0.3
+        thread.join()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,21 +20,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ums.align.ecc import RegistrationFailure
-from ums.align.registration import register
 from ums.align.flow import warp_with_flow
+from ums.align.registration import register
 from ums.atomic import write_bytes, write_image
-from ums.crop import STAGE as CROP_STAGE
-from ums.progress import progress_bar
-from ums.records import CaptureRecord, Issue
+from ums.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
+from ums.runner import ExecutorSettings, Outcome, StageReport, StageRun, Task, commit_capture_outcome, settings_fingerprint
+from ums.stages import ALIGN as STAGE
+from ums.stages import CROP as CROP_STAGE
 from ums.workspace import Workspace
 
-STAGE = "align"
 
-
-class AlignConfig(BaseModel):
+class AlignConfig(ExecutorSettings):
     """Settings of ``ums align`` (``pipelines/align.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -52,18 +52,15 @@ class AlignConfig(BaseModel):
                                            "this from the flight offset falls back to the offset")
     min_confident_frames: int = Field(3, ge=1, description="frames needed for a flight offset")
     overlay: str = Field("checkerboard", pattern="^(checkerboard|edges)$")
-    show_progress: bool = True
 
 
 @dataclass
-class AlignReport:
+class AlignReport(StageReport):
     frame: int = 0
     flight_offset: int = 0
     unconfident: int = 0
-    failed: int = 0
     reused: int = 0
     offsets: dict[str, list[list[float]] | None] = field(default_factory=dict)
-    issues: list[Issue] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, object]]:
         rows = [
@@ -73,6 +70,8 @@ class AlignReport:
             ("failed", self.failed),
             ("estimates reused", self.reused),
         ]
+        if self.not_run:
+            rows.append(("not run (rerun to resume)", self.not_run))
         for flight, offset in self.offsets.items():
             if offset is None:
                 rows.append((f"flight offset {flight}", "none (too few confident frames)"))
@@ -83,99 +82,181 @@ class AlignReport:
         return rows
 
 
+class EstimateTask(Task):
+    crop: CropResult
+    config: AlignConfig
+    flight: str  # the flight root: frames of one flight share a rig offset
+
+
+class RenderTask(Task):
+    crop_files: dict[str, str]
+    decision: AlignDecision
+    overlay: str
+
+
 def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> AlignReport:
+    """Register every cropped pair (pass 1, on the executor), find each flight's rig offset (here),
+    decide per frame, and write the aligned images and overlays (pass 2, on the executor)."""
     config = config or AlignConfig()
     if config.method == "learned":
         from ums.align.learned.inference import cached_matcher
 
         cached_matcher(config.weights, config.device)  # fail now, naming --weights, not once per frame
-    run_id = workspace.start_run(STAGE, config.model_dump())
     report = AlignReport()
-    cropped = _cropped_captures(workspace)
-    estimates: dict[str, dict[str, Any]] = {}
-    for capture, crop in progress_bar(cropped, "align", enabled=config.show_progress):
-        previous = workspace.stage_results(capture.capture_id).get(STAGE)
-        fingerprint = _fingerprint(crop, config)
-        if previous and previous.get("fingerprint") == fingerprint and "estimate" in previous:
-            estimates[capture.capture_id] = previous["estimate"]
-            report.reused += 1
-        else:
-            estimates[capture.capture_id] = estimate_frame(workspace, capture, crop, config)
-    offsets = flight_offsets(cropped, estimates, config)
-    report.offsets = {flight: offsets.get(flight) for flight in {c.flight_root for c, _ in cropped}}
-    for capture, crop in cropped:
-        estimate = estimates[capture.capture_id]
-        decision = decide(estimate, offsets.get(capture.flight_root), config)
-        setattr(report, decision["decision"], getattr(report, decision["decision"]) + 1)
-        result = {"fingerprint": _fingerprint(crop, config), "estimate": estimate, **decision}
-        if decision["decision"] == "failed":
-            report.issues.append(Issue(stage=STAGE, file=capture.frames["T"].path, capture_id=capture.capture_id,
-                                       message=f"registration failed: {estimate['reason']}"))
-            workspace.record_stage_result(capture.capture_id, STAGE, "failed", result)
-            continue
-        if decision["flagged"]:
-            report.issues.append(Issue(stage=STAGE, file=capture.frames["T"].path, capture_id=capture.capture_id,
-                                       level="warning", message=decision["reason"]))
-        result["files"] = write_outputs(workspace, capture, crop, decision, config)
-        workspace.record_stage_result(capture.capture_id, STAGE, "done", result)
-    workspace.replace_issues(STAGE, "workspace", report.issues)
-    workspace.finish_run(run_id, {k: str(v) for k, v in report.rows()})
+    gpu = config.method == "learned" and config.device.startswith("cuda")
+    with StageRun(workspace, STAGE, config, gpu=gpu, preload=[__name__]) as run:
+        workspace.replace_issues(STAGE, "workspace", [])  # issues live per capture now
+        tasks = plan(workspace, config)
+        report.planned = len(tasks)
+        if not tasks:
+            report.notices.append("nothing to align: no cropped pair (run `ums crop` first)")
+        estimates = _estimate_all(workspace, run, tasks, report)
+        offsets = flight_offsets([(t.capture_id, t.flight) for t in tasks if t.key in estimates], estimates, config)
+        report.offsets = {flight: offsets.get(flight) for flight in sorted({t.flight for t in tasks})}
+        renders = []
+        for task in tasks:
+            if task.key not in estimates:
+                continue  # not estimated: a lost worker; the rerun resumes it
+            decision = decide(estimates[task.key], offsets.get(task.flight), config)
+            setattr(report, decision.decision, getattr(report, decision.decision) + 1)
+            render_task = _render_task(task, decision, config)
+            if decision.decision == "failed":
+                _commit_decision(workspace, task, estimates[task.key], decision, None, report)
+            elif _render_current(workspace, render_task):
+                previous = workspace.stage_result(task.key, STAGE)
+                _commit_decision(workspace, task, estimates[task.key], decision, previous["files"], report)
+            else:
+                renders.append((task, render_task))
+        by_key = {render.key: (task, render) for task, render in renders}
+
+        def commit_render(outcome: Outcome) -> None:
+            task, render = by_key[outcome.task.key]
+            if outcome.result is None:
+                report.failed += 1
+                report.issues.extend(outcome.issues)
+                commit_capture_outcome(workspace, STAGE, outcome)
+                return
+            _commit_decision(workspace, task, estimates[task.key], render.decision, outcome.result.files, report,
+                             render.fingerprint)
+
+        run.map([render for _, render in renders], render_outputs, commit_render, "align: write", report)
+        run.summary = dict(report.rows())
     return report
 
 
-def _cropped_captures(workspace: Workspace) -> list[tuple[CaptureRecord, dict[str, Any]]]:
-    pairs = []
-    for capture in workspace.captures():
-        crop = workspace.stage_results(capture.capture_id).get(CROP_STAGE)
-        if crop and crop["status"] == "done":
-            pairs.append((capture, crop))
-    return pairs
+def plan(workspace: Workspace, config: AlignConfig) -> list[EstimateTask]:
+    return [
+        EstimateTask(key=capture.capture_id, capture_id=capture.capture_id, workspace_root=workspace.root,
+                     fingerprint=_fingerprint(crop, config), file=capture.frames["T"].path,
+                     crop=CropResult.model_validate(crop), config=config, flight=capture.flight_root)
+        for capture, crop in workspace.captures_with(CROP_STAGE)
+    ]
 
 
-def _load(workspace: Workspace, crop: dict[str, Any], key: str, flags: int) -> np.ndarray:
-    path = workspace.absolute(crop["files"][key])
+def _estimate_all(workspace: Workspace, run: StageRun, tasks: list[EstimateTask],
+                  report: AlignReport) -> dict[str, AlignEstimate]:
+    """Each frame's own estimate: reused when its crop and the settings are unchanged, else computed
+    and stored at once (status ``estimated``), so a killed run does not redo it."""
+    estimates: dict[str, AlignEstimate] = {}
+    todo = []
+    for task in tasks:
+        previous = workspace.stage_result(task.key, STAGE)
+        if previous and previous.get("fingerprint") == task.fingerprint and "estimate" in previous:
+            estimates[task.key] = AlignEstimate.model_validate(previous["estimate"])
+            report.reused += 1
+        else:
+            todo.append(task)
+
+    def store(outcome: Outcome) -> None:
+        estimate = outcome.result or AlignEstimate(ok=False, reason=outcome.issues[0].message)
+        estimates[outcome.task.key] = estimate
+        workspace.record_outcome(outcome.task.key, STAGE, "estimated",
+                                 {"fingerprint": outcome.task.fingerprint, "estimate": estimate.stored()}, [])
+
+    run.map(todo, estimate_frame, store, "align: register", report)
+    return estimates
+
+
+def _render_task(task: EstimateTask, decision: AlignDecision, config: AlignConfig) -> RenderTask:
+    geometry = json.dumps({"transform": decision.transform, "flow": decision.flow, "overlay": config.overlay})
+    fingerprint = hashlib.sha256(f"{task.fingerprint}|{geometry}".encode()).hexdigest()[:16]
+    return RenderTask(key=task.key, capture_id=task.capture_id, workspace_root=task.workspace_root,
+                      fingerprint=fingerprint, file=task.file, crop_files=task.crop.files, decision=decision,
+                      overlay=config.overlay)
+
+
+def _render_current(workspace: Workspace, render: RenderTask) -> bool:
+    previous = workspace.stage_result(render.key, STAGE)
+    return (previous is not None and previous["status"] == "done" and previous.get("render_fingerprint") == render.fingerprint
+            and all(workspace.absolute(path).exists() for path in previous.get("files", {}).values()))
+
+
+def _commit_decision(workspace: Workspace, task: EstimateTask, estimate: AlignEstimate, decision: AlignDecision,
+                     files: dict[str, str] | None, report: AlignReport, render_fingerprint: str | None = None) -> None:
+    issues = []
+    if decision.decision == "failed":
+        issues.append(Issue(stage=STAGE, file=task.file, capture_id=task.capture_id,
+                            message=f"registration failed: {estimate.reason}"))
+    elif decision.flagged:
+        issues.append(Issue(stage=STAGE, file=task.file, capture_id=task.capture_id, level="warning",
+                            message=decision.reason))
+    result = {"fingerprint": task.fingerprint, "estimate": estimate.stored(),
+              **decision.model_dump(mode="json", exclude_none=True)}
+    if files is not None:
+        previous = workspace.stage_result(task.key, STAGE) or {}
+        result["files"] = files
+        result["render_fingerprint"] = render_fingerprint or previous.get("render_fingerprint")
+    report.issues.extend(issues)
+    workspace.record_outcome(task.key, STAGE, "failed" if decision.decision == "failed" else "done", result, issues)
+
+
+def _load(workspace_root: Path, files: dict[str, str], key: str, flags: int) -> np.ndarray:
+    path = workspace_root / files[key]
     image = cv2.imread(str(path), flags)
     if image is None:
         raise RegistrationFailure(f"cannot read the cropped image {path}")
     return image
 
 
-def estimate_frame(workspace: Workspace, capture: CaptureRecord, crop: dict[str, Any],
-                   config: AlignConfig) -> dict[str, Any]:
-    """One frame's own registration, as a JSON-ready record (or the reason it failed).
+def estimate_frame(task: EstimateTask) -> AlignEstimate:
+    """One frame's own registration (or the reason it failed).
 
     Global models keep their 3x3 transform; dense (learned) flows go to ``align/<id>/flow.npy``."""
+    config, files = task.config, task.crop.files
     try:
-        fixed = _load(workspace, crop, "ir", cv2.IMREAD_GRAYSCALE)
-        moving = _load(workspace, crop, "vis", cv2.IMREAD_COLOR)
-        valid = _load(workspace, crop, "valid", cv2.IMREAD_GRAYSCALE)
+        fixed = _load(task.workspace_root, files, "ir", cv2.IMREAD_GRAYSCALE)
+        moving = _load(task.workspace_root, files, "vis", cv2.IMREAD_COLOR)
+        valid = _load(task.workspace_root, files, "valid", cv2.IMREAD_GRAYSCALE)
         if config.method == "learned":
             registration = register(fixed, moving, "learned", weights=config.weights, device=config.device)
         else:
             registration = register(fixed, moving, config.method, motion=config.motion, levels=config.levels,
                                     moving_mask=valid)
     except RegistrationFailure as exc:
-        return {"ok": False, "reason": str(exc)}
-    estimate = {"ok": True, "score": registration.score, "converged": bool(registration.details.get("converged", True))}
+        return AlignEstimate(ok=False, reason=str(exc))
+    estimate = AlignEstimate(ok=True, score=registration.score,
+                             converged=bool(registration.details.get("converged", True)))
     if registration.transform is not None:
-        estimate["transform"] = registration.transform.tolist()
+        estimate.transform = registration.transform.tolist()
     else:
-        path = workspace.stage_dir(STAGE) / capture.capture_id / "flow.npy"
+        path = task.output_dir(STAGE) / "flow.npy"
         buffer = io.BytesIO()
         np.save(buffer, registration.flow.astype(np.float32))
-        write_bytes(path, buffer.getvalue())
-        estimate["flow"] = str(path.relative_to(workspace.root))
+        write_bytes(path, buffer.getvalue(), durable=False)
+        estimate.flow = task.relative(path)
     return estimate
 
 
-def flight_offsets(cropped, estimates, config: AlignConfig) -> dict[str, list[list[float]]]:
+def flight_offsets(frames: list[tuple[str, str]], estimates: dict[str, AlignEstimate],
+                   config: AlignConfig) -> dict[str, list[list[float]]]:
     """Per flight, the rig offset: the median (tx, ty, angle, scale) of its confident frames, as a
-    3x3 transform (flights with fewer than ``min_confident_frames`` confident frames get none)."""
+    3x3 transform (flights with fewer than ``min_confident_frames`` confident frames get none).
+    ``frames`` are (capture id, flight root) pairs."""
     by_flight: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
-    for capture, _ in cropped:
-        estimate = estimates[capture.capture_id]
-        if _confident(estimate, config) and "transform" in estimate:
-            by_flight[capture.flight_root].append(_similarity_parameters(estimate["transform"]))
+    for capture_id, flight in frames:
+        estimate = estimates[capture_id]
+        if _confident(estimate, config) and estimate.transform is not None:
+            by_flight[flight].append(_similarity_parameters(estimate.transform))
     offsets = {}
     for flight, values in by_flight.items():
         if len(values) >= config.min_confident_frames:
@@ -191,52 +272,54 @@ def _similarity_parameters(transform) -> tuple[float, float, float, float]:
     return transform[0][2], transform[1][2], float(np.arctan2(b, a)), float(np.hypot(a, b))
 
 
-def _confident(estimate: dict[str, Any], config: AlignConfig) -> bool:
-    return estimate["ok"] and estimate["converged"] and estimate["score"] >= config.score_threshold
+def _confident(estimate: AlignEstimate, config: AlignConfig) -> bool:
+    return estimate.ok and estimate.converged and (estimate.score or 0.0) >= config.score_threshold
 
 
-def decide(estimate: dict[str, Any], offset: list[list[float]] | None, config: AlignConfig) -> dict[str, Any]:
+def decide(estimate: AlignEstimate | dict[str, Any], offset: list[list[float]] | None, config: AlignConfig) -> AlignDecision:
     """Which transform (or dense flow) a frame gets, and why."""
-    if not estimate["ok"]:
+    estimate = AlignEstimate.model_validate(estimate)
+    if not estimate.ok:
         if offset is None:
-            return {"decision": "failed", "flagged": True, "reason": estimate["reason"]}
-        return {"decision": "flight_offset", "flagged": False, "transform": offset,
-                "reason": f"own registration failed ({estimate['reason']}); flight offset used"}
-    own = {"transform": estimate["transform"]} if "transform" in estimate else {"flow": estimate["flow"]}
+            return AlignDecision(decision="failed", flagged=True, reason=estimate.reason or "registration failed")
+        return AlignDecision(decision="flight_offset", flagged=False, transform=offset,
+                             reason=f"own registration failed ({estimate.reason}); flight offset used")
+    own = {"transform": estimate.transform, "flow": estimate.flow}
     confident = _confident(estimate, config)
-    if confident and offset is not None and "transform" in estimate:
-        transform = estimate["transform"]
+    if confident and offset is not None and estimate.transform is not None:
+        transform = estimate.transform
         deviation = float(np.hypot(transform[0][2] - offset[0][2], transform[1][2] - offset[1][2]))
         if deviation > config.max_offset_deviation_px:
-            return {"decision": "flight_offset", "flagged": False, "transform": offset,
-                    "reason": f"own estimate {deviation:.1f} px from the flight offset; flight offset used"}
+            return AlignDecision(decision="flight_offset", flagged=False, transform=offset,
+                                 reason=f"own estimate {deviation:.1f} px from the flight offset; flight offset used")
     if confident:
-        return {"decision": "frame", "flagged": False, **own, "reason": f"confident (score {estimate['score']:.2f})"}
+        return AlignDecision(decision="frame", flagged=False, **own, reason=f"confident (score {estimate.score:.2f})")
     if offset is not None:
-        return {"decision": "flight_offset", "flagged": False, "transform": offset,
-                "reason": f"low confidence (score {estimate['score']:.2f}); flight offset used"}
-    return {"decision": "unconfident", "flagged": True, **own,
-            "reason": f"low confidence (score {estimate['score']:.2f}) and no flight offset: review the overlay"}
+        return AlignDecision(decision="flight_offset", flagged=False, transform=offset,
+                             reason=f"low confidence (score {estimate.score:.2f}); flight offset used")
+    return AlignDecision(decision="unconfident", flagged=True, **own,
+                         reason=f"low confidence (score {estimate.score:.2f}) and no flight offset: review the overlay")
 
 
-def write_outputs(workspace: Workspace, capture: CaptureRecord, crop: dict[str, Any], decision: dict[str, Any],
-                  config: AlignConfig) -> dict[str, str]:
-    fixed = _load(workspace, crop, "ir", cv2.IMREAD_GRAYSCALE)
-    moving = _load(workspace, crop, "vis", cv2.IMREAD_COLOR)
+def render_outputs(task: RenderTask) -> AlignFiles:
+    """The aligned visible image and the review overlay of one frame."""
+    fixed = _load(task.workspace_root, task.crop_files, "ir", cv2.IMREAD_GRAYSCALE)
+    moving = _load(task.workspace_root, task.crop_files, "vis", cv2.IMREAD_COLOR)
     height, width = fixed.shape
-    if "flow" in decision:
-        aligned = warp_with_flow(moving, np.load(workspace.absolute(decision["flow"])))
+    decision = task.decision
+    if decision.flow is not None:
+        aligned = warp_with_flow(moving, np.load(task.workspace_root / decision.flow))
     else:
-        transform = np.asarray(decision["transform"])
+        transform = np.asarray(decision.transform)
         aligned = cv2.warpAffine(moving, transform[:2], (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_CONSTANT)
-    folder = workspace.stage_dir(STAGE) / capture.capture_id
+    folder = task.output_dir(STAGE)
     files = {"vis": folder / "vis.png", "overlay": folder / "overlay.jpg"}
-    write_image(files["vis"], aligned)
-    write_image(files["overlay"], overlay(fixed, aligned, config.overlay))
-    paths = {key: str(path.relative_to(workspace.root)) for key, path in files.items()}
-    paths["ir"] = crop["files"]["ir"]
-    return paths
+    write_image(files["vis"], aligned, durable=False)  # derived: rebuilt from the crop if lost
+    write_image(files["overlay"], overlay(fixed, aligned, task.overlay), durable=False)
+    paths = {key: task.relative(path) for key, path in files.items()}
+    paths["ir"] = task.crop_files["ir"]
+    return AlignFiles(files=paths)
 
 
 def overlay(thermal: np.ndarray, visible: np.ndarray, style: str = "checkerboard", tile: int = 64) -> np.ndarray:
@@ -253,9 +336,10 @@ def overlay(thermal: np.ndarray, visible: np.ndarray, style: str = "checkerboard
 
 
 def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
-    settings = config.model_dump_json(exclude={"show_progress", "score_threshold", "max_offset_deviation_px",
-                                               "min_confident_frames", "overlay", "device"})
+    """What an estimate depends on: the crop and the registration settings (not the decision's)."""
     weights = config.weights
     # a retrained checkpoint at the same path must not reuse the old estimates
     version = weights.stat().st_mtime_ns if weights is not None and weights.exists() else None
-    return hashlib.sha256(f"{crop['fingerprint']}|{settings}|{version}".encode()).hexdigest()[:16]
+    return settings_fingerprint(config, crop["fingerprint"], str(version),
+                                exclude={"score_threshold", "max_offset_deviation_px", "min_confident_frames",
+                                         "overlay", "device"})

@@ -12,29 +12,32 @@ and ``preview.jpg`` (boxes and masks drawn on both images, for people to look at
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from ums.align.stage import STAGE as ALIGN_STAGE
 from ums.atomic import write_image
-from ums.autolabel.detections import Detections
+from ums.autolabel.detections import Detections, box_iou
 from ums.autolabel.detectors import DetectorConfig, load_detector
-from ums.autolabel.masks import SamConfig, encode_rle, load_sam, segment_boxes, semantic_map
+from ums.autolabel.masks import SamConfig, decode_rle, encode_rle, load_sam, segment_boxes, semantic_map
 from ums.autolabel.merge import MergeConfig, merge_modalities
-from ums.progress import progress_bar
-from ums.records import CaptureRecord, Issue, LabelRecord
+from ums.records import AutolabelResult, LabelRecord
+from ums.runner import ExecutorSettings, Outcome, StageReport, StageRun, Task, commit_capture_outcome
+from ums.stages import ALIGN as ALIGN_STAGE
+from ums.stages import AUTOLABEL as STAGE
 from ums.taxonomy import load_mapping, load_taxonomy
 from ums.workspace import Workspace
 
-STAGE = "autolabel"
 TARGET_TAXONOMY = "ums"
+REPEAT_IOU = 0.5  # an automatic box this close to a kept one is the same object
 
 
-class AutolabelConfig(BaseModel):
+class AutolabelConfig(ExecutorSettings):
     """Settings of ``ums autolabel`` (``pipelines/autolabel.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -44,82 +47,140 @@ class AutolabelConfig(BaseModel):
     masks: bool = True
     merge: MergeConfig = Field(default_factory=MergeConfig)
     force: bool = Field(False, description="replace unreviewed automatic labels of labelled captures")
-    show_progress: bool = True
 
 
 @dataclass
-class AutolabelReport:
-    labelled: int = 0
-    skipped: int = 0
-    failed: int = 0
+class AutolabelReport(StageReport):
     labels: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
-    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> int:
+        return self.done
 
     def rows(self) -> list[tuple[str, object]]:
-        rows = [("pairs labelled now", self.labelled), ("already labelled (skipped)", self.skipped),
+        rows = [("pairs labelled now", self.done), ("already labelled (skipped)", self.skipped),
                 ("failed", self.failed), ("automatic labels written", self.labels)]
+        if self.not_run:
+            rows.append(("not run (rerun to resume)", self.not_run))
         rows += [(f"  {name}", count) for name, count in sorted(self.per_class.items())]
         return rows
 
 
+class AutolabelTask(Task):
+    align_files: dict[str, str]
+    protected: list[LabelRecord]  # human and reviewed labels: they stay, and new boxes may not repeat them
+    config: AutolabelConfig
+    model: str
+
+
 def autolabel_workspace(workspace: Workspace, config: AutolabelConfig) -> AutolabelReport:
-    detector = load_detector(config.detector)  # fails here, naming --detector, not once per pair
-    predictor = load_sam(config.sam) if config.masks else None
-    mapping = load_mapping(config.detector.taxonomy, TARGET_TAXONOMY)
-    names = load_taxonomy(TARGET_TAXONOMY).names
-    model_name = _model_name(config)
-    run_id = workspace.start_run(STAGE, config.model_dump(mode="json"))
+    """Label every aligned pair not labelled yet (all of them with ``force``)."""
+    _models(config.detector, config.sam if config.masks else None)  # fails here, naming --detector, not once per pair
     report = AutolabelReport()
-    for capture in progress_bar(_aligned(workspace), "autolabel", enabled=config.show_progress):
-        previous = workspace.stage_results(capture.capture_id).get(STAGE)
-        if previous and previous["status"] == "done" and not config.force:
-            report.skipped += 1
-            continue
-        try:
-            thermal, visible = _pair_images(workspace, capture)
-        except ValueError as exc:
-            report.failed += 1
-            report.issues.append(Issue(stage=STAGE, file=capture.frames["T"].path, capture_id=capture.capture_id,
-                                       message=str(exc)))
-            continue
-        per_modality = {
-            "visible": detector.detect(visible).mapped(mapping),
-            "thermal": detector.detect(thermal).mapped(mapping),
-        }
-        merged = merge_modalities(per_modality, thermal.shape[1], thermal.shape[0], config.merge)
-        masks = _masks(predictor, config.sam.image, visible, thermal, merged) if predictor else None
-        labels = [
-            LabelRecord(taxonomy=TARGET_TAXONOMY, class_id=int(cls), box=tuple(float(v) for v in box),
-                        score=float(score), mask=encode_rle(masks[i]) if masks is not None else None,
-                        model=model_name, provenance=merged.provenance[i])
-            for i, (box, score, cls) in enumerate(zip(merged.boxes, merged.scores, merged.classes))
-        ]
-        written = workspace.replace_auto_labels(capture.capture_id, labels)
-        files = _write_outputs(workspace, capture, visible, thermal, workspace.labels(capture.capture_id))
-        workspace.record_stage_result(capture.capture_id, STAGE, "done", {
-            "model": model_name, "detections": {k: len(v) for k, v in per_modality.items()},
-            "merged": len(merged), "written": written, "masks": masks is not None, "files": files})
-        report.labelled += 1
-        report.labels += written
-        for cls in merged.classes:
-            report.per_class[names[int(cls)]] = report.per_class.get(names[int(cls)], 0) + 1
-    workspace.replace_issues(STAGE, "workspace", report.issues)
-    workspace.finish_run(run_id, {k: str(v) for k, v in report.rows()})
+    names = load_taxonomy(TARGET_TAXONOMY).names
+    gpu = any(device.startswith("cuda") for device in (config.detector.device, config.sam.device))
+    with StageRun(workspace, STAGE, config, gpu=gpu, preload=[__name__]) as run:
+        workspace.replace_issues(STAGE, "workspace", [])  # issues live per capture now
+        tasks = plan(workspace, config)
+        report.planned = len(tasks)
+        todo = [task for task in tasks if config.force or not _labelled(workspace, task)]
+        report.skipped = len(tasks) - len(todo)
+        report.notices += _other_model_notice(workspace, tasks, todo)
+        if not tasks:
+            report.notices.append("nothing to label: no aligned pair (run `ums align` first)")
+
+        def commit(outcome: Outcome) -> None:
+            if outcome.result is not None:
+                result = outcome.result
+                result.written = workspace.replace_auto_labels(outcome.task.key, result.labels, select=drop_repeats)
+                report.labels += result.written
+                for label in result.labels:
+                    report.per_class[names[label.class_id]] = report.per_class.get(names[label.class_id], 0) + 1
+            commit_capture_outcome(workspace, STAGE, outcome)
+            report.count(outcome)
+
+        run.map(todo, process, commit, STAGE, report)
+        run.summary = dict(report.rows())
     return report
 
 
-def _aligned(workspace: Workspace) -> list[CaptureRecord]:
-    return [c for c in workspace.captures()
-            if (workspace.stage_results(c.capture_id).get(ALIGN_STAGE) or {}).get("status") == "done"]
+def plan(workspace: Workspace, config: AutolabelConfig) -> list[AutolabelTask]:
+    model = _model_name(config)
+    return [
+        AutolabelTask(key=capture.capture_id, capture_id=capture.capture_id, workspace_root=workspace.root,
+                      fingerprint=model, file=capture.frames["T"].path, align_files=align["files"],
+                      protected=[label for label in workspace.labels(capture.capture_id) if label.protected],
+                      config=config, model=model)
+        for capture, align in workspace.captures_with(ALIGN_STAGE)
+    ]
 
 
-def _pair_images(workspace: Workspace, capture: CaptureRecord) -> tuple[np.ndarray, np.ndarray]:
-    files = workspace.stage_results(capture.capture_id)[ALIGN_STAGE]["files"]
-    thermal = cv2.imread(str(workspace.absolute(files["ir"])), cv2.IMREAD_GRAYSCALE)
-    visible = cv2.imread(str(workspace.absolute(files["vis"])), cv2.IMREAD_COLOR)
+def process(task: AutolabelTask) -> AutolabelResult:
+    """Detect on both images, merge, segment, and draw the pair's label outputs."""
+    config = task.config
+    detector, predictor = _models(config.detector, config.sam if config.masks else None)
+    mapping = load_mapping(config.detector.taxonomy, TARGET_TAXONOMY)
+    thermal, visible = _pair_images(task)
+    per_modality = {
+        "visible": detector.detect(visible).mapped(mapping),
+        "thermal": detector.detect(thermal).mapped(mapping),
+    }
+    merged = merge_modalities(per_modality, thermal.shape[1], thermal.shape[0], config.merge)
+    masks = _masks(predictor, config.sam.image, visible, thermal, merged) if predictor else None
+    labels = [
+        LabelRecord(taxonomy=TARGET_TAXONOMY, class_id=int(cls), box=tuple(float(v) for v in box),
+                    score=float(score), mask=encode_rle(masks[i]) if masks is not None else None,
+                    model=task.model, provenance=merged.provenance[i])
+        for i, (box, score, cls) in enumerate(zip(merged.boxes, merged.scores, merged.classes))
+    ]
+    fresh = drop_repeats(labels, task.protected)
+    files = _write_outputs(task, visible, thermal, task.protected + fresh)
+    return AutolabelResult(model=task.model, detections={k: len(v) for k, v in per_modality.items()},
+                           merged=len(merged), masks=masks is not None, files=files, labels=fresh)
+
+
+def drop_repeats(labels: list[LabelRecord], kept: list[LabelRecord]) -> list[LabelRecord]:
+    """New automatic labels minus those that repeat a kept (human or reviewed) box, whatever its class:
+    a human who relabelled a car as a truck must not get the car back next to it."""
+    if not kept:
+        return labels
+    kept_boxes = np.array([label.box for label in kept]).reshape(-1, 4)
+    return [label for label in labels if not (box_iou(np.array([label.box]), kept_boxes)[0] >= REPEAT_IOU).any()]
+
+
+def _models(detector_config: DetectorConfig, sam_config: SamConfig | None):
+    """The detector and SAM, loaded once per process (a pool or Dask worker keeps them for every task)."""
+    return _load_models(detector_config.model_dump_json(), sam_config.model_dump_json() if sam_config else None)
+
+
+@lru_cache(maxsize=2)
+def _load_models(detector_json: str, sam_json: str | None):
+    detector = load_detector(DetectorConfig.model_validate_json(detector_json))
+    return detector, load_sam(SamConfig.model_validate_json(sam_json)) if sam_json else None
+
+
+def _labelled(workspace: Workspace, task: AutolabelTask) -> bool:
+    previous = workspace.stage_result(task.key, STAGE)
+    return previous is not None and previous["status"] == "done"
+
+
+def _other_model_notice(workspace: Workspace, tasks: list[AutolabelTask], todo: list[AutolabelTask]) -> list[str]:
+    """Say when the pairs kept were labelled by another model than the one asked for now."""
+    running = {task.key for task in todo}
+    others = Counter(
+        (workspace.stage_result(task.key, STAGE) or {}).get("model") for task in tasks if task.key not in running
+    )
+    model = tasks[0].model if tasks else ""
+    return [f"{count} pair(s) were labelled by {name}, not {model}: pass --force to relabel them "
+            "(human and reviewed labels stay)" for name, count in sorted(others.items(), key=str) if name and name != model]
+
+
+def _pair_images(task: AutolabelTask) -> tuple[np.ndarray, np.ndarray]:
+    thermal = cv2.imread(str(task.workspace_root / task.align_files["ir"]), cv2.IMREAD_GRAYSCALE)
+    visible = cv2.imread(str(task.workspace_root / task.align_files["vis"]), cv2.IMREAD_COLOR)
     if thermal is None or visible is None:
-        raise ValueError(f"autolabel: cannot read the aligned pair of {capture.capture_id} (rerun `ums align`)")
+        raise ValueError(f"cannot read the aligned pair of {task.key} (rerun `ums align`)")
     return thermal, visible
 
 
@@ -132,20 +193,17 @@ def _masks(predictor, rule: str, visible: np.ndarray, thermal: np.ndarray, merge
     return np.where(thermal_better[:, None, None], from_thermal, from_visible)
 
 
-def _write_outputs(workspace: Workspace, capture: CaptureRecord, visible: np.ndarray, thermal: np.ndarray,
+def _write_outputs(task: AutolabelTask, visible: np.ndarray, thermal: np.ndarray,
                    labels: list[LabelRecord]) -> dict[str, str]:
-    from ums.autolabel.masks import decode_rle
-
     h, w = thermal.shape
     with_masks = [label for label in labels if label.mask]
     masks = np.array([decode_rle(label.mask) for label in with_masks]).reshape(-1, h, w)
     semantic = semantic_map(masks, np.array([label.class_id for label in with_masks]),
                             np.array([label.score or 1.0 for label in with_masks]), (h, w))
-    folder = workspace.stage_dir(STAGE) / capture.capture_id
-    write_image(folder / "semantic.png", semantic)
-    write_image(folder / "preview.jpg", preview(visible, thermal, labels, semantic))
-    return {"semantic": str((folder / "semantic.png").relative_to(workspace.root)),
-            "preview": str((folder / "preview.jpg").relative_to(workspace.root))}
+    folder = task.output_dir(STAGE)
+    write_image(folder / "semantic.png", semantic, durable=False)
+    write_image(folder / "preview.jpg", preview(visible, thermal, labels, semantic), durable=False)
+    return {"semantic": task.relative(folder / "semantic.png"), "preview": task.relative(folder / "preview.jpg")}
 
 
 def preview(visible: np.ndarray, thermal: np.ndarray, labels: list[LabelRecord], semantic: np.ndarray) -> np.ndarray:

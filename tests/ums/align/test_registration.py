@@ -143,3 +143,19 @@ def test_scoring_mask_keeps_true_samples_8_px_inside_and_off_the_zero_border():
     # The frame's own edges are not eroded, and the zero border (x < 3) is dropped
     assert (rows.min(), rows.max()) == (0, 39)
     assert (cols.min(), cols.max()) == (3, 36)
+
+
+def test_gradient_representation_is_the_same_at_any_memory_address():
+    """Process pools and Dask workers hold the same image at other addresses: the bits must not care."""
+    from ums.align.ecc import gradient_representation
+
+    image = cv2.GaussianBlur(np.random.default_rng(5).integers(0, 255, (512, 640, 3), np.uint8), (0, 0), 2.0)
+
+    def at_offset(array: np.ndarray, offset: int) -> np.ndarray:
+        raw = np.empty(array.nbytes + 128, np.uint8)
+        start = -raw.ctypes.data % 64 + offset
+        copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+        copy[...] = array
+        return copy
+
+    assert len({gradient_representation(at_offset(image, offset)).tobytes() for offset in (0, 4, 8, 12, 16, 32, 48)}) == 1

@@ -99,5 +99,5 @@ def estimate(tx, ty, score=0.5, converged=True):
 )
 def test_decisions(frame, offset, decision, flagged):
     result = decide(frame, offset, AlignConfig())
-    assert (result["decision"], result["flagged"]) == (decision, flagged)
-    assert result["reason"]
+    assert (result.decision, result.flagged) == (decision, flagged)
+    assert result.reason

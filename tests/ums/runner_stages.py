@@ -1,0 +1,58 @@
+"""A tiny per-capture stage for the runner's tests, in a module pool and Dask workers can import."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from ums.atomic import write_text
+from ums.records import CaptureRecord, StageResult
+from ums.runner import CaptureStage, ExecutorSettings, Task
+from ums.workspace import Workspace
+
+STAGE = "square"
+
+
+class SquareConfig(ExecutorSettings):
+    fail_on: list[int] = []  # these values raise, as bad input would
+    die_marker: str | None = None  # while this file exists, the worker given value 2 kills itself
+    seconds: float = 0.0  # per task, to give a test time to interrupt
+
+
+class SquareTask(Task):
+    value: int
+    config: SquareConfig
+
+
+class SquareResult(StageResult):
+    square: int
+    pid: int
+    files: dict[str, str]
+
+
+def add_captures(workspace: Workspace, n: int) -> None:
+    captures = [CaptureRecord(capture_id=f"c{i:03d}", flight_root="/flight", folder="", sequence=i, timestamp=None,
+                              frames={}) for i in range(n)]
+    workspace.replace_flight("/flight", captures, [], scope="/flight")
+
+
+def plan(workspace: Workspace, config: SquareConfig) -> list[SquareTask]:
+    return [SquareTask(key=c.capture_id, capture_id=c.capture_id, workspace_root=workspace.root, fingerprint="v1",
+                       file=f"/flight/{c.capture_id}.JPG", value=c.sequence, config=config)
+            for c in workspace.captures()]
+
+
+def process(task: SquareTask) -> SquareResult:
+    if task.config.die_marker and task.value == 2 and Path(task.config.die_marker).exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    if task.value in task.config.fail_on:
+        raise ValueError(f"value {task.value} is bad input")
+    time.sleep(task.config.seconds)
+    out = task.output_dir(STAGE) / "square.txt"
+    write_text(out, str(task.value ** 2))
+    return SquareResult(square=task.value ** 2, pid=os.getpid(), files={"square": task.relative(out)})
+
+
+SQUARE = CaptureStage(STAGE, plan, process)

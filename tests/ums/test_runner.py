@@ -1,0 +1,238 @@
+"""The stage runner: errors become issues, lost workers and killed drivers resume, Dask and local
+pools give the same bytes, and a scheduler that does not answer is one clear message."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import PROJECT_ROOT
+from tests.ums.runner_stages import SQUARE, SquareConfig, add_captures
+from ums.cli import app
+from ums.ingest import IngestConfig, ingest_flight
+from ums.manifest import manifest_lines
+from ums.runner import DaskExecutor, ExecutorError, ExecutorSettings, StageReport, run_capture_stage
+from ums.workspace import Workspace
+
+PYTHON_BIN = Path(sys.executable).parent
+
+
+def square_workspace(path: Path, n: int = 6) -> Workspace:
+    workspace = Workspace.open(path)
+    add_captures(workspace, n)
+    return workspace
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_task_that_raises_becomes_an_issue_and_the_batch_goes_on(tmp_path, workers):
+    with square_workspace(tmp_path / "ws") as ws:
+        report = run_capture_stage(ws, SQUARE, SquareConfig(workers=workers, fail_on=[3], show_progress=False), StageReport())
+        assert (report.planned, report.done, report.failed, report.skipped) == (6, 5, 1, 0)
+        [issue] = report.issues
+        assert issue.stage == "square" and issue.capture_id == "c003" and issue.file == "/flight/c003.JPG"
+        assert issue.message == "square failed: value 3 is bad input"
+        assert ws.stage_result("c003", "square")["status"] == "failed"
+        assert ws.stage_result("c004", "square") | {"pid": 0} == {
+            "status": "done", "fingerprint": "v1", "square": 16, "pid": 0, "files": {"square": "square/c004/square.txt"}}
+        assert [i.capture_id for i in ws.issues("square")] == ["c003"]
+        # a rerun skips what is done and retries what failed (its input may have been fixed)
+        again = run_capture_stage(ws, SQUARE, SquareConfig(workers=workers, show_progress=False), StageReport())
+        assert (again.done, again.failed, again.skipped) == (1, 0, 5)
+        assert ws.issues("square") == []
+
+
+def test_two_workers_share_the_tasks(tmp_path):
+    with square_workspace(tmp_path / "ws", 8) as ws:
+        run_capture_stage(ws, SQUARE, SquareConfig(workers=2, seconds=0.2, show_progress=False), StageReport())
+        pids = {ws.stage_result(f"c{i:03d}", "square")["pid"] for i in range(8)}
+        assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_a_killed_worker_loses_nothing_and_the_rerun_resumes(tmp_path):
+    marker = tmp_path / "die"
+    marker.touch()
+    with square_workspace(tmp_path / "ws") as ws:
+        report = run_capture_stage(ws, SQUARE, SquareConfig(workers=2, die_marker=str(marker), show_progress=False),
+                                   StageReport())
+        assert report.incomplete and report.not_run >= 1 and report.failed == 0
+        assert "worker process died" in report.notices[0] and "rerun" in report.notices[0]
+        statuses = [(ws.stage_result(f"c{i:03d}", "square") or {}).get("status") for i in range(6)]
+        assert statuses[2] is None and set(statuses) <= {"done", None}  # nothing bad recorded as done
+        marker.unlink()
+        again = run_capture_stage(ws, SQUARE, SquareConfig(workers=2, show_progress=False), StageReport())
+        assert again.done == report.not_run and again.skipped == report.done and not again.incomplete
+        assert all(ws.stage_result(f"c{i:03d}", "square")["square"] == i * i for i in range(6))
+
+
+# -- the real stages: same bytes whatever the executor ----------------------------------------------
+def workspace_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every stage output file, and of the manifest with the workspace path factored out."""
+    digests = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for folder in ("thermal_raw", "crop", "align") for p in sorted((root / folder).rglob("*")) if p.is_file()}
+    with Workspace.open(root, create=False) as ws:
+        manifest = "\n".join(manifest_lines(ws, False)).replace(str(root), "<ws>")
+    digests["manifest"] = hashlib.sha256(manifest.encode()).hexdigest()
+    return digests
+
+
+def run_cli(*args: str) -> None:
+    result = CliRunner().invoke(app, [*args, "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def geometry_stages(flight: Path, root: Path, *executor: str) -> dict[str, str]:
+    run_cli("ingest", str(flight), "--workspace", str(root), *executor)
+    run_cli("crop", "--workspace", str(root), *executor)
+    run_cli("align", "--workspace", str(root), *executor)
+    return workspace_digest(root)
+
+
+@pytest.fixture(scope="module")
+def flight(tmp_path_factory) -> Path:
+    from ums.synth import SynthFlightConfig, synth_flight
+
+    out = tmp_path_factory.mktemp("flight")
+    synth_flight(out, SynthFlightConfig(n=6, seed=11, show_progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(flight, tmp_path_factory) -> dict[str, str]:
+    return geometry_stages(flight, tmp_path_factory.mktemp("one") / "ws", "--workers", "1")
+
+
+def test_two_local_workers_write_the_same_bytes_as_one(flight, reference, tmp_path):
+    assert geometry_stages(flight, tmp_path / "ws", "--workers", "2") == reference
+    assert len(reference) > 6 * 6  # ir, ir16, vis, valid, aligned vis, overlay per capture, and more
+
+
+def test_a_second_run_writes_the_same_bytes(flight, reference, tmp_path):
+    root = tmp_path / "ws"
+    geometry_stages(flight, root, "--workers", "2")
+    for folder in ("crop", "align"):  # nothing left to skip: every output is made again
+        subprocess.run(["rm", "-rf", str(root / folder)], check=True)
+    assert geometry_stages(flight, root, "--workers", "2") == reference
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A scheduler and two single-threaded worker processes on 127.0.0.1, started as a cluster's are."""
+    folder = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    # workers import the tests' own stage (tests.ums.runner_stages) as a cluster imports a user's code
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    scheduler = subprocess.Popen([str(PYTHON_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                                  address.rsplit(":", 1)[1], "--no-dashboard"], env=env, cwd=folder,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = [subprocess.Popen([str(PYTHON_BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                                 "--no-dashboard", "--name", f"w{i}"], env=env, cwd=Path.cwd(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    try:
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in [*workers, scheduler]:
+            process.terminate()
+        for process in [*workers, scheduler]:
+            process.wait(timeout=30)
+
+
+def test_a_dask_cluster_writes_the_same_bytes_as_a_local_run(flight, reference, dask_cluster, tmp_path):
+    assert geometry_stages(flight, tmp_path / "ws", "--scheduler", dask_cluster) == reference
+
+
+def test_a_failing_task_on_dask_is_an_issue_too(dask_cluster, tmp_path):
+    with square_workspace(tmp_path / "ws") as ws:
+        config = SquareConfig(executor="dask", scheduler=dask_cluster, fail_on=[1], show_progress=False)
+        report = run_capture_stage(ws, SQUARE, config, StageReport())
+        assert (report.done, report.failed) == (5, 1) and "value 1 is bad input" in report.issues[0].message
+        assert len({ws.stage_result(f"c{i:03d}", "square")["pid"] for i in (0, 2, 3, 4, 5)} - {os.getpid()}) >= 1
+
+
+def test_an_unreachable_scheduler_is_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr("ums.runner.DASK_CONNECT_TIMEOUT_S", 2)
+    with square_workspace(tmp_path / "ws"):
+        pass
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    result = CliRunner().invoke(app, ["crop", "--workspace", str(tmp_path / "ws"), "--scheduler", address, "--no-progress"])
+    assert result.exit_code == 2
+    assert "cannot reach the Dask scheduler" in result.output and address in result.output
+
+
+def test_a_gpu_stage_refuses_a_cluster_without_gpu_workers(dask_cluster):
+    with pytest.raises(ExecutorError, match="--resources GPU=1"):
+        DaskExecutor(ExecutorSettings(executor="dask", scheduler=dask_cluster), 1, gpu=True, stage="autolabel")
+
+
+def test_a_second_writing_stage_exits_naming_the_running_one(flight, tmp_path):
+    root = tmp_path / "ws"
+    with Workspace.open(root) as ws:
+        ingest_flight(ws, flight, IngestConfig(show_progress=False, workers=1))
+    with Workspace.open(root) as running, running.writing("crop"):
+        result = CliRunner().invoke(app, ["align", "--workspace", str(root), "--no-progress"])
+    assert result.exit_code == 2 and "in use by `crop`" in result.output
+
+
+# -- interrupted drivers ---------------------------------------------------------------------------
+def start_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(PYTHON_BIN / "ums"), *args, "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_results(root: Path, stage: str, at_least: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (root / "ums.sqlite").exists():
+            with Workspace.open(root, create=False) as ws:
+                if sum(ws.stage_counts().get(stage, {}).values()) >= at_least:
+                    return
+        time.sleep(0.05)
+    pytest.fail(f"{stage} did not record {at_least} results in time")
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_run_resumes_cleanly(flight, reference, tmp_path):
+    root = tmp_path / "ws"
+    run_cli("ingest", str(flight), "--workspace", str(root), "--workers", "1")
+    crop = start_cli("crop", "--workspace", str(root), "--workers", "1")
+    wait_for_results(root, "crop", 2, crop)
+    crop.kill()  # SIGKILL: no cleanup at all
+    crop.wait()
+    with Workspace.open(root, create=False) as ws:
+        assert ws.stage_counts()["crop"]["done"] < 6
+    run_cli("crop", "--workspace", str(root), "--workers", "2")
+    run_cli("align", "--workspace", str(root), "--workers", "2")
+    assert not list(root.rglob("*.tmp"))
+    assert workspace_digest(root) == reference
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_the_rerun_resumes(flight, reference, tmp_path):
+    root = tmp_path / "ws"
+    run_cli("ingest", str(flight), "--workspace", str(root), "--workers", "1")
+    crop = start_cli("crop", "--workspace", str(root), "--workers", "2")
+    wait_for_results(root, "crop", 1, crop)
+    crop.send_signal(signal.SIGINT)
+    output, _ = crop.communicate(timeout=60)
+    assert crop.returncode == 130 and "interrupted" in output and "Traceback" not in output, output
+    run_cli("crop", "--workspace", str(root), "--workers", "2")
+    run_cli("align", "--workspace", str(root), "--workers", "2")
+    assert workspace_digest(root) == reference
