@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from timing import median_seconds  # noqa: E402  (bench/timing.py)
 
-from ums.autolabel.detections import Detections  # noqa: E402
+from ums.detections import Detections  # noqa: E402
 from ums.autolabel.detectors import DetectorConfig, load_detector  # noqa: E402
 from ums.autolabel.masks import SamConfig, load_sam, segment_boxes  # noqa: E402
 

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 import tsjnet  # noqa: F401  (applies the offline settings first)
+from ums.cli_options import ExecutorOption, SchedulerFileOption, SchedulerOption, WorkersOption, executor_overrides
 
 app = typer.Typer(help="TSJNet infrared/visible fusion: train, fuse, evaluate.",
                   no_args_is_help=True, add_completion=False)
@@ -101,20 +102,33 @@ def fuse(
     grey: bool = typer.Option(False, help="Write the fused luma only (no colour recombination)."),
     overwrite: bool = typer.Option(False, help="Fuse again pairs already in --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: Optional[int] = WorkersOption,
+    executor: Optional[str] = ExecutorOption,
+    scheduler: Optional[str] = SchedulerOption,
+    scheduler_file: Optional[Path] = SchedulerFileOption,
 ) -> None:
     """Fuse IR/visible pairs at native size; colour comes back from the visible image's Cb/Cr."""
     from tsjnet.fuse import FuseConfig, fuse_folders
+    from ums.executors import ExecutorError
 
+    overrides = {k: v for k, v in executor_overrides(workers, executor, scheduler, scheduler_file).items() if v is not None}
     try:
         config = FuseConfig(method=method, weights=weights, device=device, precision=precision, batch_size=batch_size,
-                            official_compat=official_compat, grey=grey, overwrite=overwrite, show_progress=progress)
+                            official_compat=official_compat, grey=grey, overwrite=overwrite, show_progress=progress,
+                            **overrides)
         report = fuse_folders(ir, vi, out, config)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ExecutorError) as error:
         _fail(str(error))
     for problem in report.problems:
         typer.secho(problem, fg=typer.colors.YELLOW, err=True)
     typer.echo(f"fused {len(report.written)} pairs into {out} ({len(report.skipped)} already there, "
                f"{len(report.problems)} problems)")
+    if report.incomplete:
+        raise typer.Exit(1)
+    if not report.written and not report.skipped:
+        typer.secho(f"no pair was fused: --ir {ir} and --vi {vi} share no readable image of the same name "
+                    "(pairs are matched by file stem)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 @app.command("eval")

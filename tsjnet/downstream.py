@@ -14,8 +14,8 @@ from tsjnet.data.dataset import read_rgb, read_segmentation, read_voc, read_yolo
 from tsjnet.data.layout import read_class_names
 from tsjnet.images import list_images
 from tsjnet.tasks import TaskConfig, build_detector, build_segmenter, detector_label_ids, imagenet_normalise
-from ums.autolabel.detections import Detections
-from ums.autolabel.evaluate import coco_map
+from ums.detections import Detections
+from ums.detection_metrics import coco_map
 from ums.progress import progress_bar
 
 

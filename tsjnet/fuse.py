@@ -12,6 +12,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -19,19 +20,23 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from tsjnet.baselines import BASELINES
 from tsjnet.images import ImagePair, merge_luma, pair_folders, read_image, split_luma, to_uint8
 from tsjnet.model import TSJNet
 from tsjnet.model.checkpoint import load_checkpoint
 from ums.atomic import write_image
+from ums.executors import ExecutorSettings, WorkerLost, open_executor
 from ums.progress import progress_bar
 
 OFFICIAL_SIZE = 512
 
 
-class FuseConfig(BaseModel):
+class FuseConfig(ExecutorSettings):
+    """Settings of ``tsjnet fuse``; ``workers``/``executor``/``scheduler`` spread the batches over
+    processes or a Dask cluster (GPU workers: ``--resources GPU=1``), each loading the model once."""
+
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["tsjnet", "mean", "max", "laplacian"] = "tsjnet"
@@ -42,13 +47,31 @@ class FuseConfig(BaseModel):
     official_compat: bool = False
     grey: bool = False  # write the fused luma only, not the colour recombination
     overwrite: bool = False
-    show_progress: bool = True
+
+
+FUSER_FIELDS = {"method", "weights", "device", "precision", "official_compat"}
 
 
 @dataclass
 class FuseReport:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # already fused (rerun without --overwrite)
+    problems: list[str] = field(default_factory=list)
+    incomplete: bool = False  # a worker died: rerunning fuses the rest
+
+
+@dataclass(frozen=True)
+class FuseTask:
+    """One batch for a worker: up to ``batch_size`` pairs and where their fused images go."""
+
+    pairs: tuple[ImagePair, ...]
+    out_dir: Path
+    config: FuseConfig
+
+
+@dataclass
+class FusedBatch:
+    written: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -132,7 +155,13 @@ def batches_by_size(pairs: Sequence[LoadedPair], batch_size: int) -> Iterator[li
 
 
 def build_fuser(config: FuseConfig):
-    """A callable (infrared list, luma list) -> fused luma list."""
+    """A callable (infrared list, luma list) -> fused luma list; the network is loaded once per process."""
+    return _cached_fuser(config.model_dump_json(include=FUSER_FIELDS))
+
+
+@lru_cache(maxsize=2)
+def _cached_fuser(settings_json: str):
+    config = FuseConfig.model_validate_json(settings_json)
     if config.method != "tsjnet":
         rule = BASELINES[config.method]
         return lambda infrared, luma: [rule(ir, vi) for ir, vi in zip(infrared, luma)]
@@ -161,18 +190,52 @@ def fuse_folders(infrared_dir: Path, visible_dir: Path, out_dir: Path, config: F
             todo.append(pair)
     if not todo:
         return report
+    build_fuser(config)  # fails here, naming --weights, before any worker starts
+    size = max(config.batch_size, 1)
+    tasks = [FuseTask(tuple(todo[start:start + size]), out_dir, config) for start in range(0, len(todo), size)]
+    for batch in _run_batches(tasks, config, report):
+        report.written += batch.written
+        report.problems += batch.problems
+    return report
+
+
+def _run_batches(tasks: list[FuseTask], config: FuseConfig, report: FuseReport) -> list[FusedBatch]:
+    """The batches on the configured executor, in task order; a lost worker is reported, not raised."""
+    gpu = config.device.startswith("cuda")
+    settings = config
+    if gpu and config.executor == "local" and not config.workers:
+        settings = config.model_copy(update={"workers": 1})  # local processes would share one GPU
+    executor = open_executor(settings, len(tasks), "fuse", gpu=gpu, preload=[__name__])
+    finished: dict[int, FusedBatch] = {}
+    cancel = True
+    try:
+        stream = executor.run(fuse_batch, tasks)
+        for index, batch in progress_bar(stream, f"fuse ({config.method})", config.show_progress, total=len(tasks)):
+            finished[index] = batch
+        cancel = False
+    except WorkerLost as lost:
+        cancel = False
+        report.incomplete = True
+        report.problems.append(f"fuse: {lost}: {lost.unfinished} batch(es) not fused; rerun to fuse them")
+    finally:
+        executor.close(cancel=cancel)
+    return [finished[index] for index in sorted(finished)]
+
+
+def fuse_batch(task: FuseTask) -> FusedBatch:
+    """Read, fuse and write one batch (runs on a worker); an unreadable pair is a problem, not a stop."""
+    config = task.config
     fuser = build_fuser(config)
+    result = FusedBatch()
     loaded = []
-    for pair in todo:
+    for pair in task.pairs:
         try:
             loaded.append(load_pair(pair))
         except ValueError as error:
-            report.problems.append(f"fuse: {error}")
-    batches = list(batches_by_size(loaded, max(config.batch_size, 1)))
-    bar = progress_bar(batches, f"fuse ({config.method})", enabled=config.show_progress)
-    for batch in bar:
+            result.problems.append(f"fuse: {error}")
+    for batch in batches_by_size(loaded, len(task.pairs)):
         fused = fuser([item.infrared for item in batch], [item.luma for item in batch])
         for item, luma in zip(batch, fused):
             image = to_uint8(luma) if config.grey else merge_luma(luma, item.ycrcb)
-            report.written.append(write_image(output_path(out_dir, item.pair), image))
-    return report
+            result.written.append(write_image(output_path(task.out_dir, item.pair), image, durable=False))
+    return result

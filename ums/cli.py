@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ums  # noqa: F401  (applies the offline settings before anything else is imported)
+from ums.cli_options import ExecutorOption, SchedulerFileOption, SchedulerOption, WorkersOption, executor_overrides
 from ums.config import ConfigError, default_config_path, load_config
 from ums.workspace import Workspace, WorkspaceError
 
@@ -30,20 +31,6 @@ WorkspaceOption = typer.Option(
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
-
-
-# The runner's options, the same on every per-capture stage (config keys of ums.runner.ExecutorSettings)
-WorkersOption = typer.Option(None, "--workers", "-j", help="Worker processes [default: one per CPU core; 1: in this process].")
-ExecutorOption = typer.Option(None, "--executor", help="local (process pool) or dask [default: local; dask with --scheduler].")
-SchedulerOption = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786.")
-SchedulerFileOption = typer.Option(None, "--scheduler-file", help="Scheduler file of a running Dask cluster (dask-jobqueue, SLURM).")
-
-
-def _executor_overrides(workers: Optional[int], executor: Optional[str], scheduler: Optional[str],
-                        scheduler_file: Optional[Path]) -> dict:
-    if executor is None and (scheduler or scheduler_file):
-        executor = "dask"  # an address says where the cluster is: no need to say it is Dask too
-    return {"workers": workers, "executor": executor, "scheduler": scheduler, "scheduler_file": scheduler_file}
 
 
 def _finish(report, stage: str) -> None:
@@ -87,12 +74,12 @@ def ingest(
 ) -> None:
     """Find DJI captures, pair their frames, read EXIF + drone-dji XMP, extract raw thermal."""
     from ums.ingest import IngestConfig, ingest_flight
-    from ums.runner import ExecutorError
+    from ums.executors import ExecutorError
 
     try:
         settings = load_config(IngestConfig, config or default_config_path("ingest"),
                                show_progress=progress and sys.stderr.isatty(),
-                               **_executor_overrides(workers, executor, scheduler, scheduler_file))
+                               **executor_overrides(workers, executor, scheduler, scheduler_file))
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
     except (ConfigError, FileNotFoundError, WorkspaceError, ExecutorError) as exc:
@@ -162,7 +149,7 @@ def _issue_lines(issues, limit: int) -> None:
 def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path], config: Optional[Path],
                          progress: bool, executor: dict, **overrides) -> None:
     """Load a stage's config, run it on an existing workspace, print its table and issues."""
-    from ums.runner import ExecutorError
+    from ums.executors import ExecutorError
 
     try:
         settings = load_config(config_model, config or default_config_path(stage),
@@ -199,7 +186,7 @@ def crop(
         except ValueError:
             _fail(f"--size must read WIDTHxHEIGHT (e.g. 640x512), not {size!r}")
     _run_workspace_stage("crop", CropConfig, crop_workspace, workspace, config, progress,
-                         _executor_overrides(workers, executor, scheduler, scheduler_file),
+                         executor_overrides(workers, executor, scheduler, scheduler_file),
                          output_width=width, output_height=height)
 
 
@@ -221,7 +208,7 @@ def align(
     from ums.align.stage import AlignConfig, align_workspace
 
     _run_workspace_stage("align", AlignConfig, align_workspace, workspace, config, progress,
-                         _executor_overrides(workers, executor, scheduler, scheduler_file),
+                         executor_overrides(workers, executor, scheduler, scheduler_file),
                          method=method, motion=motion, weights=weights, device=device)
 
 
@@ -286,7 +273,7 @@ def autolabel(
     from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 
     _run_workspace_stage("autolabel", AutolabelConfig, autolabel_workspace, workspace, config, progress,
-                         _executor_overrides(workers, executor, scheduler, scheduler_file),
+                         executor_overrides(workers, executor, scheduler, scheduler_file),
                          detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy},
                          sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image},
                          masks=masks, force=force)

@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 
 from ums.atomic import write_bytes, write_image, write_text
-from ums.autolabel.masks import decode_rle, semantic_map
-from ums.autolabel.stage import preview
+from ums.masks import decode_rle, semantic_map
+from ums.previews import preview
 from ums.manifest import manifest_records
 from ums.split import SPLITS, strata_of
+from ums.stages import SPLIT
 from ums.taxonomy import load_mapping, load_taxonomy
 from ums.workspace import Workspace
 
@@ -57,7 +58,7 @@ def write_metadata_and_card(workspace: Workspace, pairs, out: Path, redact: bool
     unsplit = []
     for pair in pairs:
         capture_id = pair.capture.capture_id
-        split = (workspace.stage_results(capture_id).get("split") or {}).get("split")
+        split = (workspace.stage_result(capture_id, SPLIT) or {}).get("split")
         (splits[split] if split in splits else unsplit).append(capture_id)
     for name, ids in splits.items():
         write_text(out / f"{name}.txt", "".join(f"{i}\n" for i in ids))

@@ -26,9 +26,11 @@ import cv2
 import numpy as np
 import yaml
 
-from ums.align.stage import STAGE as ALIGN_STAGE
+from ums.stages import ALIGN as ALIGN_STAGE
+from ums.stages import EXPORT
+from ums.stages import REVIEW as REVIEW_STAGE
 from ums.atomic import write_image, write_text
-from ums.autolabel.masks import decode_rle, semantic_map
+from ums.masks import decode_rle, semantic_map
 from ums.dataset_card import write_metadata_and_card, write_msrs
 from ums.records import CaptureRecord, LabelRecord
 from ums.taxonomy import load_taxonomy
@@ -51,6 +53,13 @@ def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bo
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
+    with workspace.recorded_run(EXPORT, {"out": str(out.resolve()), "format": fmt, "redact": redact}) as summary:
+        counts = _export(workspace, out, fmt, redact)
+        summary.update(counts)
+    return counts
+
+
+def _export(workspace: Workspace, out: Path, fmt: str, redact: bool) -> dict[str, int]:
     # ultralytics finds labels by swapping /images/ for /labels/ in an image's path
     pairs = _copy_pairs(workspace, out, out / "images" if fmt == "yolo" else out,
                         PAIR_FOLDERS.get(fmt, ("infrared", "visible")))
@@ -64,10 +73,8 @@ def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bo
 
 def _copy_pairs(workspace: Workspace, out: Path, image_root: Path, folders: tuple[str, str]) -> list[ExportedPair]:
     pairs = []
-    for capture in workspace.captures():
-        results = workspace.stage_results(capture.capture_id)
-        aligned = results.get(ALIGN_STAGE)
-        if not aligned or aligned["status"] != "done" or "reject" in (results.get("review") or {}).get("tags", []):
+    for capture, aligned in workspace.captures_with(ALIGN_STAGE):
+        if "reject" in (workspace.stage_result(capture.capture_id, REVIEW_STAGE) or {}).get("tags", []):
             continue
         labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
         names = {}

@@ -41,7 +41,8 @@ from ums.records import (
     ThermalRawRecord,
     XmpField,
 )
-from ums.runner import ExecutorSettings, Outcome, StageReport, StageRun, Task
+from ums.executors import ExecutorSettings
+from ums.runner import Outcome, StageReport, StageRun, Task
 from ums.stages import INGEST as STAGE
 from ums.workspace import Workspace
 
@@ -130,7 +131,7 @@ def ingest_flight(
         report.captures = len(captures)
         report.paired = sum(1 for c in captures if _is_pair(c))
         report.thermal_raw = sum(1 for c in captures if c.thermal_raw is not None)
-        run.summary = dict(report.rows())
+        run.summary.update(report.rows())
     return report
 
 

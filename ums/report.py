@@ -15,6 +15,7 @@ from ums.atomic import write_text
 from ums.dji.filenames import VISIBLE_LETTERS
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.records import CaptureRecord, Issue
+from ums.stages import ALIGN, AUTOLABEL
 from ums.workspace import Workspace
 
 THUMBNAIL_HEIGHT = 200
@@ -115,14 +116,14 @@ def _capture_card(workspace: Workspace, capture: CaptureRecord) -> str:
             images.append(("T raw", _resize(stretch_to_uint8(counts))))
     elif "T" in capture.frames:
         images.append(("T preview", _visible_thumbnail(Path(capture.frames["T"].path))))
-    align = workspace.stage_results(capture.capture_id).get("align")
+    align = workspace.stage_result(capture.capture_id, ALIGN)
     caption = ""
     if align and align["status"] == "done":
         overlay = cv2.imread(str(workspace.absolute(align["files"]["overlay"])))
         if overlay is not None:
             images.append(("aligned overlay", _resize(overlay)))
         caption = f" · align: {align['decision']}" + (" (flagged)" if align.get("flagged") else "")
-    labelled = workspace.stage_results(capture.capture_id).get("autolabel")
+    labelled = workspace.stage_result(capture.capture_id, AUTOLABEL)
     if labelled and labelled["status"] == "done":
         labels_preview = cv2.imread(str(workspace.absolute(labelled["files"]["preview"])))
         if labels_preview is not None:

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ums.align.stage import STAGE as ALIGN_STAGE
+from ums.stages import ALIGN as ALIGN_STAGE
+from ums.stages import AUTOLABEL, CROP
+from ums.stages import REVIEW as STAGE
 from ums.offline import cache_root
 from ums.records import CaptureRecord, Issue, LabelRecord
 from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
-STAGE = "review"
 LOW_SCORE = 0.5
 SLICES = ("infrared", "visible")
 
@@ -87,15 +88,12 @@ def build_review_dataset(workspace: Workspace):
     taxonomy = load_taxonomy("ums")
     dataset.default_mask_targets = {cid + 1: cname for cid, cname in taxonomy.names.items()}
     samples = []
-    for capture in workspace.captures():
+    for capture, align in workspace.captures_with(ALIGN_STAGE):
         results = workspace.stage_results(capture.capture_id)
-        align = results.get(ALIGN_STAGE)
-        if not align or align["status"] != "done":
-            continue
         group = fo.Group()
         fields = _capture_fields(workspace, capture, results)
         detections = _detections(workspace, capture.capture_id)
-        semantic = (results.get("autolabel") or {}).get("files", {}).get("semantic")
+        semantic = (results.get(AUTOLABEL) or {}).get("files", {}).get("semantic")
         for slice_name, key in zip(SLICES, ("ir", "vis")):
             sample = fo.Sample(filepath=str(workspace.absolute(align["files"][key])), group=group.element(slice_name),
                                tags=list((results.get(STAGE) or {}).get("tags", [])), **fields)
@@ -169,6 +167,13 @@ def sync_review(workspace: Workspace) -> ReviewReport:
     if not fo.dataset_exists(name):
         raise FileNotFoundError(f"no review dataset {name}: run `ums review --no-launch` first")
     dataset = fo.load_dataset(name)
+    with workspace.recorded_run(STAGE, {"dataset": name, "action": "sync"}) as summary:
+        report = _sync_dataset(workspace, dataset, name)
+        summary.update(report.rows())
+    return report
+
+
+def _sync_dataset(workspace: Workspace, dataset, name: str) -> ReviewReport:
     report = ReviewReport(name)
     by_capture: dict[str, list] = {}
     for sample in dataset.select_group_slices(SLICES):
@@ -231,7 +236,7 @@ def _sync_labels(workspace: Workspace, capture_id: str, samples, reviewed: bool,
 def _add_new_labels(workspace, capture_id, per_slice, to_box, ids, reviewed, report) -> None:
     import numpy as np
 
-    from ums.autolabel.detections import box_iou
+    from ums.detections import box_iou
 
     added: list[tuple[tuple[float, ...], int]] = []
     for detections in per_slice:
@@ -263,7 +268,7 @@ def _mirror_workspace(workspace: Workspace, capture_id: str, samples) -> None:
 
 def _grid_size(workspace: Workspace, capture_id: str) -> tuple[int, int]:
     """Width and height of the aligned grid the labels are drawn on."""
-    crop = workspace.stage_results(capture_id).get("crop") or {}
+    crop = workspace.stage_result(capture_id, CROP) or {}
     width, height = crop.get("output_size", (640, 512))
     return int(width), int(height)
 

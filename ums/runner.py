@@ -1,5 +1,5 @@
 """The stage runner: one loop for every per-capture stage, in this process, on a local process pool
-or on a Dask cluster.
+or on a Dask cluster (:mod:`ums.executors`).
 
 A stage supplies ``plan(workspace, config) -> tasks`` and a pure, picklable ``process(task) ->
 result`` that reads its inputs and writes its outputs under the workspace through
@@ -13,21 +13,21 @@ the same bytes whatever the executor, the worker count or the run.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import os
-import signal
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from ums.executors import (
+    ExecutorSettings,
+    InProcessExecutor,
+    WorkerLost,
+    open_executor,
+)
 from ums.progress import progress_bar
 from ums.records import Issue, StageResult
 from ums.workspace import Workspace
@@ -35,37 +35,9 @@ from ums.workspace import Workspace
 DASK_CONNECT_TIMEOUT_S = 10
 
 
-class ExecutorError(RuntimeError):
-    """The executor could not be started or reached (a Dask scheduler that does not answer)."""
-
-
-class WorkerLost(RuntimeError):
-    """A worker process died (killed, out of memory) with tasks unfinished."""
-
-    def __init__(self, unfinished: int, detail: str):
-        super().__init__(detail)
-        self.unfinished = unfinished
-
-
-class ExecutorSettings(BaseModel):
-    """How a stage's tasks run: the same keys on every per-capture stage (CLI: --workers,
-    --executor, --scheduler, --scheduler-file). None of them changes a result."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    workers: int = Field(0, ge=0, description="worker processes; 0: one per CPU core; 1: in this process")
-    executor: Literal["local", "dask"] = Field("local", description="local process pool, or a Dask cluster")
-    scheduler: str | None = Field(None, description="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
-    scheduler_file: Path | None = Field(None, description="scheduler file written by `dask scheduler --scheduler-file`")
-    show_progress: bool = True
-
-
-RUNNER_FIELDS = frozenset(ExecutorSettings.model_fields)
-
-
 def settings_fingerprint(config: BaseModel, *inputs: str, exclude: Iterable[str] = ()) -> str:
     """A short hash of a stage's inputs and of the settings that change its outputs."""
-    settings = config.model_dump_json(exclude=set(RUNNER_FIELDS) | set(exclude))
+    settings = config.model_dump_json(exclude=set(ExecutorSettings.model_fields) | set(exclude))
     return hashlib.sha256("|".join([*inputs, settings]).encode()).hexdigest()[:16]
 
 
@@ -116,158 +88,6 @@ def failure_issue(stage: str, task: Task, error: BaseException) -> Issue:
     return Issue(stage=stage, file=task.file, capture_id=task.capture_id, message=f"{stage} failed: {detail}")
 
 
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """OpenCV, torch and BLAS on one thread, restored afterwards.
-
-    Parallelism comes from processes; thread-parallel reductions in OpenCV and torch change results
-    in the last bits (two align runs differed by up to 4e-4 in transforms), which a dataset tool
-    must not."""
-    import cv2
-    from threadpoolctl import threadpool_limits
-
-    torch = sys.modules.get("torch")
-    previous = cv2.getNumThreads(), torch.get_num_threads() if torch else None
-    cv2.setNumThreads(1)
-    if torch:
-        torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        cv2.setNumThreads(previous[0])
-        if torch:
-            torch.set_num_threads(previous[1])
-
-
-def _pool_worker_init() -> None:
-    """Each pool worker: one thread per library for its whole life; Ctrl-C is the driver's."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = "1"  # for libraries a task imports later
-    single_threaded().__enter__()  # never exited: the process ends with the pool
-
-
-def _run_pinned(process, stage: str, task: Task) -> Outcome:
-    with single_threaded():
-        return execute(process, stage, task)
-
-
-# -- executors -------------------------------------------------------------------------------------
-class InProcessExecutor:
-    """``--workers 1``: the tasks run here, one after another."""
-
-    def run(self, function: Callable[[Task], Outcome], tasks: Sequence[Task]) -> Iterator[tuple[int, Outcome]]:
-        with single_threaded():
-            for index, task in enumerate(tasks):
-                yield index, function(task)
-
-    def close(self, cancel: bool = False) -> None:
-        pass
-
-
-class LocalPoolExecutor:
-    """A process pool on this machine (forkserver: forking a process that runs threads can
-    deadlock the child; the server preloads the stage's module so workers start fast)."""
-
-    def __init__(self, workers: int, preload: Sequence[str]):
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["ums.runner", *preload])
-        else:
-            context = multiprocessing.get_context("spawn")
-        self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init)
-
-    def run(self, function, tasks: Sequence[Task]) -> Iterator[tuple[int, Outcome]]:
-        futures = {self._pool.submit(function, task): index for index, task in enumerate(tasks)}
-        delivered = set()
-        try:
-            for future in as_completed(futures):
-                outcome = future.result()
-                delivered.add(future)
-                yield futures[future], outcome
-        except BrokenProcessPool:
-            for future, index in futures.items():  # what finished before the death is kept
-                if future not in delivered and future.done() and future.exception() is None:
-                    delivered.add(future)
-                    yield index, future.result()
-            raise WorkerLost(len(futures) - len(delivered), "a worker process died (killed, or out of memory)") from None
-
-    def close(self, cancel: bool = False) -> None:
-        if cancel:
-            for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.terminate()  # a running task would otherwise finish first
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
-
-
-class DaskExecutor:
-    """Tasks on a Dask distributed cluster: an existing one (``--scheduler``, ``--scheduler-file``;
-    dask-jobqueue on SLURM/PBS, Kubernetes, or `dask scheduler` / `dask worker` by hand) or a
-    LocalCluster on 127.0.0.1. Workers must see the workspace at the same path."""
-
-    def __init__(self, settings: ExecutorSettings, workers: int, gpu: bool, stage: str):
-        from distributed import Client, LocalCluster
-
-        self._cluster = None
-        self.stage = stage
-        self.gpu = gpu
-        address = settings.scheduler
-        try:
-            if address or settings.scheduler_file:
-                where = address or f"the scheduler file {settings.scheduler_file}"
-                self.client = Client(address, scheduler_file=str(settings.scheduler_file) if settings.scheduler_file else None,
-                                     timeout=f"{DASK_CONNECT_TIMEOUT_S}s", set_as_default=False)
-            else:
-                where = "a LocalCluster on 127.0.0.1"
-                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                             dashboard_address=None, silence_logs=40)
-                self.client = Client(self._cluster, set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as exc:
-            self.close()
-            raise ExecutorError(f"cannot reach the Dask scheduler ({where}) within {DASK_CONNECT_TIMEOUT_S} s: {exc}; "
-                                "is `dask scheduler` running there, and is the address right?") from exc
-        if gpu:
-            self._require_gpu_workers(where)
-
-    def _require_gpu_workers(self, where: str) -> None:
-        workers = self.client.scheduler_info().get("workers", {})
-        if not any(w.get("resources", {}).get("GPU") for w in workers.values()):
-            self.close()
-            raise ExecutorError(f"the `{self.stage}` stage runs on a GPU, but no worker of {where} offers a GPU "
-                                "resource: start the workers with `dask worker ... --resources GPU=1`")
-
-    def run(self, function, tasks: Sequence[Task]) -> Iterator[tuple[int, Outcome]]:
-        from distributed import as_completed as dask_completed
-        from distributed.scheduler import KilledWorker
-
-        token = os.urandom(4).hex()
-        resources = {"GPU": 1} if self.gpu else None
-        futures = {self.client.submit(function, task, key=f"{self.stage}-{token}-{index}", pure=False,
-                                      resources=resources): index for index, task in enumerate(tasks)}
-        delivered = 0
-        try:
-            for future in dask_completed(futures, loop=self.client.loop):  # not the default client: we set none
-                outcome = future.result()
-                delivered += 1
-                yield futures[future], outcome
-        except KilledWorker as exc:
-            raise WorkerLost(len(futures) - delivered, f"Dask gave up on a task whose workers kept dying: {exc}") from None
-        finally:
-            self.client.cancel(list(futures))
-
-    def close(self, cancel: bool = False) -> None:
-        client, cluster = getattr(self, "client", None), self._cluster
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0))
-
-
 # -- one run of one stage --------------------------------------------------------------------------
 @dataclass
 class StageReport:
@@ -316,28 +136,26 @@ class StageRun:
         self._stack = ExitStack()
 
     def __enter__(self) -> StageRun:
-        self._stack.enter_context(self.workspace.writing(self.stage))
         if self.config.scheduler or self.config.scheduler_file:
-            self._connect_or_release()  # a cluster that does not answer is said at once, not after planning
-        self.run_id = self.workspace.start_run(self.stage, {**self.details, **self.config.model_dump(mode="json")})
+            self._executor_for(0)  # a cluster that does not answer is said at once, not after planning
+        try:
+            self.summary = self._stack.enter_context(
+                self.workspace.recorded_run(self.stage, {**self.details, **self.config.model_dump(mode="json")}))
+        except BaseException:
+            self._close_executor(cancel=True)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
-            if self._executor is not None:
-                self._executor.close(cancel=exc_type is not None)
-            if exc_type is not None:
-                self.summary["interrupted"] = exc_type.__name__
-            self.workspace.finish_run(self.run_id, {k: str(v) for k, v in self.summary.items()})
+            self._close_executor(cancel=exc_type is not None)
         finally:
-            self._stack.close()
+            self._stack.__exit__(exc_type, exc, traceback)
 
-    def _connect_or_release(self) -> None:
-        try:
-            self._executor_for(0)
-        except BaseException:
-            self._stack.close()
-            raise
+    def _close_executor(self, cancel: bool) -> None:
+        if self._executor is not None:
+            self._executor.close(cancel=cancel)
+            self._executor = None
 
     def map(self, tasks: Sequence[Task], process: Callable[[Task], StageResult],
             commit: Callable[[Outcome], None], description: str, report: StageReport) -> list[Outcome]:
@@ -347,7 +165,7 @@ class StageRun:
         if not tasks:
             return []
         executor = self._executor_for(len(tasks))
-        function = partial(_run_pinned if isinstance(executor, DaskExecutor) else execute, process, self.stage)
+        function = partial(execute, process, self.stage)
         finished: dict[int, Outcome] = {}
         next_to_commit = 0
         try:
@@ -367,18 +185,12 @@ class StageRun:
         return [finished[index] for index in sorted(finished)]
 
     def _executor_for(self, n_tasks: int):
-        settings = self.config
         if self._executor is not None:
             return self._executor
-        if settings.executor == "dask":
-            workers = settings.workers or default_workers()
-            self._executor = DaskExecutor(settings, workers, self.gpu, self.stage)
-            return self._executor
-        workers = min(settings.workers or default_workers(), n_tasks)
-        if workers <= 1:
-            return InProcessExecutor()  # not kept: a later, larger map may still want the pool
-        self._executor = LocalPoolExecutor(workers, self.preload)
-        return self._executor
+        executor = open_executor(self.config, n_tasks, self.stage, self.gpu, self.preload)
+        if not isinstance(executor, InProcessExecutor):  # a later, larger map may still want a pool
+            self._executor = executor
+        return executor
 
 
 # -- per-capture stages ----------------------------------------------------------------------------
@@ -425,5 +237,5 @@ def run_capture_stage(workspace: Workspace, stage: CaptureStage, config: Executo
                            stage.name, report)
         for outcome in outcomes:
             report.count(outcome)
-        run.summary = dict(report.rows())
+        run.summary.update(report.rows())
     return report

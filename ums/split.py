@@ -16,12 +16,13 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ums.align.stage import STAGE as ALIGN_STAGE
+from ums.stages import ALIGN as ALIGN_STAGE
+from ums.stages import SPLIT as STAGE
+from ums.stages import REVIEW as REVIEW_STAGE
 from ums.records import CaptureRecord
 from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
-STAGE = "split"
 SPLITS = ("train", "val", "test")
 
 
@@ -64,14 +65,19 @@ class SplitReport:
 
 
 def split_workspace(workspace: Workspace, config: SplitConfig | None = None) -> SplitReport:
+    """Assign every aligned, unrejected capture to train / val / test, by blocks of consecutive frames."""
     config = config or SplitConfig()
+    with workspace.recorded_run(STAGE, config.model_dump(mode="json")) as summary:
+        report = _assign_splits(workspace, config)
+        summary.update(report.rows())
+    return report
+
+
+def _assign_splits(workspace: Workspace, config: SplitConfig) -> SplitReport:
     report = SplitReport()
     eligible = []
-    for capture in workspace.captures():
-        results = workspace.stage_results(capture.capture_id)
-        if (results.get(ALIGN_STAGE) or {}).get("status") != "done":
-            continue
-        if "reject" in (results.get("review") or {}).get("tags", []):
+    for capture, _ in workspace.captures_with(ALIGN_STAGE):
+        if "reject" in (workspace.stage_result(capture.capture_id, REVIEW_STAGE) or {}).get("tags", []):
             report.rejected += 1
             workspace.record_stage_result(capture.capture_id, STAGE, "excluded", {"split": None, "reason": "rejected in review"})
             continue

@@ -10,6 +10,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
+DATASET_TAXONOMY = "ums"  # the classes of every label a workspace stores
+
 LABELS_DIR = Path(__file__).resolve().parent.parent / "labels"
 
 

@@ -228,6 +228,21 @@ class Workspace:
         return self.root / relative
 
     # -- runs ----------------------------------------------------------------------------------
+    @contextmanager
+    def recorded_run(self, stage: str, settings: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """One run of ``stage``: the writer lock, and a run record whose summary is the dict the
+        caller fills (stored when the run ends, with ``interrupted`` when it did not finish)."""
+        summary: dict[str, Any] = {}
+        with self.writing(stage):
+            run_id = self.start_run(stage, settings)
+            try:
+                yield summary
+            except BaseException as exc:
+                summary["interrupted"] = type(exc).__name__
+                raise
+            finally:
+                self.finish_run(run_id, {key: str(value) for key, value in summary.items()})
+
     def start_run(self, stage: str, config: dict[str, Any]) -> int:
         with self.transaction() as db:
             cursor = db.execute(

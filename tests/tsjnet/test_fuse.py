@@ -120,3 +120,34 @@ def test_cli_fuses_with_weights_and_names_the_missing_flag(tmp_path, tiny_weight
     assert "fused 2 pairs" in result.output
     fused = cv2.imread(str(tmp_path / "f" / "00055D.png"))
     assert fused.shape == (120, 160, 3)
+
+
+def synthetic_pairs(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(2)
+    ir_dir, vi_dir = tmp_path / "ir", tmp_path / "vi"
+    for folder in (ir_dir, vi_dir):
+        folder.mkdir()
+    for index in range(n):
+        cv2.imwrite(str(ir_dir / f"{index:03d}.png"), cv2.GaussianBlur(rng.integers(0, 255, (96, 128), np.uint8), (0, 0), 2))
+        cv2.imwrite(str(vi_dir / f"{index:03d}.png"), cv2.GaussianBlur(rng.integers(0, 255, (96, 128, 3), np.uint8), (0, 0), 2))
+    return ir_dir, vi_dir
+
+
+def test_two_workers_fuse_the_same_bytes_as_one(tmp_path, tiny_weights):
+    ir_dir, vi_dir = synthetic_pairs(tmp_path, 6)
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"fused{workers}"
+        report = fuse_folders(ir_dir, vi_dir, out, FuseConfig(weights=tiny_weights, batch_size=2, workers=workers,
+                                                               show_progress=False))
+        assert len(report.written) == 6 and not report.problems and not report.incomplete
+        outputs[workers] = {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+    assert outputs[1] == outputs[2]
+
+
+def test_no_pair_to_fuse_exits_non_zero(tmp_path):
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vi").mkdir()
+    result = CliRunner().invoke(app, ["fuse", "--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"),
+                                      "--out", str(tmp_path / "f"), "--method", "mean", "--no-progress"])
+    assert result.exit_code == 1 and "no pair was fused" in result.output

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ums.atomic import write_text
 from ums.records import CaptureRecord, StageResult
-from ums.runner import CaptureStage, ExecutorSettings, Task
+from ums.executors import ExecutorSettings
+from ums.runner import CaptureStage, Task
 from ums.workspace import Workspace
 
 STAGE = "square"
@@ -29,6 +30,7 @@ class SquareTask(Task):
 class SquareResult(StageResult):
     square: int
     pid: int
+    threads: dict[str, int]  # what the worker computed with
     files: dict[str, str]
 
 
@@ -52,7 +54,16 @@ def process(task: SquareTask) -> SquareResult:
     time.sleep(task.config.seconds)
     out = task.output_dir(STAGE) / "square.txt"
     write_text(out, str(task.value ** 2))
-    return SquareResult(square=task.value ** 2, pid=os.getpid(), files={"square": task.relative(out)})
+    return SquareResult(square=task.value ** 2, pid=os.getpid(), files={"square": task.relative(out)}, threads=threads())
+
+
+def threads() -> dict[str, int]:
+    import cv2
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return {"opencv": cv2.getNumThreads(), "torch": torch.get_num_threads(),
+            **{pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()}}
 
 
 SQUARE = CaptureStage(STAGE, plan, process)

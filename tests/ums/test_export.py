@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from ums.autolabel.detections import Detections
-from ums.autolabel.masks import encode_rle
+from ums.detections import Detections
+from ums.masks import encode_rle
 from ums.export import export_workspace
 from ums.records import LabelRecord
 

@@ -5,7 +5,7 @@ from tests.conftest import aligned_workspace
 import numpy as np
 import pytest
 
-from ums.autolabel.masks import encode_rle
+from ums.masks import encode_rle
 from ums.records import LabelRecord
 from ums.review import SLICES, build_review_dataset, sync_review
 

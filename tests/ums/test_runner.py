@@ -20,7 +20,8 @@ from tests.ums.runner_stages import SQUARE, SquareConfig, add_captures
 from ums.cli import app
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_lines
-from ums.runner import DaskExecutor, ExecutorError, ExecutorSettings, StageReport, run_capture_stage
+from ums.executors import DaskExecutor, ExecutorError, ExecutorSettings
+from ums.runner import StageReport, run_capture_stage
 from ums.workspace import Workspace
 
 PYTHON_BIN = Path(sys.executable).parent
@@ -42,7 +43,8 @@ def test_a_task_that_raises_becomes_an_issue_and_the_batch_goes_on(tmp_path, wor
         assert issue.message == "square failed: value 3 is bad input"
         assert ws.stage_result("c003", "square")["status"] == "failed"
         assert ws.stage_result("c004", "square") | {"pid": 0} == {
-            "status": "done", "fingerprint": "v1", "square": 16, "pid": 0, "files": {"square": "square/c004/square.txt"}}
+            "status": "done", "fingerprint": "v1", "square": 16, "pid": 0, "files": {"square": "square/c004/square.txt"},
+            "threads": {"opencv": 1, "torch": 1, "openblas": 1, "openmp": 1}}
         assert [i.capture_id for i in ws.issues("square")] == ["c003"]
         # a rerun skips what is done and retries what failed (its input may have been fixed)
         again = run_capture_stage(ws, SQUARE, SquareConfig(workers=workers, show_progress=False), StageReport())
@@ -165,10 +167,11 @@ def test_a_failing_task_on_dask_is_an_issue_too(dask_cluster, tmp_path):
         report = run_capture_stage(ws, SQUARE, config, StageReport())
         assert (report.done, report.failed) == (5, 1) and "value 1 is bad input" in report.issues[0].message
         assert len({ws.stage_result(f"c{i:03d}", "square")["pid"] for i in (0, 2, 3, 4, 5)} - {os.getpid()}) >= 1
+        assert {ws.stage_result(f"c{i:03d}", "square")["threads"]["opencv"] for i in (0, 2, 3, 4, 5)} == {1}
 
 
 def test_an_unreachable_scheduler_is_one_clear_message(tmp_path, monkeypatch):
-    monkeypatch.setattr("ums.runner.DASK_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr("ums.executors.DASK_CONNECT_TIMEOUT_S", 2)
     with square_workspace(tmp_path / "ws"):
         pass
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there

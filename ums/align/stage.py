@@ -27,7 +27,8 @@ from ums.align.flow import warp_with_flow
 from ums.align.registration import register
 from ums.atomic import write_bytes, write_image
 from ums.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
-from ums.runner import ExecutorSettings, Outcome, StageReport, StageRun, Task, commit_capture_outcome, settings_fingerprint
+from ums.executors import ExecutorSettings
+from ums.runner import Outcome, StageReport, StageRun, Task, commit_capture_outcome, settings_fingerprint
 from ums.stages import ALIGN as STAGE
 from ums.stages import CROP as CROP_STAGE
 from ums.workspace import Workspace
@@ -140,7 +141,7 @@ def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> 
                              render.fingerprint)
 
         run.map([render for _, render in renders], render_outputs, commit_render, "align: write", report)
-        run.summary = dict(report.rows())
+        run.summary.update(report.rows())
     return report
 
 

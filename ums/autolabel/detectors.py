@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torchvision.ops import batched_nms
 
-from ums.autolabel.detections import Detections
+from ums.detections import Detections
 
 ACCEPTED = ("ultralytics models (.pt, .yaml, or an ultralytics export such as .onnx/.torchscript), "
             "YOLOv7 ONNX exports (end-to-end with NMS, or raw output)")

@@ -15,12 +15,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 from segment_anything import SamPredictor
 from segment_anything.build_sam import _build_sam
 
-from ums.autolabel.detections import Detections
+from ums.detections import Detections
 
 ARCHITECTURES = {
     "vit_b": dict(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=[2, 5, 8, 11]),
@@ -82,22 +81,3 @@ def segment_boxes_one_by_one(predictor: SamPredictor, image: np.ndarray, detecti
     predictor.set_image(rgb)
     masks = [predictor.predict(box=box, multimask_output=False)[0][0] for box in detections.boxes]
     return np.stack(masks) if masks else np.zeros((0,) + image.shape[:2], bool)
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO run-length encoding (JSON-ready: counts as text)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
-
-
-def semantic_map(masks: np.ndarray, classes: np.ndarray, scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """uint8 class-index image: 0 background, class id + 1 elsewhere (MSRS convention); where
-    masks overlap the higher-scoring one wins."""
-    semantic = np.zeros(shape, np.uint8)
-    for index in np.argsort(scores):  # ascending: the best is painted last
-        semantic[masks[index]] = int(classes[index]) + 1
-    return semantic

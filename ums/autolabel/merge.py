@@ -15,7 +15,7 @@ from ensemble_boxes import weighted_boxes_fusion
 from pydantic import BaseModel, ConfigDict, Field
 from torchvision.ops import batched_nms
 
-from ums.autolabel.detections import Detections, box_iou
+from ums.detections import Detections, box_iou
 
 
 class MergeConfig(BaseModel):

@@ -22,18 +22,21 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from ums.atomic import write_image
-from ums.autolabel.detections import Detections, box_iou
+from ums.detections import Detections, box_iou
 from ums.autolabel.detectors import DetectorConfig, load_detector
-from ums.autolabel.masks import SamConfig, decode_rle, encode_rle, load_sam, segment_boxes, semantic_map
+from ums.autolabel.masks import SamConfig, load_sam, segment_boxes
+from ums.masks import decode_rle, encode_rle, semantic_map
+from ums.previews import preview
 from ums.autolabel.merge import MergeConfig, merge_modalities
 from ums.records import AutolabelResult, LabelRecord
-from ums.runner import ExecutorSettings, Outcome, StageReport, StageRun, Task, commit_capture_outcome
+from ums.executors import ExecutorSettings
+from ums.runner import Outcome, StageReport, StageRun, Task, commit_capture_outcome
 from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import AUTOLABEL as STAGE
+from ums.taxonomy import DATASET_TAXONOMY as TARGET_TAXONOMY
 from ums.taxonomy import load_mapping, load_taxonomy
 from ums.workspace import Workspace
 
-TARGET_TAXONOMY = "ums"
 REPEAT_IOU = 0.5  # an automatic box this close to a kept one is the same object
 
 
@@ -101,7 +104,7 @@ def autolabel_workspace(workspace: Workspace, config: AutolabelConfig) -> Autola
             report.count(outcome)
 
         run.map(todo, process, commit, STAGE, report)
-        run.summary = dict(report.rows())
+        run.summary.update(report.rows())
     return report
 
 
@@ -204,25 +207,6 @@ def _write_outputs(task: AutolabelTask, visible: np.ndarray, thermal: np.ndarray
     write_image(folder / "semantic.png", semantic, durable=False)
     write_image(folder / "preview.jpg", preview(visible, thermal, labels, semantic), durable=False)
     return {"semantic": task.relative(folder / "semantic.png"), "preview": task.relative(folder / "preview.jpg")}
-
-
-def preview(visible: np.ndarray, thermal: np.ndarray, labels: list[LabelRecord], semantic: np.ndarray) -> np.ndarray:
-    """Boxes (human labels thick) and tinted masks on both images side by side."""
-    names = load_taxonomy(TARGET_TAXONOMY).names
-    palette = load_taxonomy(TARGET_TAXONOMY).palette()
-    panels = []
-    for image in (visible, cv2.cvtColor(thermal, cv2.COLOR_GRAY2BGR)):
-        tinted = image.copy()
-        painted = semantic > 0
-        tinted[painted] = (0.5 * tinted[painted] + 0.5 * palette[semantic[painted]]).astype(np.uint8)
-        for label in labels:
-            colour = tuple(int(c) for c in palette[label.class_id + 1])
-            x0, y0, x1, y1 = (int(round(v)) for v in label.box)
-            cv2.rectangle(tinted, (x0, y0), (x1, y1), colour, 2 if label.protected else 1)
-            text = f"{names[label.class_id]} {label.score:.2f}" if label.score is not None else names[label.class_id]
-            cv2.putText(tinted, text, (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
-        panels.append(tinted)
-    return np.hstack(panels)
 
 
 def _model_name(config: AutolabelConfig) -> str:

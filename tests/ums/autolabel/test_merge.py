@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_data
-from ums.autolabel.detections import Detections, box_iou
-from ums.autolabel.evaluate import coco_map
+from ums.detections import Detections, box_iou
+from ums.detection_metrics import coco_map
 from ums.autolabel.merge import MergeConfig, merge_modalities
 from ums.taxonomy import load_mapping, load_taxonomy
 

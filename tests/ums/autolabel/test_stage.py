@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
 from ums.autolabel.detectors import DetectorConfig
-from ums.autolabel.masks import SamConfig, decode_rle
+from ums.autolabel.masks import SamConfig
+from ums.masks import decode_rle
 from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 from ums.cli import app
 from ums.records import LabelRecord

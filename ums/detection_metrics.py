@@ -9,7 +9,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ums.autolabel.detections import Detections
+from ums.detections import Detections
 
 
 def coco_map(predictions: dict[str, Detections], ground_truth: dict[str, Detections],

@@ -1,0 +1,236 @@
+"""Where a batch of independent tasks runs: in this process, on a local process pool, or on a Dask
+cluster. Knows nothing of workspaces: the stage runner (:mod:`ums.runner`) and ``tsjnet fuse`` use it.
+
+Every worker computes on one thread (OpenCV, torch, BLAS): parallelism comes from processes, and
+thread-parallel reductions would change results in their last bits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DASK_CONNECT_TIMEOUT_S = 10
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ExecutorError(RuntimeError):
+    """The executor could not be started or reached (a Dask scheduler that does not answer)."""
+
+
+class WorkerLost(RuntimeError):
+    """A worker process died (killed, out of memory) with tasks unfinished."""
+
+    def __init__(self, unfinished: int, detail: str):
+        super().__init__(detail)
+        self.unfinished = unfinished
+
+
+class ExecutorSettings(BaseModel):
+    """How a stage's tasks run: the same keys on every per-capture stage (CLI: --workers,
+    --executor, --scheduler, --scheduler-file). None of them changes a result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(0, ge=0, description="worker processes; 0: one per CPU core; 1: in this process")
+    executor: Literal["local", "dask"] = Field("local", description="local process pool, or a Dask cluster")
+    scheduler: str | None = Field(None, description="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    scheduler_file: Path | None = Field(None, description="scheduler file written by `dask scheduler --scheduler-file`")
+    show_progress: bool = True
+
+
+ONE_THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pin_threads() -> None:
+    """OpenCV, torch (when loaded) and every BLAS/OpenMP pool loaded now on one thread, for good."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(1)
+    torch = sys.modules.get("torch")
+    if torch:
+        torch.set_num_threads(1)
+    threadpool_limits(1)  # not used as a context: the limit stays for the process's life
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """OpenCV, torch and BLAS on one thread, restored afterwards.
+
+    Parallelism comes from processes; thread-parallel reductions in OpenCV and torch change results
+    in their last bits (a fused image differed between 1 and 2 torch threads), which a dataset tool
+    must not. A library first loaded inside (torch, by a model loader) reads the environment."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    saved_environment = {name: os.environ.get(name) for name in ONE_THREAD_ENVIRONMENT}
+    os.environ.update(dict.fromkeys(ONE_THREAD_ENVIRONMENT, "1"))
+    torch = sys.modules.get("torch")
+    previous_cv, previous_torch = cv2.getNumThreads(), torch.get_num_threads() if torch else None
+    limits = threadpool_limits(1)
+    cv2.setNumThreads(1)
+    if torch:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        limits.restore_original_limits()
+        cv2.setNumThreads(previous_cv)
+        torch = sys.modules.get("torch")
+        if torch:
+            torch.set_num_threads(previous_torch or default_workers())
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _pool_worker_init() -> None:
+    """Each pool worker: one thread per library for its whole life; Ctrl-C is the driver's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(dict.fromkeys(ONE_THREAD_ENVIRONMENT, "1"))  # for libraries a task loads later
+    pin_threads()
+
+
+def _call_single_threaded(function: Callable[[T], R], task: T) -> R:
+    """On a Dask worker: pinned per task, not for the worker's life (the cluster may be shared)."""
+    with single_threaded():
+        return function(task)
+
+
+# -- executors -------------------------------------------------------------------------------------
+class InProcessExecutor:
+    """``--workers 1``: the tasks run here, one after another."""
+
+    def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        with single_threaded():
+            for index, task in enumerate(tasks):
+                yield index, function(task)
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+class LocalPoolExecutor:
+    """A process pool on this machine (forkserver: forking a process that runs threads can
+    deadlock the child; the server preloads the stage's module so workers start fast)."""
+
+    def __init__(self, workers: int, preload: Sequence[str]):
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["ums.executors", *preload])
+        else:
+            context = multiprocessing.get_context("spawn")
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init)
+
+    def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        futures = {self._pool.submit(function, task): index for index, task in enumerate(tasks)}
+        delivered = set()
+        try:
+            for future in as_completed(futures):
+                outcome = future.result()
+                delivered.add(future)
+                yield futures[future], outcome
+        except BrokenProcessPool:
+            for future, index in futures.items():  # what finished before the death is kept
+                if future not in delivered and future.done() and future.exception() is None:
+                    delivered.add(future)
+                    yield index, future.result()
+            raise WorkerLost(len(futures) - len(delivered), "a worker process died (killed, or out of memory)") from None
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()  # a running task would otherwise finish first
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+class DaskExecutor:
+    """Tasks on a Dask distributed cluster: an existing one (``--scheduler``, ``--scheduler-file``;
+    dask-jobqueue on SLURM/PBS, Kubernetes, or `dask scheduler` / `dask worker` by hand) or a
+    LocalCluster on 127.0.0.1. Workers must see the workspace at the same path."""
+
+    def __init__(self, settings: ExecutorSettings, workers: int, gpu: bool, name: str):
+        from distributed import Client, LocalCluster
+
+        self._cluster = None
+        self.name = name  # the batch's name: task keys and messages
+        self.gpu = gpu
+        address = settings.scheduler
+        try:
+            if address or settings.scheduler_file:
+                where = address or f"the scheduler file {settings.scheduler_file}"
+                self.client = Client(address, scheduler_file=str(settings.scheduler_file) if settings.scheduler_file else None,
+                                     timeout=f"{DASK_CONNECT_TIMEOUT_S}s", set_as_default=False)
+            else:
+                where = "a LocalCluster on 127.0.0.1"
+                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                             dashboard_address=None, silence_logs=40)
+                self.client = Client(self._cluster, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.close()
+            raise ExecutorError(f"cannot reach the Dask scheduler ({where}) within {DASK_CONNECT_TIMEOUT_S} s: {exc}; "
+                                "is `dask scheduler` running there, and is the address right?") from exc
+        if gpu:
+            self._require_gpu_workers(where)
+
+    def _require_gpu_workers(self, where: str) -> None:
+        workers = self.client.scheduler_info().get("workers", {})
+        if not any(w.get("resources", {}).get("GPU") for w in workers.values()):
+            self.close()
+            raise ExecutorError(f"`{self.name}` runs on a GPU, but no worker of {where} offers a GPU "
+                                "resource: start the workers with `dask worker ... --resources GPU=1`")
+
+    def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        from distributed import as_completed as dask_completed
+        from distributed.scheduler import KilledWorker
+
+        token = os.urandom(4).hex()
+        resources = {"GPU": 1} if self.gpu else None
+        futures = {self.client.submit(_call_single_threaded, function, task, key=f"{self.name}-{token}-{index}", pure=False,
+                                      resources=resources): index for index, task in enumerate(tasks)}
+        delivered = 0
+        try:
+            for future in dask_completed(futures, loop=self.client.loop):  # not the default client: we set none
+                outcome = future.result()
+                delivered += 1
+                yield futures[future], outcome
+        except KilledWorker as exc:
+            raise WorkerLost(len(futures) - delivered, f"Dask gave up on a task whose workers kept dying: {exc}") from None
+        finally:
+            self.client.cancel(list(futures))
+
+    def close(self, cancel: bool = False) -> None:
+        client, cluster = getattr(self, "client", None), self._cluster
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def open_executor(settings: ExecutorSettings, n_tasks: int, name: str, gpu: bool = False, preload: Sequence[str] = ()):
+    """The executor ``settings`` ask for, sized to ``n_tasks`` (a small local batch runs in process)."""
+    if settings.executor == "dask":
+        return DaskExecutor(settings, settings.workers or default_workers(), gpu, name)
+    workers = min(settings.workers or default_workers(), n_tasks)
+    if workers <= 1:
+        return InProcessExecutor()
+    return LocalPoolExecutor(workers, preload)
