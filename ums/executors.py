@@ -11,6 +11,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +23,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 DASK_CONNECT_TIMEOUT_S = 10
+DRIVER_WATCH_S = 1.0  # how often a pool worker checks that its driver still lives
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -98,11 +101,24 @@ def single_threaded() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _pool_worker_init() -> None:
-    """Each pool worker: one thread per library for its whole life; Ctrl-C is the driver's."""
+def _pool_worker_init(driver_pid: int) -> None:
+    """Each pool worker: one thread per library for its whole life; Ctrl-C is the driver's; and it
+    leaves when the driver dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(dict.fromkeys(ONE_THREAD_ENVIRONMENT, "1"))  # for libraries a task loads later
     pin_threads()
+    threading.Thread(target=_exit_with, args=(driver_pid,), name="ums-driver-watch", daemon=True).start()
+
+
+def _exit_with(driver_pid: int) -> None:
+    """A pool worker waits on its task queue forever when the driver dies without closing the pool
+    (kill -9, the out-of-memory killer): nothing else would ever end it, nor its forkserver."""
+    while True:
+        time.sleep(DRIVER_WATCH_S)
+        try:
+            os.kill(driver_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
 
 
 def _call_single_threaded(function: Callable[[T], R], task: T) -> R:
@@ -135,7 +151,8 @@ class LocalPoolExecutor:
         else:
             context = multiprocessing.get_context("spawn")
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init)
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init,
+                                         initargs=(os.getpid(),))
 
     def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
         futures = {self._pool.submit(function, task): index for index, task in enumerate(tasks)}

@@ -20,6 +20,7 @@ class SquareConfig(ExecutorSettings):
     fail_on: list[int] = []  # these values raise, as bad input would
     die_marker: str | None = None  # while this file exists, the worker given value 2 kills itself
     seconds: float = 0.0  # per task, to give a test time to interrupt
+    pid_dir: str | None = None  # each task leaves its worker's pid here as it starts
 
 
 class SquareTask(Task):
@@ -49,6 +50,8 @@ def plan(workspace: Workspace, config: SquareConfig) -> list[SquareTask]:
 def process(task: SquareTask) -> SquareResult:
     if task.config.die_marker and task.value == 2 and Path(task.config.die_marker).exists():
         os.kill(os.getpid(), signal.SIGKILL)
+    if task.config.pid_dir:
+        (Path(task.config.pid_dir) / str(os.getpid())).touch()
     if task.value in task.config.fail_on:
         raise ValueError(f"value {task.value} is bad input")
     time.sleep(task.config.seconds)
@@ -67,3 +70,19 @@ def threads() -> dict[str, int]:
 
 
 SQUARE = CaptureStage(STAGE, plan, process)
+
+
+def main(root: str, workers: int, seconds: float, pid_dir: str) -> None:
+    """A driver in its own process (tests kill it): square six captures on ``workers`` processes."""
+    from ums.runner import StageReport, run_capture_stage
+
+    with Workspace.open(root) as workspace:
+        add_captures(workspace, 6)
+        config = SquareConfig(workers=workers, seconds=seconds, pid_dir=pid_dir, show_progress=False)
+        run_capture_stage(workspace, SQUARE, config, StageReport())
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])

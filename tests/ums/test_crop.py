@@ -9,6 +9,7 @@ import pytest
 
 from ums.camera import CameraProfile, apply_homography, plane_homography
 from ums.crop import (
+    _empty_crop_reason,
     CropConfig,
     capture_distance,
     common_region,
@@ -173,3 +174,55 @@ def test_capture_distance_sources():
                                                "GimbalPitchDegree": "-60.0"}))
     assert distance == pytest.approx(60 / math.cos(math.radians(30))) and source.startswith("RelativeAltitude")
     assert capture_distance(frame({}))[0] == math.inf
+
+
+def copied_flight(exact_flight, tmp_path):
+    import shutil
+
+    flight = tmp_path / "flight"
+    shutil.copytree(exact_flight, flight)
+    return flight
+
+
+def claim_size(path, width: int, height: int) -> None:
+    """Rewrite the frame size in the JPEG's SOF header, leaving the data as it was."""
+    data = bytearray(path.read_bytes())
+    index = 2
+    while data[index + 1] not in (0xC0, 0xC1, 0xC2):
+        index += 2 + int.from_bytes(data[index + 2:index + 4], "big")
+    data[index + 5:index + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_a_header_claiming_an_absurd_size_is_refused_before_decoding(exact_flight, tmp_path):
+    flight = copied_flight(exact_flight, tmp_path)
+    claim_size(next(flight.rglob("*_0001_W.JPG")), 60000, 60000)
+    ws, report = cropped_workspace(flight, tmp_path / "ws")
+    assert (report.done, report.failed) == (1, 1)
+    [issue] = report.issues
+    assert "claims 60000x60000 pixels" in issue.message and "refused before decoding" in issue.message
+    assert "_0001_W.JPG" in issue.message
+    failed = [c for c in ws.captures() if ws.stage_result(c.capture_id, "crop")["status"] == "failed"]
+    assert len(failed) == 1 and not (ws.root / "crop" / failed[0].capture_id / "vis.png").exists()
+    ws.close()
+
+
+def test_a_tiny_visible_frame_is_refused_not_cropped_black(exact_flight, tmp_path):
+    flight = copied_flight(exact_flight, tmp_path)
+    cv2.imwrite(str(next(flight.rglob("*_0001_W.JPG"))), np.zeros((1, 1, 3), np.uint8))
+    ws, report = cropped_workspace(flight, tmp_path / "ws")
+    assert (report.done, report.failed) == (1, 1)
+    assert "a 1x1 visible frame is too small to crop" in report.issues[0].message
+    assert [s["status"] for s in (ws.stage_result(c.capture_id, "crop") for c in ws.captures())].count("done") == 1
+    ws.close()
+
+
+def test_an_empty_or_constant_crop_is_not_a_pair():
+    covered = np.full((512, 640), 255, np.uint8)
+    constant = np.full((512, 640, 3), 128, np.uint8)
+    assert "one constant colour" in _empty_crop_reason(constant, covered)
+    sliver = np.zeros((512, 640), np.uint8)
+    sliver[:, :16] = 255  # 2.5 % of the thermal view
+    assert "covers only 2.5%" in _empty_crop_reason(constant, sliver)
+    textured = np.random.default_rng(0).integers(0, 255, (512, 640, 3), np.uint8)
+    assert _empty_crop_reason(textured, covered) is None

@@ -75,6 +75,32 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_resumes(tmp_path):
         assert all(ws.stage_result(f"c{i:03d}", "square")["square"] == i * i for i in range(6))
 
 
+def test_pool_workers_leave_when_their_driver_is_killed(tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    driver = subprocess.Popen([sys.executable, "-m", "tests.ums.runner_stages", str(tmp_path / "ws"), "2", "60", str(pids)],
+                              cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + 60
+    while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = [int(path.name) for path in pids.iterdir()]
+    assert len(workers) == 2 and driver.pid not in workers
+    driver.kill()  # no shutdown of the pool at all
+    driver.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0  # a zombie has left already
+
+
 # -- the real stages: same bytes whatever the executor ----------------------------------------------
 def workspace_digest(root: Path) -> dict[str, str]:
     """SHA-256 of every stage output file, and of the manifest with the workspace path factored out."""

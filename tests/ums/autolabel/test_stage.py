@@ -70,6 +70,29 @@ def test_human_work_survives_reruns(aligned, config):
     assert next(l for l in labels if l.class_id == 2).id == car.id
 
 
+def test_a_relabelled_human_box_does_not_come_back_as_its_old_class(aligned, config):
+    autolabel_workspace(aligned, config)
+    capture = aligned.captures()[0].capture_id
+    car = next(label for label in aligned.labels(capture) if label.class_id == 2)
+    # the reviewer says the "car" is a truck (UMS 3): a human label of another class on the same box
+    aligned.add_label(capture, LabelRecord(class_id=3, box=car.box, source="human"))
+    autolabel_workspace(aligned, config.model_copy(update={"force": True}))
+    classes = sorted((label.source, label.class_id) for label in aligned.labels(capture))
+    assert classes == [("auto", 0), ("human", 3)]  # the automatic car is not added next to the human truck
+
+
+def test_rerun_with_another_model_says_how_to_relabel(aligned, config, tmp_path):
+    from tests.ums.autolabel.models import yolov7_end_to_end
+
+    autolabel_workspace(aligned, config)
+    other = config.model_copy(update={"detector": config.detector.model_copy(
+        update={"weights": yolov7_end_to_end(tmp_path / "other.onnx", ROWS[:1])})})
+    report = autolabel_workspace(aligned, other)
+    assert report.skipped == 4 and report.done == 0
+    [notice] = report.notices
+    assert notice.startswith("4 pair(s) were labelled by yolov7.onnx@") and "other.onnx@" in notice and "--force" in notice
+
+
 def test_boxes_only_and_clear_errors(aligned, config, tmp_path):
     report = autolabel_workspace(aligned, config.model_copy(update={"masks": False, "sam": SamConfig()}))
     assert report.labels == 8 and all(label.mask is None for label in aligned.labels())
