@@ -13,7 +13,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "cameras"
+from ums.resources import resource_dir
+
+PROFILE_DIR = resource_dir("pipelines") / "cameras"
 
 
 class CameraModel(BaseModel):

@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+from ums.resources import resource_dir
+
+PIPELINES_DIR = resource_dir("pipelines")
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
@@ -17,7 +19,7 @@ class ConfigError(ValueError):
 
 
 def default_config_path(stage: str) -> Path | None:
-    """``pipelines/<stage>.yaml`` of this checkout, or None where it is absent (a wheel install)."""
+    """``pipelines/<stage>.yaml`` as installed (checkout or wheel alike), or None for a stage without one."""
     path = PIPELINES_DIR / f"{stage}.yaml"
     return path if path.exists() else None
 

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
+from ums.resources import resource_dir
+
 DATASET_TAXONOMY = "ums"  # the classes of every label a workspace stores
 
-LABELS_DIR = Path(__file__).resolve().parent.parent / "labels"
+LABELS_DIR = resource_dir("labels")
 
 
 class ClassInfo(BaseModel):
