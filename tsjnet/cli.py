@@ -72,13 +72,19 @@ def summary(
 
 @app.command()
 def convert(
-    official: Path = typer.Argument(..., help="The official TSJNet.pth (dict of DIDF_Encoder, DIDF_Decoder, ...)."),
+    official: Path = typer.Argument(..., help="The official TSJNet.pth (dict of DIDF_Encoder, DIDF_Decoder, ...), "
+                                    "or tsjnet_official: that file in UMS_HOME (`ums weights list`)."),
     out: Path = typer.Argument(..., help="Output weights (.safetensors; the JSON config is written beside it)."),
     keep_unused: bool = typer.Option(False, help="Keep the never-called official modules (official_layout)."),
 ) -> None:
     """Convert the official checkpoint into ours (safetensors + JSON config); loading is strict."""
     from tsjnet.model.checkpoint import load_official, save_checkpoint
+    from ums.weights import resolve_weights
 
+    try:
+        official = resolve_weights(official, "tsjnet convert")
+    except FileNotFoundError as error:
+        _fail(str(error))
     try:
         model, dropped = load_official(official, keep_unused)
     except (ValueError, OSError, RuntimeError) as error:
@@ -190,7 +196,8 @@ def train(
     amp: Optional[str] = typer.Option(None, help="none, bf16 or fp16 (with a gradient scaler)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     preset: Optional[str] = typer.Option(None, help="Loss weights: code (official run) or paper (Eq. 6-12)."),
-    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights (torchvision COCO .pth)."),
+    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights (torchvision COCO .pth), "
+                                                    "or fasterrcnn_resnet50_fpn (`ums weights`)."),
     segmenter_weights: Optional[Path] = typer.Option(None, help="DeepLabV3 weights for the dataset's classes."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained",
                                     help="--no-pretrained: random task networks (tests only)."),

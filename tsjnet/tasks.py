@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file
 
+from ums.weights import resolve_weights
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -63,6 +65,7 @@ def detector_label_ids(config: TaskConfig, class_names: list[str]) -> dict[str, 
 
 
 def read_state_dict(path: Path, flag: str) -> dict[str, torch.Tensor]:
+    path = resolve_weights(path, flag)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found ({flag})")
     if path.suffix == ".safetensors":

@@ -73,16 +73,17 @@ def ingest(
     scheduler_file: Optional[Path] = SchedulerFileOption,
 ) -> None:
     """Find DJI captures, pair their frames, read EXIF + drone-dji XMP, extract raw thermal."""
-    from ums.ingest import IngestConfig, ingest_flight
+    from ums.ingest import IngestConfig, NothingToIngest, check_flight, ingest_flight
     from ums.executors import ExecutorError
 
     try:
         settings = load_config(IngestConfig, config or default_config_path("ingest"),
                                show_progress=progress and sys.stderr.isatty(),
                                **executor_overrides(workers, executor, scheduler, scheduler_file))
+        check_flight(flight_dir)  # before Workspace.open creates the workspace: a run that finds nothing leaves none
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
-    except (ConfigError, FileNotFoundError, WorkspaceError, ExecutorError) as exc:
+    except (ConfigError, FileNotFoundError, NothingToIngest, WorkspaceError, ExecutorError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _interrupted("ingest")
@@ -322,7 +323,11 @@ def split(
             report = split_workspace(ws, settings)
     except (ConfigError, WorkspaceError) as exc:
         _fail(str(exc))
-    console.print(_table("ums split", report.rows()))
+    # strata read `class:car: 3`: with emoji codes on, rich would print `class🚗 3`
+    plain = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
+    plain.print(_table("ums split", report.rows()))
+    for issue in report.issues:
+        plain.print(f"{issue.level}: {issue.message}", style="yellow")
 
 
 @app.command()
@@ -337,10 +342,16 @@ def export(
 
     try:
         with Workspace.open(workspace, create=False) as ws:
-            counts = export_workspace(ws, out, format, redact)
+            report = export_workspace(ws, out, format, redact)
     except (ValueError, WorkspaceError) as exc:
         _fail(str(exc))
-    console.print(f"exported {counts['pairs']} pairs and {counts['labels']} labels as {format} to {out}")
+    plain = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)  # messages quote `ums split` etc. verbatim
+    splits = ", ".join(f"{name} {count}" for name, count in report.splits.items())
+    plain.print(f"exported {report.pairs} pairs ({splits}) and {report.labels} labels as {format} to {out}")
+    if report.removed_temporaries:
+        plain.print(f"removed {report.removed_temporaries} temporaries a killed export had left")
+    for issue in report.issues:
+        plain.print(f"{issue.level}: {issue.message}", style="yellow")
 
 
 @app.command("synth-flight")
@@ -391,6 +402,106 @@ def demo(
         console.print(f"[yellow]autolabel {result.autolabel}[/yellow]")
     console.print(_table("ums demo", result.rows()))
     console.print(f"open {result.report} in a browser")
+
+
+weights_app = typer.Typer(help="Public model weights by name (--detector yolov8x, --sam sam_vit_b): list, download (the only "
+                               "command that uses the network), verify, path. Files live in UMS_HOME [~/.cache/ums].",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+WEIGHT_COLUMNS = ("name", "for", "size", "licence", "source", "hash", "present")
+
+
+@weights_app.command("list")
+def weights_list(as_json: bool = typer.Option(False, "--json", help="One JSON object per weight.")) -> None:
+    """Every registered weight: purpose, size, licence, source, hash source, and whether it is here."""
+    import json
+
+    from ums.weights import WeightsError, listing, weights_home
+
+    try:
+        rows = listing()
+    except WeightsError as exc:
+        _fail(str(exc))
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = Table(title=f"weights in {weights_home()}")
+    for column in WEIGHT_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[column] for column in WEIGHT_COLUMNS))
+    Console(width=None if sys.stdout.isatty() else 250).print(table)  # pipes and tests get whole rows
+
+
+@weights_app.command("download")
+def weights_download(names: list[str] = typer.Argument(..., help="Names from `ums weights list`.")) -> None:
+    """Fetch weights into UMS_HOME: resumable, size- and SHA-256-checked. UMS_WEIGHTS_MIRROR=URL fetches
+    <URL>/<file name> instead of the publisher's address."""
+    failed = [name for name in names if not _download_one(name)]
+    if failed:
+        console.print(f"[red]not downloaded[/red]: {' '.join(failed)}")
+        raise typer.Exit(1)
+
+
+def _download_one(name: str) -> bool:
+    from rich.markup import escape
+
+    from ums.weights import WeightsError, download, lookup, next_step
+
+    try:
+        entry = lookup(name)
+        path = download(entry, on_progress=_byte_progress(name) if sys.stderr.isatty() else None)
+    except WeightsError as exc:
+        console.print(f"[red]{name}[/red]: {escape(str(exc))}")
+        return False
+    console.print(f"{name}: {path}")
+    if next_step(entry):
+        console.print(f"  next: {next_step(entry)}")
+    return True
+
+
+def _byte_progress(name: str):
+    def show(done: int, total: int | None) -> None:
+        of = f" of {total / 2**20:,.1f}" if total else ""
+        sys.stderr.write(f"\r{name}: {done / 2**20:,.1f}{of} MiB" + ("\n" if done == total else ""))
+
+    return show
+
+
+@weights_app.command("verify")
+def weights_verify(names: Optional[list[str]] = typer.Argument(None, help="Names [default: every file present].")) -> None:
+    """Check weights against their sizes and SHA-256 (a hash never recorded is recorded now); exit 1 on a mismatch."""
+    from rich.markup import escape
+
+    from ums.weights import WeightsError, verify, weights_home
+
+    try:
+        verdicts = verify(names)
+    except WeightsError as exc:
+        _fail(str(exc))
+    for verdict in verdicts:
+        console.print(f"{verdict.name}: {'[green]ok[/green]' if verdict.ok else '[red]FAILED[/red]'} {escape(verdict.message)}")
+    if not verdicts:
+        console.print(f"no registered weights in {weights_home()}")
+    if not all(verdict.ok for verdict in verdicts):
+        raise typer.Exit(1)
+
+
+@weights_app.command("path")
+def weights_path(name: str = typer.Argument(..., help="A name from `ums weights list`.")) -> None:
+    """Print the file NAME stands for wherever a weight path is taken; exit 1 while it is absent."""
+    from ums.weights import UnknownWeights, local_path, lookup, missing_message, weights_home
+
+    try:
+        entry = lookup(name)
+    except UnknownWeights as exc:
+        _fail(str(exc))
+    path = local_path(entry, weights_home())
+    typer.echo(str(path))
+    if not path.is_file():
+        console.print(f"[yellow]{name} is absent[/yellow]: {missing_message(entry, weights_home())}")
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

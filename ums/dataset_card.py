@@ -15,7 +15,6 @@ from ums.masks import decode_rle, semantic_map
 from ums.previews import preview
 from ums.manifest import manifest_records
 from ums.split import SPLITS, strata_of
-from ums.stages import SPLIT
 from ums.taxonomy import load_mapping, load_taxonomy
 from ums.workspace import Workspace
 
@@ -23,12 +22,17 @@ SAMPLE_GRID = 6
 LAYOUTS = {
     "msrs": "Layout: `ir/` and `vi/` (PNG, same size, pixel-aligned), `Segmentation_labels/` (MSRS class ids: "
             "0 background, 1 car, 2 person, 3 bike, ...), `labels/` (YOLO boxes, ids of `classes.txt`).",
-    "coco": "Layout: `infrared/`, `visible/` (pixel-aligned PNG pairs), `annotations.json` (COCO, RLE masks; "
-            "`file_name` is the infrared image, `visible_file_name` its partner).",
-    "yolo": "Layout: `images/{infrared,visible}/`, `labels/{infrared,visible}/` (YOLO boxes), `data.yaml`.",
+    "coco": "Layout: `infrared/`, `visible/` (pixel-aligned PNG pairs), `annotations/instances_{train,val,test}.json` "
+            "(COCO, RLE masks; `file_name` is the infrared image, `visible_file_name` its partner; image ids unique "
+            "across the files) and `annotations.json` (every split, each image's `split` named).",
+    "yolo": "Layout: `images/{infrared,visible}/{train,val,test}/`, `labels/{infrared,visible}/{train,val,test}/` "
+            "(YOLO boxes); `data.yaml` (infrared) and `data-visible.yaml` name the split folders.",
     "voc": "Layout: `infrared/`, `visible/`, `Annotations/` (Pascal VOC XML, 1-based pixel boxes).",
     "semantic": "Layout: `infrared/`, `visible/`, `Segmentation_labels/` (0 background, UMS class id + 1).",
 }
+
+UNSPLIT_NOTE = {True: ", `unsplit.txt` (not split yet: in the train files above until `ums split` runs)",
+                False: ", `unsplit.txt` (not split yet: in no split list until `ums split` runs)"}
 
 
 def write_msrs(pairs, out: Path) -> None:
@@ -53,13 +57,11 @@ def write_msrs(pairs, out: Path) -> None:
 
 
 def write_metadata_and_card(workspace: Workspace, pairs, out: Path, redact: bool, fmt: str) -> None:
-    """Split lists (from ``ums split``), ``metadata.jsonl`` and the dataset card."""
+    """Split lists (from ``ums split``: ``pair.split``), ``metadata.jsonl`` and the dataset card."""
     splits: dict[str, list[str]] = {name: [] for name in SPLITS}
     unsplit = []
     for pair in pairs:
-        capture_id = pair.capture.capture_id
-        split = (workspace.stage_result(capture_id, SPLIT) or {}).get("split")
-        (splits[split] if split in splits else unsplit).append(capture_id)
+        (splits[pair.split] if pair.split in splits else unsplit).append(pair.capture.capture_id)
     for name, ids in splits.items():
         write_text(out / f"{name}.txt", "".join(f"{i}\n" for i in ids))
     if unsplit:  # no `ums split` yet: everything is listed, nothing silently dropped
@@ -102,8 +104,8 @@ Labels: {sum(classes.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(sourc
 ![sample pairs](card/samples.jpg)
 
 {LAYOUTS[fmt]}
-Split lists: `train.txt` / `val.txt` / `test.txt` (capture ids); `metadata.jsonl`: one manifest line
-per pair.
+Split lists: `train.txt` / `val.txt` / `test.txt` (capture ids){UNSPLIT_NOTE[fmt in ("coco", "yolo")] if unsplit else ""};
+`metadata.jsonl`: one manifest line per pair.
 """
     return write_text(out / "README.md", text)
 

@@ -1,9 +1,13 @@
 """``ums export``: the workspace's aligned pairs and labels in standard formats.
 
 Every format writes the pair images (``infrared/<capture>.png``, ``visible/<capture>.png``, both on
-the aligned thermal grid, so one set of labels serves both; under ``images/`` for YOLO) and the labels:
-- ``coco``: ``annotations.json`` (boxes and RLE masks; category id = UMS class id + 1);
-- ``yolo``: ``labels/<capture>.txt`` (class cx cy w h, normalised) and ``data.yaml``;
+the aligned thermal grid, so one set of labels serves both; ``images/<modality>/<split>/`` for YOLO) and the labels:
+- ``coco``: ``annotations/instances_<split>.json`` per split of ``ums split`` (boxes and RLE masks; category
+  id = UMS class id + 1; image ids unique across the files) and ``annotations.json`` with every split, for
+  browsing the whole set;
+- ``yolo``: ``labels/<modality>/<split>/<capture>.txt`` (class cx cy w h, normalised), ``data.yaml``
+  (infrared) and ``data-visible.yaml`` with ``train``/``val``/``test`` folders relative to the yaml (a rerun
+  into the same folder removes captures that left a split since);
 - ``voc``: ``Annotations/<capture>.xml`` (Pascal VOC);
 - ``semantic``: ``Segmentation_labels/<capture>.png`` (0 background, UMS id + 1: the MSRS convention).
 - ``msrs``: what ``tsjnet train --data`` reads: ``ir/``, ``vi/``, ``Segmentation_labels/`` in MSRS's
@@ -11,14 +15,21 @@ the aligned thermal grid, so one set of labels serves both; under ``images/`` fo
   ``classes.txt``) and the split lists ``train.txt``/``val.txt``/``test.txt`` from ``ums split``.
 Every export also gets ``metadata.jsonl`` (the manifest lines; ``redact`` strips GPS and serial
 numbers), the split lists, and a dataset card (``README.md`` with plots and a grid of labelled pairs).
-Labels tagged ``reject``, and captures rejected in review, are left out.
+Labels tagged ``reject``, and captures rejected in review, are left out. Captures ``ums split`` has not
+placed yet go to train in the YOLO and COCO layouts (so nothing is dropped) with a warning; the split lists
+name them in ``unsplit.txt``. Warnings are recorded as issues of stage ``export``.
+
+An export first deletes the temporaries that killed writers (``.<name>.<pid>.tmp``, :mod:`ums.atomic`) left in
+the folder, so a rerun after a crash equals a clean export.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -29,15 +40,20 @@ import yaml
 from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import EXPORT
 from ums.stages import REVIEW as REVIEW_STAGE
-from ums.atomic import write_image, write_text
+from ums.stages import SPLIT as SPLIT_STAGE
+from ums.atomic import TEMP_SUFFIX, temporary_path, write_image, write_text
 from ums.masks import decode_rle, semantic_map
 from ums.dataset_card import write_metadata_and_card, write_msrs
-from ums.records import CaptureRecord, LabelRecord
+from ums.records import CaptureRecord, Issue, LabelRecord
+from ums.split import SPLITS
 from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
 FORMATS = ("msrs", "coco", "yolo", "voc", "semantic")
 PAIR_FOLDERS = {"msrs": ("ir", "vi")}
+SPLIT_LAYOUTS = ("coco", "yolo")  # the formats whose files are per split; the others only list the splits
+MODALITIES = {"infrared": "data.yaml", "visible": "data-visible.yaml"}  # YOLO: one data yaml per modality
+TEMPORARY_NAME = re.compile(rf"^\..+\.(\d+){re.escape(TEMP_SUFFIX)}$")  # ums.atomic.temporary_path's names
 
 
 @dataclass
@@ -47,45 +63,127 @@ class ExportedPair:
     visible: str
     size: tuple[int, int]  # width, height
     labels: list[LabelRecord]
+    split: str | None = None  # what `ums split` chose; None: not split yet
+
+    @property
+    def layout_split(self) -> str:
+        """The split whose files hold this pair in the per-split layouts: unsplit pairs count as train."""
+        return self.split or "train"
 
 
-def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bool = False) -> dict[str, int]:
+@dataclass
+class ExportReport:
+    out: Path
+    format: str
+    pairs: int = 0
+    labels: int = 0
+    splits: dict[str, int] = field(default_factory=dict)  # pairs per split, unsplit ones under "unsplit"
+    removed_temporaries: int = 0
+    issues: list[Issue] = field(default_factory=list)
+
+    def rows(self) -> list[tuple[str, object]]:
+        return [("pairs", self.pairs), ("labels", self.labels),
+                ("pairs per split", ", ".join(f"{k}: {v}" for k, v in self.splits.items()) or "-"),
+                ("stale temporaries removed", self.removed_temporaries), ("warnings", len(self.issues))]
+
+
+def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bool = False) -> ExportReport:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
     with workspace.recorded_run(EXPORT, {"out": str(out.resolve()), "format": fmt, "redact": redact}) as summary:
-        counts = _export(workspace, out, fmt, redact)
-        summary.update(counts)
-    return counts
+        report = ExportReport(out, fmt, removed_temporaries=len(remove_stale_export_temporaries(out)))
+        _export(workspace, out, fmt, redact, report)
+        workspace.replace_issues(EXPORT, "workspace", report.issues)
+        summary.update(report.rows())
+        summary["warnings"] = [issue.message for issue in report.issues]
+    return report
 
 
-def _export(workspace: Workspace, out: Path, fmt: str, redact: bool) -> dict[str, int]:
-    # ultralytics finds labels by swapping /images/ for /labels/ in an image's path
-    pairs = _copy_pairs(workspace, out, out / "images" if fmt == "yolo" else out,
-                        PAIR_FOLDERS.get(fmt, ("infrared", "visible")))
+def remove_stale_export_temporaries(out: Path) -> list[Path]:
+    """Delete the atomic writer's temporaries under ``out`` whose writing process is gone.
+
+    The workspace's writer lock (which clears the workspace's own temporaries) does not cover an export
+    folder outside it, where another workspace's export may be writing: a live writer's files stay."""
+    removed = []
+    for path in (out.rglob(f".*{TEMP_SUFFIX}") if out.is_dir() else []):
+        match = TEMPORARY_NAME.match(path.name)
+        if match and path.is_file() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this export has written nothing yet: the file is from an earlier process with our pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def _export(workspace: Workspace, out: Path, fmt: str, redact: bool, report: ExportReport) -> None:
+    pairs = _copy_pairs(workspace, out, fmt)
     if fmt == "msrs":
         write_msrs(pairs, out)
     else:
         {"coco": _coco, "yolo": _yolo, "voc": _voc, "semantic": _semantic}[fmt](pairs, out)
     write_metadata_and_card(workspace, pairs, out, redact, fmt)  # next to every export
-    return {"pairs": len(pairs), "labels": sum(len(p.labels) for p in pairs)}
+    report.pairs, report.labels = len(pairs), sum(len(p.labels) for p in pairs)
+    for split in (*SPLITS, None):
+        count = sum(pair.split == split for pair in pairs)
+        if count or split is not None:
+            report.splits[split or "unsplit"] = count
+    report.issues.extend(_split_warnings(pairs, fmt))
 
 
-def _copy_pairs(workspace: Workspace, out: Path, image_root: Path, folders: tuple[str, str]) -> list[ExportedPair]:
+def _split_warnings(pairs: list[ExportedPair], fmt: str) -> list[Issue]:
+    if not pairs:
+        return []
+    warnings = []
+    unsplit = sum(pair.split is None for pair in pairs)
+    if unsplit:
+        where = "exported as train" if fmt in SPLIT_LAYOUTS else "in unsplit.txt, in no split list"
+        warnings.append(f"{unsplit} of {len(pairs)} captures are not split yet: {where}; run `ums split` first")
+    for split in SPLITS[1:]:
+        if not any(pair.split == split for pair in pairs):
+            warnings.append(f"{split} is empty: no exported capture is in it")
+    return [Issue(stage=EXPORT, level="warning", message=message) for message in warnings]
+
+
+def _copy_pairs(workspace: Workspace, out: Path, fmt: str) -> list[ExportedPair]:
+    folders = PAIR_FOLDERS.get(fmt, ("infrared", "visible"))
     pairs = []
     for capture, aligned in workspace.captures_with(ALIGN_STAGE):
         if "reject" in (workspace.stage_result(capture.capture_id, REVIEW_STAGE) or {}).get("tags", []):
             continue
         labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
+        split = (workspace.stage_result(capture.capture_id, SPLIT_STAGE) or {}).get("split")
+        pair = ExportedPair(capture, "", "", (0, 0), labels, split if split in SPLITS else None)
         names = {}
         for modality, key in zip(folders, ("ir", "vis")):
-            target = image_root / modality / f"{capture.capture_id}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(workspace.absolute(aligned["files"][key]), target)
+            # ultralytics finds labels by swapping /images/ for /labels/, and reads a split from a folder
+            folder = Path("images", modality, pair.layout_split) if fmt == "yolo" else Path(modality)
+            target = out / folder / f"{capture.capture_id}.png"
+            _copy(workspace.absolute(aligned["files"][key]), target)
             names[modality] = str(target.relative_to(out))
-        height, width = cv2.imread(str(out / names[folders[0]]), cv2.IMREAD_GRAYSCALE).shape
-        pairs.append(ExportedPair(capture, names[folders[0]], names[folders[1]], (width, height), labels))
+        pair.infrared, pair.visible = names[folders[0]], names[folders[1]]
+        height, width = cv2.imread(str(out / pair.infrared), cv2.IMREAD_GRAYSCALE).shape
+        pair.size = (width, height)
+        pairs.append(pair)
     return pairs
+
+
+def _copy(source: Path, target: Path) -> None:
+    """A killed copy leaves a temporary, never a truncated image under the real name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(target)
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
 
 
 def _coco(pairs: list[ExportedPair], out: Path) -> None:
@@ -94,7 +192,8 @@ def _coco(pairs: list[ExportedPair], out: Path) -> None:
     for image_id, pair in enumerate(pairs, start=1):
         width, height = pair.size
         images.append({"id": image_id, "file_name": pair.infrared, "visible_file_name": pair.visible,
-                       "width": width, "height": height, "capture_id": pair.capture.capture_id})
+                       "width": width, "height": height, "capture_id": pair.capture.capture_id,
+                       "split": pair.layout_split})
         for label in pair.labels:
             x0, y0, x1, y1 = label.box
             annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": label.class_id + 1,
@@ -107,9 +206,18 @@ def _coco(pairs: list[ExportedPair], out: Path) -> None:
     categories = [{"id": c.id + 1, "name": c.name} for c in taxonomy.classes]
     write_text(out / "annotations.json", json.dumps({"images": images, "annotations": annotations,
                                                      "categories": categories}))
+    for split in SPLITS:  # every split's file, even an empty one, so a training config never names a missing file
+        ids = {image["id"] for image in images if image["split"] == split}
+        write_text(out / "annotations" / f"instances_{split}.json", json.dumps({
+            "images": [image for image in images if image["id"] in ids],
+            "annotations": [annotation for annotation in annotations if annotation["image_id"] in ids],
+            "categories": categories}))
 
 
 def _yolo(pairs: list[ExportedPair], out: Path) -> None:
+    for split in SPLITS:  # an empty split is an empty folder: ultralytics' dataset check wants it to exist
+        for modality in MODALITIES:
+            (out / "images" / modality / split).mkdir(parents=True, exist_ok=True)
     for pair in pairs:
         width, height = pair.size
         lines = []
@@ -117,13 +225,28 @@ def _yolo(pairs: list[ExportedPair], out: Path) -> None:
             x0, y0, x1, y1 = label.box
             lines.append(f"{label.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
                          f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
-        for modality in ("infrared", "visible"):
-            write_text(out / "labels" / modality / f"{pair.capture.capture_id}.txt",
+        for modality in MODALITIES:
+            write_text(out / "labels" / modality / pair.layout_split / f"{pair.capture.capture_id}.txt",
                        "\n".join(lines) + ("\n" if lines else ""))
+    _remove_stale_split_files(pairs, out)
     names = load_taxonomy("ums").names
-    write_text(out / "data.yaml", yaml.safe_dump({"path": str(out.resolve()), "train": "images/infrared",
-                                                  "val": "images/infrared",
-                                                  "names": names}, sort_keys=False))
+    for modality, name in MODALITIES.items():
+        # no `path`: ultralytics and FiftyOne then resolve the folders against the yaml's own folder, so the
+        # export can be moved, and two exports of one workspace are byte-identical wherever they are written
+        data = {split: f"images/{modality}/{split}" for split in SPLITS}
+        write_text(out / name, yaml.safe_dump({**data, "names": names}, sort_keys=False))
+
+
+def _remove_stale_split_files(pairs: list[ExportedPair], out: Path) -> None:
+    """A capture that ``ums split`` moved, or review rejected, since an earlier export into this folder would
+    otherwise stay in its old split folder: in two splits at once, or trained on after its rejection."""
+    current = {(pair.layout_split, pair.capture.capture_id) for pair in pairs}
+    for kind, suffix in (("images", ".png"), ("labels", ".txt")):
+        for modality in MODALITIES:
+            for split in SPLITS:
+                for path in (out / kind / modality / split).glob(f"*{suffix}"):
+                    if (split, path.stem) not in current:
+                        path.unlink()
 
 
 def _voc(pairs: list[ExportedPair], out: Path) -> None:

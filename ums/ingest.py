@@ -29,7 +29,7 @@ from ums.dji.filenames import (
     parse_capture_name,
 )
 from ums.dji.jpeg import APP1, JpegError, JpegHeader, read_header
-from ums.dji.rjpeg import extract_raw_thermal, has_flir_container, has_raw_thermal
+from ums.dji.rjpeg import RawThermalError, extract_raw_thermal, has_flir_container, has_raw_thermal, raw_layout_fits
 from ums.dji.xmp import XmpError, find_xmp_packet, parse_drone_dji
 from ums.records import (
     CaptureRecord,
@@ -50,6 +50,10 @@ THERMAL_RAW_DIR = "thermal_raw"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SOURCE_LETTERS = {"InfraredCamera": "T", "WideCamera": "W", "ZoomCamera": "Z", "VisibleCamera": "V"}
 THERMAL_FRAME_SIZES = {(640, 512), (1280, 1024), (336, 256), (320, 256), (640, 480)}
+
+
+class NothingToIngest(ValueError):
+    """The flight folder holds no DJI capture."""
 
 
 class SkipFile(ValueError):
@@ -109,15 +113,19 @@ class IngestReport:
 def ingest_flight(
     workspace: Workspace, flight_dir: str | os.PathLike[str], config: IngestConfig | None = None
 ) -> IngestReport:
-    """Ingest one flight folder (an SD card's DCIM, or any folder below it) into ``workspace``."""
+    """Ingest one flight folder (an SD card's DCIM, or any folder below it) into ``workspace``.
+
+    Raises FileNotFoundError for a missing folder and NothingToIngest for one without a single JPEG,
+    before any run is recorded."""
     config = config or IngestConfig()
-    root = Path(flight_dir).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"ingest: flight folder {root} does not exist or is not a folder")
+    root = _flight_root(flight_dir)
+    scan = scan_flight(root)
+    if not scan.candidates:
+        raise _nothing_to_ingest(root, scan, [])
     flight_root = str(root)
     report = IngestReport(flight_root)
     with StageRun(workspace, STAGE, config, preload=[__name__], details={"flight_root": flight_root}) as run:
-        candidates, report.ignored = scan_flight(root)
+        candidates, report.ignored = scan.candidates, scan.ignored
         report.files_seen = len(candidates)
         probes, file_issues = _probe_all(workspace, run, flight_root, candidates, config, report)
         kept, duplicate_issues = drop_duplicates(probes)
@@ -125,7 +133,7 @@ def ingest_flight(
         captures, capture_issues = group_captures(kept, root, config.timestamp_tolerance_s)
         removed_issues = _report_removed(workspace, flight_root, {str(p) for p, _ in candidates})
         report.removed = len(removed_issues)
-        report.issues = file_issues + duplicate_issues + capture_issues + removed_issues
+        report.issues = scan.issues + file_issues + duplicate_issues + capture_issues + removed_issues
         if not report.runner.not_run:  # a lost worker left files unread: group them on the rerun
             workspace.replace_flight(flight_root, captures, report.issues, scope=flight_root)
         report.captures = len(captures)
@@ -135,21 +143,101 @@ def ingest_flight(
     return report
 
 
+def check_flight(flight_dir: str | os.PathLike[str]) -> Path:
+    """The resolved flight folder, once it is known to hold at least one DJI capture.
+
+    ``ums ingest`` calls this before it opens (and so creates) the workspace, so that a mistyped
+    path or an unmounted card leaves nothing behind. Files are read until the first capture: one
+    file on a DJI card, every file only when the answer is no. Raises FileNotFoundError or
+    NothingToIngest, whose message says what was looked for and what was found.
+    """
+    root = _flight_root(flight_dir)
+    scan = scan_flight(root)
+    # DJI-named files first: on a real card the first one read settles it
+    ordered = sorted(scan.candidates, key=lambda candidate: not candidate[1].standard)
+    rejected: list[tuple[Path, str]] = []
+    for path, name in ordered:
+        # extract_thermal_raw=False: nothing is written, so no workspace is needed
+        read = read_file(ReadTask(key=str(path), file=str(path), workspace_root=root, name=name, extract_thermal_raw=False))
+        if read.probe is not None:
+            return root
+        rejected.append((path, read.error or "not a DJI capture"))
+    raise _nothing_to_ingest(root, scan, rejected)
+
+
+def _flight_root(flight_dir: str | os.PathLike[str]) -> Path:
+    root = Path(flight_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"ingest: flight folder {root} does not exist or is not a folder")
+    return root
+
+
+def _nothing_to_ingest(root: Path, scan: FlightScan, rejected: list[tuple[Path, str]]) -> NothingToIngest:
+    if rejected:
+        path, reason = rejected[0]
+        others = f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""
+        found = (f"found {len(rejected)} JPEG file{'s' * (len(rejected) > 1)}, none a DJI capture "
+                 f"({path.relative_to(root)}: {reason}{others})")
+    else:
+        found = f"found no JPEG file ({scan.ignored} other file{'s' * (scan.ignored != 1)})"
+    return NothingToIngest(
+        f"no DJI capture in {root}: looked in it and every folder below it for DJI JPEGs "
+        f"(DJI_<time>_<seq>_W, _Z or _T .JPG, as in the DCIM/DJI_* folders of the drone's SD card) and {found}. "
+        "Pass the SD card, its DCIM folder or a flight folder inside it."
+    )
+
+
 # -- discovery -------------------------------------------------------------------------------------
-def scan_flight(root: Path) -> tuple[list[tuple[Path, CaptureName]], int]:
-    """Every JPEG below ``root`` with what its name says, and the count of other files."""
-    candidates: list[tuple[Path, CaptureName]] = []
-    ignored = 0
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(folder) / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-                ignored += 1  # videos, subtitles, sidecars, hidden files
-                continue
-            # a JPEG not named like a capture may still be DJI's: its content decides
-            candidates.append((path, parse_capture_name(name) or fallback_capture_name(name)))
-    return candidates, ignored
+@dataclass
+class FlightScan:
+    candidates: list[tuple[Path, CaptureName]]  # every JPEG, with what its name says
+    ignored: int  # other files
+    issues: list[Issue]  # symbolic links not followed, and those followed
+
+
+def scan_flight(root: Path) -> FlightScan:
+    """Every JPEG below ``root``, following symbolic links to folders that are not walked already.
+
+    A link is followed when its target is a new folder (a flight kept on another disk and linked in),
+    and not when the target is a folder walked already, lies inside one, or holds one: that would
+    ingest the same files twice or loop forever. Either way an issue names the link and its target.
+    """
+    scan = FlightScan([], 0, [])
+    walked: list[tuple[Path, Path]] = [(root, root)]  # (real folder, the path it is walked as)
+    trees = [root]
+    while trees:
+        top = trees.pop(0)
+        for folder, subfolders, files in os.walk(top):  # os.walk itself never follows a link
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for name in subfolders:
+                link = Path(folder) / name
+                if link.is_symlink() and _follow_link(link, walked, scan.issues):
+                    trees.append(link)
+            for name in sorted(files):
+                path = Path(folder) / name
+                if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                    scan.ignored += 1  # videos, subtitles, sidecars, hidden files
+                    continue
+                # a JPEG not named like a capture may still be DJI's: its content decides
+                scan.candidates.append((path, parse_capture_name(name) or fallback_capture_name(name)))
+    return scan
+
+
+def _follow_link(link: Path, walked: list[tuple[Path, Path]], issues: list[Issue]) -> bool:
+    target = link.resolve()
+    start = f"symbolic link to the folder {target}"
+    for real, named in walked:
+        if target == real or real in target.parents:
+            issues.append(_issue(link, f"{start}, which is ingested as {named / target.relative_to(real)}; "
+                                 "not followed", "warning"))
+            return False
+        if target in real.parents:
+            issues.append(_issue(link, f"{start}, which holds {named} (ingested already); not followed, as it "
+                                 "would loop or ingest files twice", "warning"))
+            return False
+    walked.append((target, link))
+    issues.append(_issue(link, f"{start}: followed", "info"))
+    return True
 
 
 def _issue(path: Path | str, message: str, level: str = "error", capture_id: str | None = None):
@@ -246,6 +334,9 @@ def _reusable(workspace: Workspace, previous, path: Path, config: IngestConfig) 
 def _thermal_output_ok(workspace: Workspace, probe: FileProbe) -> bool:
     if probe.camera not in THERMAL_LETTERS or probe.thermal_raw is None:
         return True
+    # Older versions read any block of the frame's aspect ratio (320x256 inside 640x512): read again.
+    if not raw_layout_fits(probe.thermal_raw.shape, probe.width, probe.height):
+        return False
     return _nonempty(workspace.absolute(probe.thermal_raw.path))
 
 
@@ -358,11 +449,17 @@ def _looks_like_dji(exif: ExifSummary, xmp: dict[str, XmpField]) -> bool:
 
 
 def _extract_thermal(workspace_root: Path, header: JpegHeader, probe: FileProbe) -> None:
-    raw = extract_raw_thermal(header)
+    try:
+        raw = extract_raw_thermal(header)
+    except RawThermalError as exc:
+        probe.issues.append(_issue(probe.path, f"raw thermal block not used: {exc}; later stages use the "
+                                   "palette preview", "warning"))
+        return
     if raw is None:
-        probe.issues.append(_issue(probe.path, "no raw thermal block (FLIR FFF container or a "
-                                   "non-radiometric file); later stages use the palette preview",
-                                   "warning"))
+        what = ("a FLIR FFF container, which is not decoded" if has_flir_container(header)
+                else "a non-radiometric file")
+        probe.issues.append(_issue(probe.path, f"no raw thermal block ({what}); later stages use the "
+                                   "palette preview", "warning"))
         return
     relative = f"{THERMAL_RAW_DIR}/{probe.sha256[:20]}.png"
     target = workspace_root / relative

@@ -5,6 +5,10 @@ block is a run of captures of one flight folder with no gap over ``block_gap_s``
 ``max_block_captures`` long. Blocks are shuffled (seeded), then placed largest first into the split
 that most lacks its share, of captures and of each stratum (label class, time of day, altitude
 band, scenario) alike. Rejected captures (review tag ``reject``) are left out.
+
+A short flight is one block (20 captures two seconds apart fit the defaults), and a block cannot be
+cut, so everything lands in train; the report warns, naming the setting that makes smaller blocks,
+and warns about every empty split. The warnings are the stage's issues (``ums status --issues``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import SPLIT as STAGE
 from ums.stages import REVIEW as REVIEW_STAGE
-from ums.records import CaptureRecord
+from ums.records import CaptureRecord, Issue
 from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
@@ -52,7 +56,7 @@ class SplitReport:
     counts: dict[str, Counter[str]] = field(default_factory=dict)  # split -> stratum -> count
     blocks: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
-    issues: list = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)  # warnings about the outcome, with what to change
 
     def rows(self) -> list[tuple[str, object]]:
         rows = [("rejected (left out)", self.rejected)]
@@ -69,7 +73,9 @@ def split_workspace(workspace: Workspace, config: SplitConfig | None = None) -> 
     config = config or SplitConfig()
     with workspace.recorded_run(STAGE, config.model_dump(mode="json")) as summary:
         report = _assign_splits(workspace, config)
+        workspace.replace_issues(STAGE, "workspace", report.issues)  # a better split clears the old warnings
         summary.update(report.rows())
+        summary["warnings"] = [issue.message for issue in report.issues]
     return report
 
 
@@ -90,7 +96,37 @@ def _assign_splits(workspace: Workspace, config: SplitConfig) -> SplitReport:
         for capture in block.captures:
             workspace.record_stage_result(capture.capture_id, STAGE, "done",
                                           {"split": split, "block": index, "seed": config.seed})
+    report.issues = [Issue(stage=STAGE, level="warning", message=message) for message in split_warnings(blocks, report, config)]
     return report
+
+
+def split_warnings(blocks: list[Block], report: SplitReport, config: SplitConfig) -> list[str]:
+    """What went wrong with the outcome, and the setting that changes it."""
+    captures = sum(len(block.captures) for block in blocks)
+    if not captures:
+        return ["nothing to split: no aligned capture outside the rejected ones"]
+    smaller = "lower max_block_captures (now {m}) or block_gap_s (now {g:g} s) for more, smaller blocks".format(
+        m=config.max_block_captures, g=config.block_gap_s)
+    warnings = []
+    if len(blocks) == 1 and captures > 1:
+        warnings.append(
+            f"all {captures} captures form one block (consecutive, no pause over {config.block_gap_s:g} s, at most "
+            f"max_block_captures={config.max_block_captures} per block), so all went to train: set "
+            f"max_block_captures below {captures} (e.g. {max(1, captures // 10)}) in a --config file for smaller blocks; "
+            "near-duplicate neighbours may then sit in different splits")
+    splits_wanted = sum(1 for split in SPLITS if config.fractions[split] > 0)
+    for split in SPLITS[1:]:
+        share = config.fractions[split]
+        if share <= 0 or report.counts.get(split, Counter())["captures"]:
+            continue
+        if len(blocks) < splits_wanted:
+            why = f"only {len(blocks)} block{'s' if len(blocks) > 1 else ''} for {splits_wanted} splits"
+        else:
+            largest = max(len(block.captures) for block in blocks)
+            why = (f"{len(blocks)} blocks of up to {largest} captures, and its share is {share:.0%} of {captures} = "
+                   f"{share * captures:.1f} captures")
+        warnings.append(f"{split} is empty: {why}; {smaller}, or raise its fraction")
+    return warnings
 
 
 def make_blocks(workspace: Workspace, captures: list[CaptureRecord], config: SplitConfig) -> list[Block]:

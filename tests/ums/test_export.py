@@ -1,10 +1,16 @@
 from __future__ import annotations
 
-from tests.conftest import aligned_workspace
+from tests.conftest import PROJECT_ROOT, aligned_workspace
 
 import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from xml.etree import ElementTree
 
 import cv2
@@ -16,6 +22,8 @@ from ums.detections import Detections
 from ums.masks import encode_rle
 from ums.export import export_workspace
 from ums.records import LabelRecord
+from ums.split import SPLITS, SplitConfig, split_workspace
+from ums.taxonomy import load_taxonomy
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +39,13 @@ def labelled(synthetic_flight, tmp_path_factory):
     ws.close()
 
 
+def splits_of(ws) -> dict[str, str | None]:
+    return {c.capture_id: (ws.stage_result(c.capture_id, "split") or {}).get("split") for c in ws.captures()}
+
+
 def test_coco_reads_back_with_pycocotools(labelled, tmp_path):
-    counts = export_workspace(labelled, tmp_path, "coco")
-    assert counts == {"pairs": 4, "labels": 2}  # the rejected label stays out
+    report = export_workspace(labelled, tmp_path, "coco")
+    assert (report.pairs, report.labels) == (4, 2)  # the rejected label stays out
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(tmp_path / "annotations.json"))
     assert len(coco.getImgIds()) == 4 and [c["name"] for c in coco.loadCats(coco.getCatIds())][:3] == ["person", "bicycle", "car"]
@@ -48,9 +60,10 @@ def test_coco_reads_back_with_pycocotools(labelled, tmp_path):
 def test_yolo_and_voc_and_semantic(labelled, tmp_path):
     export_workspace(labelled, tmp_path / "yolo", "yolo")
     first = labelled.captures()[0].capture_id
-    boxes = Detections.from_yolo_txt(tmp_path / "yolo" / "labels" / "infrared" / f"{first}.txt", 640, 512, "ums")
+    split = splits_of(labelled)[first] or "train"  # not split yet: train
+    boxes = Detections.from_yolo_txt(tmp_path / "yolo" / "labels" / "infrared" / split / f"{first}.txt", 640, 512, "ums")
     np.testing.assert_allclose(sorted(boxes.boxes.tolist()), [[100, 100, 220, 160], [400.5, 200, 430, 280]], atol=1e-3)
-    assert (tmp_path / "yolo" / "images" / "visible" / f"{first}.png").exists()
+    assert (tmp_path / "yolo" / "images" / "visible" / split / f"{first}.png").exists()
     assert "names" in (tmp_path / "yolo" / "data.yaml").read_text()
     export_workspace(labelled, tmp_path / "voc", "voc")
     root = ElementTree.parse(tmp_path / "voc" / "Annotations" / f"{first}.xml").getroot()
@@ -65,11 +78,10 @@ def test_yolo_and_voc_and_semantic(labelled, tmp_path):
 
 
 def test_msrs_layout_with_split_lists_metadata_and_card(labelled, tmp_path):
-    from ums.split import SplitConfig, split_workspace
-
     split_workspace(labelled, SplitConfig(max_block_captures=1))
-    counts = export_workspace(labelled, tmp_path, "msrs", redact=True)
-    assert counts["pairs"] == 4
+    report = export_workspace(labelled, tmp_path, "msrs", redact=True)
+    assert report.pairs == 4 and report.splits == {"train": 3, "val": 1, "test": 0}  # 15% of 4 is under one block
+    assert [issue.message for issue in report.issues] == ["test is empty: no exported capture is in it"]
     first = labelled.captures()[0].capture_id
     assert cv2.imread(str(tmp_path / "ir" / f"{first}.png"), cv2.IMREAD_GRAYSCALE).shape == (512, 640)
     assert cv2.imread(str(tmp_path / "vi" / f"{first}.png")).shape == (512, 640, 3)
@@ -93,3 +105,169 @@ def test_every_export_has_metadata_split_lists_and_a_card(labelled, tmp_path, fm
     assert f"--format {fmt}" in card and (tmp_path / "card" / "samples.jpg").exists()
     assert len((tmp_path / "metadata.jsonl").read_text().splitlines()) == 4
     assert "GpsLatitude" not in (tmp_path / "metadata.jsonl").read_text()
+
+
+@pytest.fixture()
+def no_downloads(monkeypatch):
+    """ultralytics' dataset check downloads datasets and fonts it cannot find: any attempt fails the test."""
+    import socket
+
+    import ultralytics.data.utils
+    import ultralytics.utils.checks
+
+    from ums.offline import configure_ultralytics
+
+    configure_ultralytics()  # puts the font in place, as every ums entry point into ultralytics does
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args} {kwargs}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(ultralytics.data.utils, "safe_download", refuse)
+    monkeypatch.setattr(ultralytics.data.utils, "download", refuse)
+    monkeypatch.setattr(ultralytics.utils.checks, "safe_download", refuse, raising=False)
+
+
+EVEN = SplitConfig(max_block_captures=1, fractions={"train": 0.5, "val": 0.25, "test": 0.25})  # 4 captures: 2, 1, 1
+
+
+def test_yolo_yamls_follow_the_split_for_both_modalities(labelled, tmp_path, no_downloads):
+    from ultralytics.data.utils import check_det_dataset, img2label_paths
+
+    split_workspace(labelled, EVEN)
+    assigned = splits_of(labelled)
+    expected = {split: sorted(c for c, s in assigned.items() if s == split) for split in SPLITS}
+    assert [len(expected[split]) for split in SPLITS] == [2, 1, 1]
+    first = labelled.captures()[0].capture_id
+    report = export_workspace(labelled, tmp_path, "yolo")
+    assert report.issues == []
+    for name, modality in (("data.yaml", "infrared"), ("data-visible.yaml", "visible")):
+        data = check_det_dataset(str(tmp_path / name))  # a local file: ultralytics never looks up a dataset name
+        assert data["nc"] == len(load_taxonomy("ums").names) and data["names"][2] == "car"
+        found = {}
+        for split in SPLITS:
+            folder = Path(data[split])
+            assert folder == (tmp_path / "images" / modality / split).resolve()
+            images = sorted(folder.glob("*.png"))
+            found[split] = [image.stem for image in images]
+            labels = [Path(label) for label in img2label_paths([str(image) for image in images])]
+            assert all(label.exists() for label in labels)
+            if first in found[split]:
+                assert len(labels[found[split].index(first)].read_text().splitlines()) == 2
+        assert found == expected  # train, val and test are disjoint and exactly what `ums split` chose
+    assert (tmp_path / "train.txt").read_text().split() == expected["train"]
+    # split again and export into the same folder: a capture that changed split must not stay in the old one
+    split_workspace(labelled, EVEN.model_copy(update={"max_block_captures": 2}))  # two blocks of two
+    moved = {split: sorted(c for c, s in splits_of(labelled).items() if s == split) for split in SPLITS}
+    assert moved != expected
+    export_workspace(labelled, tmp_path, "yolo")
+    for name, modality in (("data.yaml", "infrared"), ("data-visible.yaml", "visible")):
+        data = check_det_dataset(str(tmp_path / name))
+        assert {split: sorted(p.stem for p in Path(data[split]).glob("*.png")) for split in SPLITS} == moved
+        labels = {split: sorted(p.stem for p in (tmp_path / "labels" / modality / split).glob("*.txt")) for split in SPLITS}
+        assert labels == moved
+
+
+def test_yolo_and_coco_without_a_split_go_to_train_with_a_warning(synthetic_flight, tmp_path):
+    ws = aligned_workspace(synthetic_flight, tmp_path / "ws")
+    for fmt in ("yolo", "coco"):
+        report = export_workspace(ws, tmp_path / fmt, fmt)
+        messages = [issue.message for issue in report.issues]
+        assert messages[0] == "4 of 4 captures are not split yet: exported as train; run `ums split` first"
+        assert messages[1:] == ["val is empty: no exported capture is in it", "test is empty: no exported capture is in it"]
+        assert [issue.message for issue in ws.issues("export")] == messages
+    assert len(list((tmp_path / "yolo" / "images" / "infrared" / "train").glob("*.png"))) == 4
+    assert not list((tmp_path / "yolo" / "images" / "infrared" / "val").iterdir())
+    train = json.loads((tmp_path / "coco" / "annotations" / "instances_train.json").read_text())
+    assert len(train["images"]) == 4
+    assert len((tmp_path / "coco" / "unsplit.txt").read_text().split()) == 4
+    assert "`unsplit.txt` (not split yet: in the train files above" in (tmp_path / "coco" / "README.md").read_text()
+    ws.close()
+
+
+def test_coco_one_file_per_split_read_by_fiftyone_and_pycocotools(labelled, tmp_path):
+    from ums.review import connect_fiftyone
+
+    split_workspace(labelled, EVEN)
+    assigned = splits_of(labelled)
+    export_workspace(labelled, tmp_path, "coco")
+    assert sorted(p.name for p in (tmp_path / "annotations").iterdir()) == [f"instances_{s}.json" for s in ("test", "train", "val")]
+    fo = connect_fiftyone(labelled)
+    seen_ids, labels = set(), 0
+    for split in SPLITS:
+        path = tmp_path / "annotations" / f"instances_{split}.json"
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(path))
+        images = coco.loadImgs(coco.getImgIds())
+        assert sorted(image["capture_id"] for image in images) == sorted(c for c, s in assigned.items() if s == split)
+        ids = [image["id"] for image in json.loads(path.read_text())["images"]]
+        assert len(ids) == len(set(ids)) and not seen_ids & set(ids)  # one id per capture across the split files
+        seen_ids |= set(ids)
+        for annotation in coco.loadAnns(coco.getAnnIds()):
+            assert annotation["image_id"] in coco.imgs
+            image = coco.imgs[annotation["image_id"]]
+            x, y, w, h = annotation["bbox"]
+            assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= image["width"] and y + h <= image["height"]
+        labels += len(coco.getAnnIds())
+        dataset = fo.Dataset.from_dir(dataset_type=fo.types.COCODetectionDataset, data_path=str(tmp_path),
+                                      labels_path=str(path), label_types="detections", label_field="ground_truth")
+        try:
+            assert len(dataset) == len(images)
+            assert dataset.count("ground_truth.detections") == len(coco.getAnnIds())
+            assert sorted(Path(f).stem for f in dataset.values("filepath")) == sorted(i["capture_id"] for i in images)
+        finally:
+            dataset.delete()
+    assert len(seen_ids) == 4 and labels == 2
+
+
+def _stopped(pid: int) -> bool:
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state in ("T", "t", "Z")
+
+
+def _kill_while_a_temporary_exists(command: list[str], out: Path) -> list[Path]:
+    """Run ``command`` and SIGKILL it while it has a temporary open in ``out``; the temporaries left.
+
+    A temporary lives for milliseconds, so the process is frozen (SIGSTOP) before each look: what is
+    seen then is still there when SIGKILL lands."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            os.kill(process.pid, signal.SIGSTOP)
+            while not _stopped(process.pid):
+                time.sleep(0.0002)
+            left = list(out.rglob(".*.tmp")) if out.exists() else []
+            if left:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                return left
+            os.kill(process.pid, signal.SIGCONT)
+            time.sleep(0.002)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return []
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_sigkill_mid_export_then_rerun_equals_a_clean_export(labelled, tmp_path):
+    split_workspace(labelled, EVEN)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "ums", "export", str(out), "--format", "yolo", "--workspace", str(labelled.root)]
+    for _ in range(5):  # each try catches the export with a file half written, unless it finishes first
+        left = _kill_while_a_temporary_exists(command, out)
+        if left:
+            break
+    assert left, "the export was never caught with a temporary open"
+    report = export_workspace(labelled, out, "yolo")
+    assert not list(out.rglob("*.tmp")) and report.removed_temporaries == len(left)
+    export_workspace(labelled, tmp_path / "clean", "yolo")
+    killed, clean = _tree(out), _tree(tmp_path / "clean")
+    assert sorted(killed) == sorted(clean) and len(clean) > 20
+    assert killed == clean

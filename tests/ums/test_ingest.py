@@ -13,13 +13,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import PROJECT_ROOT, shared_data
+from tests.ums.dji.test_rjpeg import with_raw_block
 from tests.ums.dji.test_xmp import BILLION_LAUGHS
+from ums.cli import app
 from ums.dji.jpeg import APP1, insert_segments
 from ums.dji.xmp import XMP_APP1_PREFIX
-from ums.ingest import IngestConfig, ingest_flight
+from ums.ingest import IngestConfig, NothingToIngest, ingest_flight
 from ums.manifest import manifest_records
+from ums.records import FileProbe, ThermalRawRecord
 from ums.synth import SynthFlightConfig, synth_flight
 from ums.workspace import DATABASE_NAME, Workspace
 
@@ -144,6 +148,108 @@ def test_bad_inputs_are_recorded_and_the_batch_continues(hostile_flight, tmp_pat
     every_issue = {issue.file for issue in report.issues}
     assert all(Path(f).is_absolute() for f in every_issue)
 
+
+
+def test_raw_blocks_that_do_not_fit_their_frame_are_named_and_not_used(synthetic_flight, tmp_path):
+    root = tmp_path / "flight"
+    shutil.copytree(synthetic_flight, root)
+    t_files = sorted(flight_folder(root).glob("*_T.JPG"))
+    counts = np.ones((512, 640), "<u2")
+    bad = {t_files[0].name: counts[::2, ::2].tobytes(),  # a 320x256 block in a 640x512 file
+           t_files[1].name: counts.tobytes()[:-2],  # two bytes short
+           t_files[2].name: counts.tobytes() + b"\x00" * 4}  # padded
+    for path in t_files[:3]:
+        path.write_bytes(with_raw_block(path.read_bytes(), bad[path.name]))
+    report, records = ingest(root, tmp_path / "ws")
+    messages = {name: " | ".join(issues_for(report, name)) for name in bad}
+    assert "APP3 raw block holds 163840 bytes (320x256); a 640x512 16-bit frame needs 655360" in messages[t_files[0].name]
+    assert "APP3 raw block holds 655358 bytes; a 640x512 16-bit frame needs 655360" in messages[t_files[1].name]
+    assert "APP3 raw block holds 655364 bytes; a 640x512 16-bit frame needs 655360" in messages[t_files[2].name]
+    assert all("palette preview" in m and "FLIR" not in m for m in messages.values())
+    thermal = {Path(r["frames"]["T"]["path"]).name: r["thermal_raw"] for r in records}
+    assert [thermal[name] for name in bad] == [None, None, None]
+    assert report.thermal_raw == 1 and thermal[t_files[3].name]["shape"] == [512, 640]
+
+
+
+def test_a_raw_layout_recorded_by_an_older_version_is_checked_again(synthetic_flight, tmp_path):
+    root = tmp_path / "flight"
+    shutil.copytree(synthetic_flight, root)
+    thermal = sorted(flight_folder(root).glob("*_T.JPG"))[0]
+    thermal.write_bytes(with_raw_block(thermal.read_bytes(), np.ones((256, 320), "<u2").tobytes()))
+    ingest(root, tmp_path / "ws")
+    with Workspace.open(tmp_path / "ws") as ws:  # what ingest stored before raw layouts were checked
+        probe = FileProbe.model_validate_json(ws.known_files(str(root))[str(thermal)]["probe_json"])
+        probe.thermal_raw = ThermalRawRecord(path="thermal_raw/old.png", shape=(256, 320), min=1, max=1,
+                                             source_marker="APP3")
+        cv2.imwrite(str(ws.absolute(probe.thermal_raw.path)), np.ones((256, 320), np.uint16))
+        ws.record_probe(str(root), probe)
+    report, records = ingest(root, tmp_path / "ws")
+    assert (report.read, report.unchanged) == (1, 7)
+    assert next(r for r in records if r["frames"]["T"]["path"] == str(thermal))["thermal_raw"] is None
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, [*map(str, args), "--no-progress"])
+
+
+@pytest.mark.parametrize("content", ["missing", "empty", "other files", "non-DJI JPEGs", "unreadable DJI names"])
+def test_a_folder_without_dji_files_fails_with_a_hint_and_creates_no_workspace(tmp_path, content):
+    flight = tmp_path / "card"
+    if content != "missing":
+        (flight / "DCIM" / "100MEDIA").mkdir(parents=True)
+    if content == "other files":
+        (flight / "DCIM" / "100MEDIA" / "DJI_0001.MP4").write_bytes(b"\x00" * 64)
+    if content == "non-DJI JPEGs":
+        jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+        (flight / "DCIM" / "100MEDIA" / "IMG_0001.JPG").write_bytes(jpeg)
+        (flight / "DCIM" / "100MEDIA" / "DJI_0001.JPG").write_bytes(jpeg)  # DJI-like name, no camera letter
+    if content == "unreadable DJI names":
+        (flight / "DCIM" / "100MEDIA" / "DJI_20240517103000_0001_W.JPG").write_bytes(b"")
+    result = run_cli("ingest", flight, "--workspace", tmp_path / "ws")
+    assert result.exit_code != 0
+    assert not (tmp_path / "ws").exists()
+    if content == "missing":
+        assert "does not exist" in result.output
+    else:
+        assert "no DJI capture" in result.output and "DJI_<time>_<seq>_W, _Z or _T .JPG" in result.output
+        assert "every folder below it" in result.output and "DCIM" in result.output
+    if content == "non-DJI JPEGs":
+        assert "2 JPEG files, none a DJI capture" in result.output and "not a DJI file" in result.output
+
+
+def test_a_folder_without_dji_files_leaves_an_existing_workspace_untouched(synthetic_flight, tmp_path):
+    assert run_cli("ingest", synthetic_flight, "--workspace", tmp_path / "ws").exit_code == 0
+    (tmp_path / "empty").mkdir()
+    result = run_cli("ingest", tmp_path / "empty", "--workspace", tmp_path / "ws")
+    assert result.exit_code != 0 and "no DJI capture" in result.output
+    with Workspace.open(tmp_path / "ws", create=False) as ws:
+        assert len(ws.runs("ingest")) == 1 and ws.capture_count() == 4
+    with Workspace.open(tmp_path / "ws2") as ws, pytest.raises(NothingToIngest, match="found no JPEG"):
+        ingest_flight(ws, tmp_path / "empty", QUIET)  # the library call refuses it too, before recording a run
+
+
+def test_symlinked_folders_are_followed_once_and_cycles_are_named(synthetic_flight, tmp_path):
+    root = tmp_path / "card"
+    dcim = root / "DCIM"
+    shutil.copytree(flight_folder(synthetic_flight), dcim / "DJI_202405171030_001_synthetic")
+    synth_flight(tmp_path / "other", SynthFlightConfig(n=2, seed=9, show_progress=False))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(flight_folder(tmp_path / "other")), elsewhere)
+    (dcim / "a_link").symlink_to(elsewhere, target_is_directory=True)  # a flight kept on another disk
+    (dcim / "b_link").symlink_to(elsewhere, target_is_directory=True)  # the same folder again
+    (dcim / "c_inside").symlink_to(dcim / "DJI_202405171030_001_synthetic", target_is_directory=True)
+    (elsewhere / "loop").symlink_to(tmp_path, target_is_directory=True)  # leads back above the flight
+    report, records = ingest(root, tmp_path / "ws")
+    assert (report.files_seen, report.captures, report.paired, report.duplicates) == (12, 6, 6, 0)
+    linked = [r for r in records if r["folder"] == "DCIM/a_link"]
+    assert len(linked) == 2 and all(r["frames"]["T"]["path"].startswith(str(dcim / "a_link")) for r in linked)
+    assert issues_for(report, "a_link") == [f"symbolic link to the folder {elsewhere}: followed"]
+    assert issues_for(report, "b_link") == [f"symbolic link to the folder {elsewhere}, which is ingested as "
+                                            f"{dcim / 'a_link'}; not followed"]
+    assert issues_for(report, "c_inside") == [f"symbolic link to the folder {dcim / 'DJI_202405171030_001_synthetic'}, "
+                                              f"which is ingested as {dcim / 'DJI_202405171030_001_synthetic'}; not followed"]
+    assert issues_for(report, "loop") == [f"symbolic link to the folder {tmp_path}, which holds {root} (ingested already); "
+                                          "not followed, as it would loop or ingest files twice"]
 
 def test_reingest_is_idempotent_and_tracks_changes(synthetic_flight, tmp_path):
     root = tmp_path / "flight"

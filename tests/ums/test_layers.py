@@ -12,11 +12,12 @@ from tests.conftest import PROJECT_ROOT
 
 # what tsjnet may take from ums: small helpers and data types, never a stage
 LIGHT_UMS = {"ums", "ums.offline", "ums.config", "ums.atomic", "ums.progress", "ums.taxonomy", "ums.detections",
-             "ums.detection_metrics", "ums.executors", "ums.cli_options"}
+             "ums.detection_metrics", "ums.executors", "ums.cli_options", "ums.weights"}
 STAGE_PACKAGES = ("ums.ingest", "ums.crop", "ums.align", "ums.autolabel", "ums.review", "ums.demo", "ums.cli")
 MODEL_LIBRARIES = {"torch", "torchvision", "segment_anything", "ultralytics", "onnxruntime", "natten"}
 # below the stages: what every stage, export and report build on
-LOWER_LAYERS = ["workspace", "records", "runner", "executors", "cli_options", "stages", "lock", "atomic", "config", "progress",
+LOWER_LAYERS = ["workspace", "records", "runner", "executors", "cli_options", "weights", "resources", "stages", "lock", "atomic",
+                "config", "progress",
                 "taxonomy", "masks",
                 "detections", "detection_metrics", "previews", "manifest", "split", "export", "dataset_card", "report"]
 

@@ -69,9 +69,13 @@ def test_review_loop(tmp_path):
         len([l for l in ws.labels(c.capture_id) if not l.excluded]) for c in ws.captures()
         if ws.stage_results(c.capture_id)["review"].get("tags") != ["reject"])
     export_workspace(ws, tmp_path / "yolo", "yolo")
-    yolo = fo.Dataset.from_dir(dataset_type=fo.types.YOLOv5Dataset, dataset_dir=str(tmp_path / "yolo"),
-                               yaml_path=str(tmp_path / "yolo" / "data.yaml"), split="train")
-    assert len(yolo) == 5 and "truck" in yolo.distinct("ground_truth.detections.label")
+    yolo = {split: fo.Dataset.from_dir(dataset_type=fo.types.YOLOv5Dataset, dataset_dir=str(tmp_path / "yolo"),
+                                       yaml_path=str(tmp_path / "yolo" / "data.yaml"), split=split)
+            for split in ("train", "val", "test")}
+    assert {split: len(dataset) for split, dataset in yolo.items()} == {
+        split: len((tmp_path / "yolo" / f"{split}.txt").read_text().split()) for split in yolo}
+    assert sum(len(dataset) for dataset in yolo.values()) == 5
+    assert "truck" in {label for dataset in yolo.values() for label in dataset.distinct("ground_truth.detections.label")}
     export_workspace(ws, tmp_path / "voc", "voc")
     assert len(list((tmp_path / "voc" / "Annotations").glob("*.xml"))) == 5
     export_workspace(ws, tmp_path / "msrs", "msrs", redact=True)

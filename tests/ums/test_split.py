@@ -62,3 +62,35 @@ def test_rejected_captures_are_left_out(workspace):
 def test_fractions_are_validated():
     with pytest.raises(ValueError, match="sum to 1"):
         SplitConfig(fractions={"train": 0.8, "val": 0.3, "test": 0.1})
+
+
+def test_one_short_flight_is_one_block_and_the_report_says_which_setting_splits_it(workspace):
+    report = split_workspace(workspace, SplitConfig())  # 20 captures 2 s apart: one block of the default 20
+    assert {split: counts["captures"] for split, counts in report.counts.items()} == {"train": 20}
+    messages = [issue.message for issue in report.issues]
+    assert len(messages) == 3 and all(issue.level == "warning" and issue.stage == "split" for issue in report.issues)
+    assert messages[0].startswith("all 20 captures form one block") and "max_block_captures below 20" in messages[0]
+    assert messages[1].startswith("val is empty") and messages[2].startswith("test is empty")
+    assert "only 1 block for 3 splits" in messages[1] and "max_block_captures (now 20)" in messages[2]
+    assert [issue.message for issue in workspace.issues("split")] == messages
+    again = split_workspace(workspace, SplitConfig(max_block_captures=2))  # 10 blocks: nothing to warn about
+    assert again.issues == [] and workspace.issues("split") == []
+
+
+def test_an_empty_test_split_is_warned_with_its_reason(workspace):
+    report = split_workspace(workspace, SplitConfig(max_block_captures=7))  # blocks of 7, 7, 6: train takes 14
+    assert {split: counts["captures"] for split, counts in report.counts.items()} == {"train": 14, "val": 6}
+    assert [issue.message.split(":")[0] for issue in report.issues] == ["test is empty"]
+    assert "3 blocks of up to 7 captures" in report.issues[0].message and "15% of 20 = 3.0" in report.issues[0].message
+    assert "max_block_captures (now 7)" in report.issues[0].message
+
+
+def test_cli_prints_strata_as_plain_text_and_the_warnings(workspace):
+    from typer.testing import CliRunner
+
+    from ums.cli import app
+
+    result = CliRunner().invoke(app, ["split", "--workspace", str(workspace.root)], env={"COLUMNS": "240"})
+    assert result.exit_code == 0, result.output
+    assert "class:car: 13" in result.output and "\N{AUTOMOBILE}" not in result.output  # not rich's :car: emoji
+    assert "all 20 captures form one block" in result.output and "test is empty" in result.output

@@ -17,10 +17,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torchvision.ops import batched_nms
 
 from ums.detections import Detections
+from ums.weights import present_registered_file, resolve_weights
 
 ACCEPTED = ("ultralytics models (.pt, .yaml, or an ultralytics export such as .onnx/.torchscript), "
             "YOLOv7 ONNX exports (end-to-end with NMS, or raw output)")
@@ -37,6 +38,12 @@ class DetectorConfig(BaseModel):
     image_size: int = Field(640, ge=32, multiple_of=32)
     device: str = "cpu"
 
+    @field_validator("weights")
+    @classmethod
+    def _registered_name(cls, value: Path | None) -> Path | None:
+        # labels name their model by file name and content hash, and workers need a path, not a name
+        return present_registered_file(value) or value
+
 
 class Detector(Protocol):
     taxonomy: str
@@ -49,9 +56,9 @@ def load_detector(config: DetectorConfig) -> Detector:
     if config.weights is None:
         raise FileNotFoundError(f"autolabel needs a detector: pass --detector PATH (config key detector.weights); "
                                 f"accepted: {ACCEPTED}")
-    path = Path(config.weights)
+    path = resolve_weights(config.weights, "--detector")
     if not path.is_file():
-        raise FileNotFoundError(f"--detector {path}: no such file (accepted: {ACCEPTED})")
+        raise FileNotFoundError(f"--detector {path}: no such file (accepted: {ACCEPTED}; or a name of `ums weights list`)")
     kind = config.format if config.format != "auto" else sniff_format(path)
     if kind == "yolov7-onnx":
         return Yolov7OnnxDetector(path, config)

@@ -15,11 +15,12 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from segment_anything import SamPredictor
 from segment_anything.build_sam import _build_sam
 
 from ums.detections import Detections
+from ums.weights import present_registered_file, registered_model_type, resolve_weights
 
 ARCHITECTURES = {
     "vit_b": dict(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=[2, 5, 8, 11]),
@@ -39,15 +40,25 @@ class SamConfig(BaseModel):
     image: str = Field("visible", pattern="^(visible|thermal|best)$")
     device: str = "cpu"
 
+    @field_validator("checkpoint")
+    @classmethod
+    def _registered_name(cls, value: Path | None) -> Path | None:
+        # labels name their model by file name and content hash, and workers need a path, not a name
+        return present_registered_file(value) or value
+
 
 def load_sam(config: SamConfig):
     """A SamPredictor for ``config.checkpoint``; errors name the --sam flag."""
     if config.checkpoint is None:
         raise FileNotFoundError("masks need SAM weights: pass --sam PATH (config key sam.checkpoint), an official "
                                 "sam_vit_b/l/h checkpoint; or --no-masks for boxes only")
-    path = Path(config.checkpoint)
+    path = resolve_weights(config.checkpoint, "--sam")
     if not path.is_file():
         raise FileNotFoundError(f"--sam {path}: no such file")
+    implied = registered_model_type(config.checkpoint)
+    if implied and config.model_type in ARCHITECTURES and config.model_type != implied:
+        raise ValueError(f"--sam {config.checkpoint} is a {implied} checkpoint but sam.model_type is {config.model_type}: "
+                         f"add --sam-type {implied}")
     architecture = config.architecture if config.model_type == "custom" else ARCHITECTURES.get(config.model_type)
     if architecture is None:
         raise ValueError(f"sam.model_type {config.model_type!r}: choose vit_b, vit_l, vit_h, or custom with sam.architecture")

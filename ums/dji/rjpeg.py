@@ -3,7 +3,8 @@
 DJI stores the raw counts (little-endian uint16, row-major) across consecutive APP3 segments, 640x512
 even when the visible rendering is a 1280x1024 "UHR" image (the H30T stores 1280x1024 raw). The
 Zenmuse XT S keeps them in APP4 instead. FLIR-built cameras (XT2, XTR) use FLIR's FFF container in
-APP1, which this module does not decode: those files fall back to the palette preview.
+APP1, which this module does not decode: those files fall back to the palette preview. So do files
+whose block fits none of the frame's layouts: it is refused with its size, never reshaped by guess.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import numpy as np
 from ums.dji.jpeg import APP1, APP3, APP4, JpegHeader
 
 _RAW_MARKERS = (APP3, APP4)
-_KNOWN_RAW_SHAPES = ((512, 640), (1024, 1280), (256, 320), (480, 640), (288, 384))
+# Rendering size (W, H) -> raw layouts (H, W) other than the rendering's own: the M30T's "UHR" files
+# render 1280x1024 from a 640x512 sensor. A block of any other size is not guessed at: a wrong
+# layout would feed later stages a scrambled image.
+_SMALLER_RAW_LAYOUTS = {(1280, 1024): ((512, 640),)}
+# Below this an APP3/APP4 blob is other data (the XT S keeps 32 KB beside its APP4 raw block;
+# calibration blocks are a few KB), not a raw frame gone wrong.
+_MIN_RAW_BYTES = 2 * 160 * 120
+
+
+class RawThermalError(ValueError):
+    """A raw block is there but does not fit the frame, so its counts cannot be laid out."""
 
 
 @dataclass(frozen=True)
@@ -30,18 +41,24 @@ class RawThermal:
 
 
 def extract_raw_thermal(header: JpegHeader) -> RawThermal | None:
-    """Return the raw sensor counts, or None when the file carries no raw block."""
-    for marker in _RAW_MARKERS:
-        blob = b"".join(header.payloads(marker))
+    """Return the raw sensor counts, or None when the file carries no raw block.
+
+    Raises RawThermalError, saying what is wrong, when a block of raw-frame size is present but
+    fits none of the frame's layouts (cut or padded by a few bytes, or of another resolution)."""
+    blobs = {marker: b"".join(header.payloads(marker)) for marker in _RAW_MARKERS}
+    for marker, blob in blobs.items():
         shape = _raw_shape(len(blob), header.width, header.height)
         if shape is not None:
             counts = np.frombuffer(blob, dtype="<u2").reshape(shape)
-            return RawThermal(counts.astype(np.uint16, copy=True), f"APP{marker - 0xE0}")
+            return RawThermal(counts.astype(np.uint16, copy=True), _marker_name(marker))
+    marker, blob = max(blobs.items(), key=lambda item: len(item[1]))
+    if len(blob) >= _MIN_RAW_BYTES:
+        raise RawThermalError(_misfit(marker, len(blob), header.width, header.height))
     return None
 
 
 def has_raw_thermal(header: JpegHeader) -> bool:
-    """Whether a raw block is present, without copying it."""
+    """Whether a raw block that fits the frame is present, without copying it."""
     return any(
         _raw_shape(sum(len(p) for p in header.payloads(marker)), header.width, header.height)
         for marker in _RAW_MARKERS
@@ -52,22 +69,38 @@ def has_flir_container(header: JpegHeader) -> bool:
     return any(payload.startswith(b"FLIR\x00") for payload in header.payloads(APP1))
 
 
+def raw_layout_fits(shape: tuple[int, int], image_width: int, image_height: int) -> bool:
+    """Whether a raw (H, W) layout is one a frame of this size can hold."""
+    return tuple(shape) in _layouts(image_width, image_height)
+
+
+def _layouts(image_width: int, image_height: int) -> tuple[tuple[int, int], ...]:
+    return ((image_height, image_width), *_SMALLER_RAW_LAYOUTS.get((image_width, image_height), ()))
+
+
 def _raw_shape(n_bytes: int, image_width: int, image_height: int) -> tuple[int, int] | None:
-    if n_bytes < 2 * 160 * 120 or n_bytes % 2:
-        return None
-    n_pixels = n_bytes // 2
-    if n_pixels == image_width * image_height:
-        return image_height, image_width
-    # The raw block may be smaller than the rendering (UHR), but it keeps its aspect ratio.
-    height = round(math.sqrt(n_pixels * image_height / image_width))
-    if height and n_pixels % height == 0:
-        width = n_pixels // height
-        if abs(width / height - image_width / image_height) < 1e-3:
-            return height, width
-    for shape in _KNOWN_RAW_SHAPES:
-        if shape[0] * shape[1] == n_pixels:
-            return shape
-    return None
+    return next((shape for shape in _layouts(image_width, image_height) if 2 * shape[0] * shape[1] == n_bytes), None)
+
+
+def _misfit(marker: int, n_bytes: int, image_width: int, image_height: int) -> str:
+    own, *smaller = _layouts(image_width, image_height)
+    needs = f"a {image_width}x{image_height} 16-bit frame needs {2 * own[0] * own[1]} bytes"
+    needs += "".join(f", or {2 * h * w} for {w}x{h}" for h, w in smaller)
+    return f"{_marker_name(marker)} raw block holds {n_bytes} bytes{_looks_like(n_bytes, image_width, image_height)}; {needs}"
+
+
+def _looks_like(n_bytes: int, image_width: int, image_height: int) -> str:
+    """`` (WxH)`` when the block is a whole frame of the rendering's aspect ratio, else empty."""
+    pixels, odd = divmod(n_bytes, 2)
+    height = round(math.sqrt(pixels * image_height / image_width))
+    if odd or not height or pixels % height:
+        return ""
+    width = pixels // height
+    return f" ({width}x{height})" if width * image_height == height * image_width else ""
+
+
+def _marker_name(marker: int) -> str:
+    return f"APP{marker - 0xE0}"
 
 
 def stretch_to_uint8(counts: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> np.ndarray:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_data
-from ums.dji.jpeg import read_header
-from ums.dji.rjpeg import extract_raw_thermal, has_flir_container, has_raw_thermal, stretch_to_uint8
+from ums.dji.jpeg import APP3, insert_segments, read_header, split_payload
+from ums.dji.rjpeg import RawThermalError, extract_raw_thermal, has_flir_container, has_raw_thermal, stretch_to_uint8
 from ums.dji.writer import encode_dji_jpeg
 
 
@@ -62,3 +62,50 @@ def test_stretch_uses_robust_percentiles():
     assert stretched.dtype == np.uint8 and stretched.min() == 0 and stretched.max() == 255
     assert 100 < stretched[5, 500] < 155
     assert not stretch_to_uint8(np.full((4, 4), 7, np.uint16)).any()
+
+
+def with_raw_block(jpeg: bytes, raw: bytes, marker: int = APP3) -> bytes:
+    """``jpeg`` with its APP3 segments replaced by ``raw`` split the way DJI splits it."""
+    header = read_header(jpeg)
+    kept, start = [], 0
+    for segment in header.segments:
+        if segment.marker == APP3:
+            kept.append(jpeg[start:segment.offset])
+            start = segment.offset + 4 + len(segment.payload)
+    stripped = b"".join(kept) + jpeg[start:]
+    return insert_segments(stripped, [(marker, chunk) for chunk in split_payload(raw)])
+
+
+def test_a_raw_block_smaller_than_its_frame_is_refused_naming_both_sizes():
+    # 320x256 counts keep the 5:4 aspect of a 640x512 frame, but no DJI camera writes that layout
+    jpeg = encode_dji_jpeg(np.zeros((512, 640, 3), np.uint8), b"Exif\x00\x00", {}, np.ones((256, 320), np.uint16))
+    header = read_header(jpeg)
+    with pytest.raises(RawThermalError, match=r"APP3 raw block holds 163840 bytes \(320x256\); "
+                                              r"a 640x512 16-bit frame needs 655360"):
+        extract_raw_thermal(header)
+    assert not has_raw_thermal(header)
+
+
+@pytest.mark.parametrize("delta", [-4, -1, 1, 6])
+def test_a_raw_block_a_few_bytes_off_says_what_is_wrong(delta):
+    raw = np.ones((512, 640), "<u2").tobytes()
+    raw = raw[:delta] if delta < 0 else raw + b"\x00" * delta
+    jpeg = encode_dji_jpeg(np.zeros((512, 640, 3), np.uint8), b"Exif\x00\x00", {})
+    with pytest.raises(RawThermalError, match=f"APP3 raw block holds {655360 + delta} bytes; a 640x512 16-bit "
+                                              "frame needs 655360"):
+        extract_raw_thermal(read_header(with_raw_block(jpeg, raw)))
+
+
+def test_a_uhr_frame_accepts_either_raw_layout_and_names_both_when_neither_fits():
+    uhr = encode_dji_jpeg(np.zeros((1024, 1280, 3), np.uint8), b"Exif\x00\x00", {})
+    full = np.arange(1024 * 1280, dtype="<u2").reshape(1024, 1280)
+    assert extract_raw_thermal(read_header(with_raw_block(uhr, full.tobytes()))).shape == (1024, 1280)
+    assert extract_raw_thermal(read_header(with_raw_block(uhr, full[::2, ::2].tobytes()))).shape == (512, 640)
+    with pytest.raises(RawThermalError, match="a 1280x1024 16-bit frame needs 2621440 bytes, or 655360 for 640x512"):
+        extract_raw_thermal(read_header(with_raw_block(uhr, full[::4, ::4].tobytes())))
+
+
+def test_small_app_blocks_are_not_raw_attempts():
+    # the XT S keeps 32 KB of other data in APP3 beside its APP4 raw block; DJI calibration APP4s are small
+    jpeg = encode_dji_jpeg(np.zeros((512, 640, 3), np.uint8), b"Exif\x00\x00", {})
+    assert extract_raw_thermal(read_header(with_raw_block(jpeg, b"\x01" * 32768))) is None
