@@ -9,10 +9,18 @@ from typing import Optional
 import typer
 
 import tsjnet  # noqa: F401  (applies the offline settings first)
-from ums.cli_options import ExecutorOption, SchedulerFileOption, SchedulerOption, WorkersOption, executor_overrides
+from ums.cli_options import (
+    ExecutorOption,
+    SchedulerFileOption,
+    SchedulerOption,
+    WorkersOption,
+    config_default,
+    executor_overrides,
+)
 
 app = typer.Typer(help="TSJNet infrared/visible fusion: train, fuse, evaluate.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)  # help text is text: "[default: ...]" is not markup
 
 
 @app.callback()
@@ -100,7 +108,8 @@ def fuse(
     vi: Path = typer.Option(..., "--vi", help="Folder of visible images (same file stems)."),
     out: Path = typer.Option(..., "--out", help="Folder for the fused images (<stem>.png)."),
     method: str = typer.Option("tsjnet", help="tsjnet, or a classical baseline: mean, max, laplacian."),
-    weights: Optional[Path] = typer.Option(None, help="TSJNet weights (.safetensors) for --method tsjnet."),
+    weights: Optional[Path] = typer.Option(None, help="TSJNet weights (.safetensors) for --method tsjnet.",
+                                           show_default="none: required by --method tsjnet"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast; GPU)."),
     batch_size: int = typer.Option(1, help="Pairs per forward pass (same-size images are batched)."),
@@ -143,7 +152,7 @@ def evaluate(
     vi: Path = typer.Option(..., "--vi", help="Folder of visible images."),
     fused: Path = typer.Option(..., "--fused", help="Folder of fused images (same file stems)."),
     convention: str = typer.Option("tsjnet", help="tsjnet (mean over sources, bits) or cddfuse (sums, nats)."),
-    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Only these metrics (repeatable)."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Only these metrics (repeatable).", show_default="all"),
     as_json: bool = typer.Option(False, "--json", help='Print {"per_image": {...}, "mean": {...}} as JSON.'),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -187,22 +196,33 @@ def export_onnx(
 def train(
     data: str = typer.Option(..., "--data", help="Dataset folder, or a name from data.named_roots (ums, msrs)."),
     config: Optional[Path] = typer.Option(None, help="Training YAML [default: pipelines/train.yaml]."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (checkpoints, logs, weights); rerun to resume."),
-    epochs: Optional[int] = typer.Option(None),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (resumable)."),
-    batch_size: Optional[int] = typer.Option(None, help="Pairs per step per process (at least 2)."),
-    lr: Optional[float] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (torchrun picks the GPU per process)."),
-    amp: Optional[str] = typer.Option(None, help="none, bf16 or fp16 (with a gradient scaler)."),
-    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
-    preset: Optional[str] = typer.Option(None, help="Loss weights: code (official run) or paper (Eq. 6-12)."),
-    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights (torchvision COCO .pth), "
+    out: Optional[Path] = typer.Option(None, help="Run folder (checkpoints, logs, weights); rerun to resume.",
+                                       show_default=config_default("train", "out")),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the training split.", show_default=config_default("train", "epochs")),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (resumable).",
+                                            show_default=config_default("train", "max_steps")),
+    batch_size: Optional[int] = typer.Option(None, help="Pairs per step per process (at least 2).",
+                                             show_default=config_default("train", "batch_size")),
+    lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default=config_default("train", "optim.lr")),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (torchrun picks the GPU per process).",
+                                         show_default=config_default("train", "device")),
+    amp: Optional[str] = typer.Option(None, help="none, bf16 or fp16 (with a gradient scaler).",
+                                      show_default=config_default("train", "amp")),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network.",
+                                                 show_default=config_default("train", "compile")),
+    preset: Optional[str] = typer.Option(None, help="Loss weights: code (official run) or paper (Eq. 6-12).",
+                                         show_default=config_default("train", "loss.preset")),
+    detector_weights: Optional[Path] = typer.Option(None, show_default="none: required unless --no-pretrained",
+                                                    help="Faster R-CNN R50-FPN weights (torchvision COCO .pth), "
                                                     "or fasterrcnn_resnet50_fpn (`ums weights`)."),
-    segmenter_weights: Optional[Path] = typer.Option(None, help="DeepLabV3 weights for the dataset's classes."),
+    segmenter_weights: Optional[Path] = typer.Option(None, help="DeepLabV3 weights for the dataset's classes.",
+                                                     show_default="none: required unless --no-pretrained"),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained",
                                     help="--no-pretrained: random task networks (tests only)."),
-    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
-    seed: Optional[int] = typer.Option(None),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes.",
+                                          show_default=config_default("train", "data.num_workers")),
+    seed: Optional[int] = typer.Option(None, help="Random seed (data order, crops, initial weights).",
+                                       show_default=config_default("train", "seed")),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train TSJNet jointly with its detection and segmentation losses (multi-GPU: torchrun --nproc-per-node N)."""
@@ -255,13 +275,14 @@ def eval_det(
     images: list[str] = typer.Option(..., "--images", help="NAME=FOLDER, repeatable: fused=F/ infrared=IR/ visible=VI/."),
     labels: Path = typer.Option(..., help="Folder of YOLO .txt or VOC .xml boxes (file stems = image stems)."),
     classes: Optional[Path] = typer.Option(None, help="classes.txt [default: beside the labels]."),
-    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights."),
+    detector_weights: Optional[Path] = typer.Option(None, help="Faster R-CNN R50-FPN weights, or fasterrcnn_resnet50_fpn (`ums weights`).",
+                                                    show_default="none: required unless --no-pretrained"),
     detector_labels: str = typer.Option("coco", help="coco (91-way COCO head) or dataset (1 + dataset classes)."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="--no-pretrained: random (tests)."),
-    device: str = typer.Option("cpu"),
-    score_threshold: float = typer.Option(0.05),
-    as_json: bool = typer.Option(False, "--json"),
-    progress: bool = typer.Option(True),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+    score_threshold: float = typer.Option(0.05, help="Detections below this score are not counted."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Detection mAP (pycocotools) of one detector on fused vs infrared vs visible images (Table 3)."""
     from tsjnet.downstream import evaluate_detection
@@ -281,13 +302,14 @@ def eval_seg(
     images: list[str] = typer.Option(..., "--images", help="NAME=FOLDER, repeatable: fused=F/ infrared=IR/ visible=VI/."),
     labels: Path = typer.Option(..., help="Folder of class-id PNGs (MSRS Segmentation_labels)."),
     segmenter: str = typer.Option("deeplabv3_resnet101", help="deeplabv3_resnet101, deeplabv3_resnet50, deeplabv3plus_resnet101."),
-    segmenter_weights: Optional[Path] = typer.Option(None, help="Weights for the dataset's classes."),
+    segmenter_weights: Optional[Path] = typer.Option(None, help="Weights for the dataset's classes.",
+                                                     show_default="none: required unless --no-pretrained"),
     num_classes: int = typer.Option(9, "--classes", help="Class count (MSRS: 9)."),
     taxonomy: str = typer.Option("msrs-seg", help="labels/ file naming the classes."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="--no-pretrained: random (tests)."),
-    device: str = typer.Option("cpu"),
-    as_json: bool = typer.Option(False, "--json"),
-    progress: bool = typer.Option(True),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Per-class IoU and mIoU of one segmenter on fused vs infrared vs visible images (Table 3)."""
     from tsjnet.downstream import evaluate_segmentation

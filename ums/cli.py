@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 import ums  # noqa: F401  (applies the offline settings before anything else is imported)
-from ums.cli_options import ExecutorOption, SchedulerFileOption, SchedulerOption, WorkersOption, executor_overrides
+from ums.cli_options import (
+    ExecutorOption,
+    SchedulerFileOption,
+    SchedulerOption,
+    WorkersOption,
+    config_default,
+    executor_overrides,
+)
 from ums.config import ConfigError, default_config_path, load_config
 from ums.workspace import Workspace, WorkspaceError
 
@@ -19,6 +26,7 @@ app = typer.Typer(
     help="Build registered, labelled IR/visible datasets from DJI M30T flights.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help text is text: "[default: ...]" and "class:car:" are not markup
 )
 console = Console(stderr=True, soft_wrap=True)
 
@@ -115,7 +123,7 @@ def status(
 def manifest(
     workspace: Optional[Path] = WorkspaceOption,
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per capture per line."),
-    redact: bool = typer.Option(False, help="Drop GPS positions and serial numbers."),
+    redact: bool = typer.Option(False, help="Drop GPS and laser-range-finder positions, serial numbers and absolute paths."),
 ) -> None:
     """The captures of the workspace (the JSON form is a stable, documented interface)."""
     from ums.manifest import manifest_lines, manifest_records
@@ -170,7 +178,8 @@ def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path
 def crop(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/crop.yaml]."),
-    size: Optional[str] = typer.Option(None, help="Output size WxH on the thermal grid, e.g. 1280x1024."),
+    size: Optional[str] = typer.Option(None, help="Output size WxH on the thermal grid, e.g. 1280x1024.",
+                                       show_default=f"{config_default('crop', 'output_width')}x{config_default('crop', 'output_height')}"),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     workers: Optional[int] = WorkersOption,
     executor: Optional[str] = ExecutorOption,
@@ -195,10 +204,13 @@ def crop(
 def align(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/align.yaml]."),
-    method: Optional[str] = typer.Option(None, help="ecc (classical, default) or learned."),
-    motion: Optional[str] = typer.Option(None, help="ECC model: translation, euclidean or similarity."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the learned method (from `ums align-train`)."),
-    device: Optional[str] = typer.Option(None, help="Device of the learned method: cpu, cuda, cuda:1 ..."),
+    method: Optional[str] = typer.Option(None, help="ecc (classical) or learned.", show_default=config_default("align", "method")),
+    motion: Optional[str] = typer.Option(None, help="ECC model: translation, euclidean or similarity.",
+                                         show_default=config_default("align", "motion")),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the learned method (from `ums align-train`).",
+                                           show_default=config_default("align", "weights")),
+    device: Optional[str] = typer.Option(None, help="Device of the learned method: cpu, cuda, cuda:1 ...",
+                                         show_default=config_default("align", "device")),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     workers: Optional[int] = WorkersOption,
     executor: Optional[str] = ExecutorOption,
@@ -223,13 +235,16 @@ def align_train(
     width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published size."),
     readout: str = typer.Option("soft-argmax", help="Cost-volume readout: soft-argmax, or regress (the published 1.82 M-parameter net)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
-    seed: int = typer.Option(0),
-    translation_px: Optional[float] = typer.Option(None, help="Largest synthetic translation (px) [16 drone, 15 SuperFusion-like]."),
-    val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", help="Held-out aligned pairs to score; repeatable."),
+    seed: int = typer.Option(0, help="Random seed of the warps, crops and initial weights."),
+    translation_px: Optional[float] = typer.Option(None, help="Largest synthetic translation (px).",
+                                                   show_default="each regime's own: 16 drone-like, 15 SuperFusion-like"),
+    val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", help="Held-out aligned pairs to score; repeatable.",
+                                                   show_default="none"),
     val_every: int = typer.Option(0, help="Steps between validations (0: after the last step only)."),
     save_every: int = typer.Option(0, help="Steps between resumable training-state saves (0: at the end)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the training state beside --out."),
-    max_seconds: Optional[float] = typer.Option(None, help="Stop after this much wall time; --resume continues."),
+    max_seconds: Optional[float] = typer.Option(None, help="Stop after this much wall time; --resume continues.",
+                                                show_default="no limit"),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train the SuperFusion-style dense registration net on synthetic warps of aligned pairs."""
@@ -256,12 +271,18 @@ def align_train(
 def autolabel(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/autolabel.yaml]."),
-    detector: Optional[Path] = typer.Option(None, "--detector", help="Detector file: ultralytics model or YOLOv7 ONNX export."),
-    detector_format: Optional[str] = typer.Option(None, help="auto, ultralytics or yolov7-onnx."),
-    taxonomy: Optional[str] = typer.Option(None, help="labels/ file naming the detector's classes [coco]."),
-    sam: Optional[Path] = typer.Option(None, "--sam", help="SAM checkpoint (official sam_vit_b/l/h)."),
-    sam_type: Optional[str] = typer.Option(None, help="vit_b, vit_l or vit_h."),
-    sam_image: Optional[str] = typer.Option(None, help="Image SAM segments: visible, thermal or best."),
+    detector: Optional[Path] = typer.Option(None, "--detector", show_default="none: required",
+                                            help="Detector: an ultralytics model or YOLOv7 ONNX export, "
+                                                 "or a name from `ums weights list`."),
+    detector_format: Optional[str] = typer.Option(None, help="auto, ultralytics or yolov7-onnx.",
+                                                  show_default=config_default("autolabel", "detector.format")),
+    taxonomy: Optional[str] = typer.Option(None, help="labels/ file naming the detector's classes.",
+                                           show_default=config_default("autolabel", "detector.taxonomy")),
+    sam: Optional[Path] = typer.Option(None, "--sam", show_default="none: required unless --no-masks",
+                                       help="SAM checkpoint (official sam_vit_b/l/h), or sam_vit_b/l/h (`ums weights`)."),
+    sam_type: Optional[str] = typer.Option(None, help="vit_b, vit_l or vit_h.", show_default=config_default("autolabel", "sam.model_type")),
+    sam_image: Optional[str] = typer.Option(None, help="Image SAM segments: visible, thermal or best.",
+                                            show_default=config_default("autolabel", "sam.image")),
     masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
     force: Optional[bool] = typer.Option(None, "--force", help="Replace unreviewed automatic labels."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -312,7 +333,7 @@ def review(
 def split(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/split.yaml]."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    seed: Optional[int] = typer.Option(None, help="Random seed.", show_default=config_default("split", "seed")),
 ) -> None:
     """train / val / test by blocks of consecutive captures, stratified, rejected pairs left out."""
     from ums.split import SplitConfig, split_workspace
@@ -334,7 +355,8 @@ def split(
 def export(
     out: Path = typer.Argument(..., help="Folder to write the export into."),
     format: str = typer.Option(..., "--format", "-f", help="msrs (for tsjnet train), coco, yolo, voc or semantic."),
-    redact: bool = typer.Option(False, help="Drop GPS positions and serial numbers from exported metadata."),
+    redact: bool = typer.Option(False, help="Drop GPS and laser-range-finder positions, serial numbers and absolute "
+                                            "paths from exported metadata."),
     workspace: Optional[Path] = WorkspaceOption,
 ) -> None:
     """Aligned pairs and their labels: the MSRS layout with a dataset card, COCO, YOLO, VOC or semantic PNGs."""
@@ -357,9 +379,10 @@ def export(
 @app.command("synth-flight")
 def synth_flight_command(
     out: Path = typer.Argument(..., help="Folder to write the flight into (DCIM/... + groundtruth.json)."),
-    pairs: Optional[Path] = typer.Option(None, help="Aligned IR/visible pairs (ir/ + vi/), e.g. ../shared/data/llvip/train."),
-    n: Optional[int] = typer.Option(None, "--n", help="Number of captures."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    pairs: Optional[Path] = typer.Option(None, help="Aligned IR/visible pairs (ir/ + vi/), e.g. ../shared/data/llvip/train.",
+                                         show_default="procedural scenes"),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of captures.", show_default=config_default("synth-flight", "n")),
+    seed: Optional[int] = typer.Option(None, help="Random seed.", show_default=config_default("synth-flight", "seed")),
     config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/synth-flight.yaml]."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -406,7 +429,7 @@ def demo(
 
 weights_app = typer.Typer(help="Public model weights by name (--detector yolov8x, --sam sam_vit_b): list, download (the only "
                                "command that uses the network), verify, path. Files live in UMS_HOME [~/.cache/ums].",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(weights_app, name="weights")
 WEIGHT_COLUMNS = ("name", "for", "size", "licence", "source", "hash", "present")
 
