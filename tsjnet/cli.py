@@ -141,9 +141,8 @@ def fuse(
     if report.incomplete:
         raise typer.Exit(1)
     if not report.written and not report.skipped:
-        typer.secho(f"no pair was fused: --ir {ir} and --vi {vi} share no readable image of the same name "
-                    "(pairs are matched by file stem)", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+        _fail(f"no pair was fused: --ir {ir} and --vi {vi} share no readable image of the same name "
+              "(pairs are matched by file stem)")
 
 
 @app.command("eval")
@@ -166,6 +165,9 @@ def evaluate(
         _fail(str(error))
     for problem in result["problems"]:
         typer.secho(problem, fg=typer.colors.YELLOW, err=True)
+    if not result["per_image"]:
+        _fail(f"no image was scored: --ir {ir}, --vi {vi} and --fused {fused} share no readable image of the same "
+              "name (images are matched by file stem; fuse them first with `tsjnet fuse`)")
     if as_json:
         typer.echo(json.dumps(result))
         return

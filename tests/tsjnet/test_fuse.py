@@ -150,4 +150,4 @@ def test_no_pair_to_fuse_exits_non_zero(tmp_path):
     (tmp_path / "vi").mkdir()
     result = CliRunner().invoke(app, ["fuse", "--ir", str(tmp_path / "ir"), "--vi", str(tmp_path / "vi"),
                                       "--out", str(tmp_path / "f"), "--method", "mean", "--no-progress"])
-    assert result.exit_code == 1 and "no pair was fused" in result.output
+    assert result.exit_code == 2 and "no pair was fused" in result.output

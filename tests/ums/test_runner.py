@@ -237,31 +237,37 @@ def wait_for_results(root: Path, stage: str, at_least: int, process: subprocess.
     pytest.fail(f"{stage} did not record {at_least} results in time")
 
 
+def crop_in_progress(flight: Path, root: Path, workers: str, recorded: int) -> subprocess.Popen:
+    """``ums crop`` on a freshly ingested workspace, once it has recorded ``recorded`` captures."""
+    run_cli("ingest", str(flight), "--workspace", str(root), "--workers", "1")
+    crop = start_cli("crop", "--workspace", str(root), "--workers", workers)
+    wait_for_results(root, "crop", recorded, crop)
+    return crop
+
+
+def finish_and_digest(root: Path) -> dict[str, str]:
+    run_cli("crop", "--workspace", str(root), "--workers", "2")
+    run_cli("align", "--workspace", str(root), "--workers", "2")
+    return workspace_digest(root)
+
+
 @pytest.mark.slow
 def test_a_driver_killed_mid_run_resumes_cleanly(flight, reference, tmp_path):
     root = tmp_path / "ws"
-    run_cli("ingest", str(flight), "--workspace", str(root), "--workers", "1")
-    crop = start_cli("crop", "--workspace", str(root), "--workers", "1")
-    wait_for_results(root, "crop", 2, crop)
+    crop = crop_in_progress(flight, root, "1", 2)
     crop.kill()  # SIGKILL: no cleanup at all
     crop.wait()
     with Workspace.open(root, create=False) as ws:
         assert ws.stage_counts()["crop"]["done"] < 6
-    run_cli("crop", "--workspace", str(root), "--workers", "2")
-    run_cli("align", "--workspace", str(root), "--workers", "2")
+    assert finish_and_digest(root) == reference
     assert not list(root.rglob("*.tmp"))
-    assert workspace_digest(root) == reference
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_the_rerun_resumes(flight, reference, tmp_path):
     root = tmp_path / "ws"
-    run_cli("ingest", str(flight), "--workspace", str(root), "--workers", "1")
-    crop = start_cli("crop", "--workspace", str(root), "--workers", "2")
-    wait_for_results(root, "crop", 1, crop)
+    crop = crop_in_progress(flight, root, "2", 1)
     crop.send_signal(signal.SIGINT)
     output, _ = crop.communicate(timeout=60)
     assert crop.returncode == 130 and "interrupted" in output and "Traceback" not in output, output
-    run_cli("crop", "--workspace", str(root), "--workers", "2")
-    run_cli("align", "--workspace", str(root), "--workers", "2")
-    assert workspace_digest(root) == reference
+    assert finish_and_digest(root) == reference
