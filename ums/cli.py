@@ -399,13 +399,16 @@ def synth_flight_command(
 
 
 @app.command()
-def report(workspace: Optional[Path] = WorkspaceOption) -> None:
-    """Write reports/index.html: summary, thumbnails, issues."""
+def report(
+    workspace: Optional[Path] = WorkspaceOption,
+    page_size: int = typer.Option(50, min=1, help="Captures per page (index.html, page-2.html, ...)."),
+) -> None:
+    """Write reports/index.html: summary, every capture's thumbnails with captions and its registration, issues."""
     from ums.report import write_html_report
 
     try:
         with Workspace.open(workspace, create=False) as ws:
-            page = write_html_report(ws)
+            page = write_html_report(ws, page_size)
     except WorkspaceError as exc:
         _fail(str(exc))
     console.print(f"report: {page}")

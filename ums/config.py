@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,8 +44,7 @@ def load_config(model: type[ConfigT], path: str | Path | None = None, **override
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        source = f" in {path}" if path else ""
-        raise ConfigError(f"invalid {model.__name__}{source}:\n{exc}") from exc
+        raise ConfigError(_describe_errors(model, exc, values, path, overrides)) from exc
 
 
 def _deep_update(values: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -55,3 +58,93 @@ def _deep_update(values: dict[str, Any], overrides: dict[str, Any]) -> None:
             values[key] = {k: v for k, v in value.items() if v is not None}
         else:
             values[key] = value
+
+
+_MESSAGE_SUBJECT = re.compile(r"^(?:Input|String|Value|List|Dictionary|Tuple|Set|Decimal|Number|Object) (?=should|is )")
+_MESSAGE_PREFIX = re.compile(r"^(?:Value error|Assertion failed|Assertion error), ")
+_MAX_VALUE_CHARS = 80
+
+
+def _describe_errors(model: type[BaseModel], exc: ValidationError, given: dict[str, Any], path: Path | None,
+                     overrides: dict[str, Any]) -> str:
+    """One line per bad setting: pydantic's own text spreads each over three lines, in its terms."""
+    stage = re.sub(r"(?<!^)(?=[A-Z])", "-", model.__name__.removesuffix("Config")).lower() or model.__name__
+    lines: dict[tuple[str, ...], list[str]] = {}
+    heads: dict[tuple[str, ...], str] = {}
+    for error in exc.errors(include_url=False):
+        parts = _setting_path(error, given)
+        dotted = ".".join(parts)
+        source = " (an option)" if _given(overrides, parts) else f" in {path}" if path else ""
+        if not parts:
+            heads[parts] = f"invalid {stage} settings{source}"
+        elif error["type"] == "missing":
+            heads[parts] = f"missing {stage} setting {dotted}{source}"
+        else:
+            kind = "unknown" if error["type"] == "extra_forbidden" else "invalid"
+            heads[parts] = f"{kind} {stage} setting {dotted}={_short(error['input'])}{source}"
+        if error["type"] == "extra_forbidden":
+            message = _unknown_hint(model, parts)
+        elif error["type"] == "missing":
+            message = "required"
+        else:
+            message = _MESSAGE_PREFIX.sub("", _MESSAGE_SUBJECT.sub("", " ".join(error["msg"].split())))
+        lines.setdefault(parts, []).append(message)
+    return "\n".join(f"{heads[parts]}: {'; or '.join(dict.fromkeys(messages))}" for parts, messages in lines.items())
+
+
+def _setting_path(error: Any, given: dict[str, Any]) -> tuple[str, ...]:
+    """The setting an error is about. Pydantic's location also names the member a union tried
+    (``size.int``), which is no setting: a part counts only where the given values have it."""
+    parts: list[str] = []
+    value: Any = given
+    location = error["loc"]
+    for position, part in enumerate(location):
+        last = position == len(location) - 1
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, (list, tuple)) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        elif not (last and error["type"] in ("missing", "extra_forbidden")):
+            continue
+        parts.append(str(part))
+    return tuple(parts)
+
+
+def _given(overrides: dict[str, Any], parts: tuple[str, ...]) -> bool:
+    value: Any = overrides
+    for part in parts:
+        if not isinstance(value, dict) or value.get(part) is None:
+            return False
+        value = value[part]
+    return bool(parts)
+
+
+def _unknown_hint(model: type[BaseModel], parts: tuple[str, ...]) -> str:
+    known = _fields_at(model, parts[:-1])
+    if not known:
+        return "not a setting here"
+    close = difflib.get_close_matches(parts[-1], known, n=1)
+    if close:
+        return f"did you mean {'.'.join((*parts[:-1], close[0]))}?"
+    return f"not a setting here (known: {', '.join(known)})"
+
+
+def _fields_at(model: type[BaseModel], parts: tuple[str, ...]) -> list[str]:
+    """The setting names of the (nested) model at ``parts``; empty where that is not one model."""
+    current: Any = model
+    for part in parts:
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return []
+        candidates = [field.annotation]
+        if typing.get_origin(field.annotation) in (typing.Union, types.UnionType):
+            candidates = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+        current = candidates[0] if len(candidates) == 1 else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."

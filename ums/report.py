@@ -71,70 +71,140 @@ def summarize(workspace: Workspace) -> WorkspaceSummary:
     )
 
 
-def write_html_report(workspace: Workspace, max_thumbnails: int = 6) -> Path:
-    """``reports/index.html``: the summary, thumbnails of the first captures, every issue."""
+PAGE_SIZE = 50  # captures per page: each card inlines its thumbnails (30-40 kB), so one page stays a few MB
+STYLE = f"""
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size: 14px; }}
+nav {{ margin: 1em 0; font-size: 15px; }}
+nav a, nav span {{ margin-right: 6px; }}
+nav .current {{ font-weight: bold; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.card {{ border: 1px solid #ccc; padding: 8px; }}
+.card h3 {{ margin: 0 0 6px; font-size: 14px; font-family: monospace; font-weight: normal; }}
+.card figure {{ display: inline-block; margin: 0 4px 0 0; vertical-align: top; }}
+.card img {{ height: {THUMBNAIL_HEIGHT}px; display: block; }}
+.card figcaption {{ font-size: 12px; color: #555; text-align: center; }}
+.card p {{ margin: 6px 0 0; font-size: 13px; max-width: 60em; }}
+.flagged {{ background: #c00; color: #fff; padding: 0 4px; border-radius: 3px; }}
+tr.error td {{ background: #fdd; }} tr.warning td {{ background: #ffe; }}
+"""
+
+
+def page_name(number: int) -> str:
+    return "index.html" if number == 1 else f"page-{number}.html"
+
+
+def write_html_report(workspace: Workspace, page_size: int = PAGE_SIZE) -> Path:
+    """``reports/index.html`` (the summary, the first page of captures, every issue) and
+    ``reports/page-N.html`` for the other captures, ``page_size`` to a page; returns index.html."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
     summary = summarize(workspace)
-    captures = workspace.captures()[:max_thumbnails]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary.rows())
-    cards = "".join(_capture_card(workspace, capture) for capture in captures)
+    captures = workspace.captures()
+    pages = max(1, -(-len(captures) // page_size))
+    folder = workspace.stage_dir("reports")
+    for number in range(1, pages + 1):
+        first = (number - 1) * page_size
+        chunk = captures[first:first + page_size]
+        heading = (f"Captures {first + 1}–{first + len(chunk)} of {len(captures)} (page {number} of {pages})"
+                   if chunk else "Captures (none yet)")
+        nav = _page_nav(number, pages)
+        cards = "".join(_capture_card(workspace, capture) for capture in chunk)
+        body = f"<h2>{heading}</h2>{nav}<div class=\"cards\">{cards}</div>{nav}"
+        if number == 1:
+            body = f"<table>{_summary_rows(summary)}</table>{body}{_issues_table(summary)}"
+        title = "UMS workspace" + ("" if number == 1 else f" · captures page {number}")
+        write_text(folder / page_name(number), f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>{STYLE}</style></head><body>
+<h1>UMS workspace <small>{html.escape(workspace.root.name)}</small></h1>
+{body}
+</body></html>
+""")
+    for stale in folder.glob("page-*.html"):
+        # a report of fewer captures than the last one must not leave pages behind that nothing links to
+        number = stale.stem.removeprefix("page-")
+        if not number.isdigit() or int(number) > pages:
+            stale.unlink()
+    return folder / page_name(1)
+
+
+def _summary_rows(summary: WorkspaceSummary) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary.rows())
+
+
+def _issues_table(summary: WorkspaceSummary) -> str:
     issues = "".join(
         f"<tr class='{i.level}'><td>{i.level}</td><td>{html.escape(i.stage)}</td>"
         f"<td>{html.escape(i.file or '')}</td><td>{html.escape(i.message)}</td></tr>"
         for i in summary.issues
     )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>UMS workspace report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size: 14px; }}
-.cards {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-.card {{ border: 1px solid #ccc; padding: 8px; }}
-.card img {{ height: {THUMBNAIL_HEIGHT}px; margin-right: 4px; }}
-tr.error td {{ background: #fdd; }} tr.warning td {{ background: #ffe; }}
-</style></head><body>
-<h1>UMS workspace</h1>
-<table>{rows}</table>
-<h2>Captures (first {len(captures)} of {summary.captures})</h2>
-<div class="cards">{cards}</div>
-<h2>Issues ({len(summary.issues)})</h2>
-<table><tr><th>level</th><th>stage</th><th>file</th><th>message</th></tr>{issues}</table>
-</body></html>
-"""
-    return write_text(workspace.stage_dir("reports") / "index.html", page)
+    return (f"<h2>Issues ({len(summary.issues)})</h2>"
+            f"<table><tr><th>level</th><th>stage</th><th>file</th><th>message</th></tr>{issues}</table>")
+
+
+def _page_nav(number: int, pages: int) -> str:
+    if pages == 1:
+        return ""
+    links = []
+    if number > 1:
+        links.append(f'<a rel="prev" href="{page_name(number - 1)}">‹ previous</a>')
+    for other in range(1, pages + 1):
+        links.append(f'<span class="current">{other}</span>' if other == number
+                     else f'<a href="{page_name(other)}">{other}</a>')
+    if number < pages:
+        links.append(f'<a rel="next" href="{page_name(number + 1)}">next ›</a>')
+    return f"<nav>{''.join(links)}</nav>"
 
 
 def _capture_card(workspace: Workspace, capture: CaptureRecord) -> str:
     images = []
     for key in VISIBLE_LETTERS:
         if key in capture.frames:
-            images.append((key, _visible_thumbnail(Path(capture.frames[key].path))))
+            images.append((f"{key} visible", _visible_thumbnail(Path(capture.frames[key].path))))
             break
     if capture.thermal_raw is not None:
         counts = cv2.imread(str(workspace.absolute(capture.thermal_raw.path)), cv2.IMREAD_UNCHANGED)
         if counts is not None:
-            images.append(("T raw", _resize(stretch_to_uint8(counts))))
+            images.append(("T raw (stretched)", _resize(stretch_to_uint8(counts))))
     elif "T" in capture.frames:
-        images.append(("T preview", _visible_thumbnail(Path(capture.frames["T"].path))))
+        images.append(("T preview (camera palette)", _visible_thumbnail(Path(capture.frames["T"].path))))
     align = workspace.stage_result(capture.capture_id, ALIGN)
-    caption = ""
     if align and align["status"] == "done":
         overlay = cv2.imread(str(workspace.absolute(align["files"]["overlay"])))
         if overlay is not None:
             images.append(("aligned overlay", _resize(overlay)))
-        caption = f" · align: {align['decision']}" + (" (flagged)" if align.get("flagged") else "")
+    lines = [_registration_line(align)]
     labelled = workspace.stage_result(capture.capture_id, AUTOLABEL)
     if labelled and labelled["status"] == "done":
         labels_preview = cv2.imread(str(workspace.absolute(labelled["files"]["preview"])))
         if labels_preview is not None:
             images.append(("labels", _resize(labels_preview)))
-        caption += f" · {len(workspace.labels(capture.capture_id))} labels"
-    tags = "".join(
-        f'<img alt="{label}" title="{label}" src="data:image/jpeg;base64,{_jpeg_base64(image)}">'
+        lines.append(html.escape(f"{len(workspace.labels(capture.capture_id))} labels"))
+    figures = "".join(
+        f'<figure><img alt="{label}" src="data:image/jpeg;base64,{_jpeg_base64(image)}">'
+        f"<figcaption>{label}</figcaption></figure>"
         for label, image in images if image is not None
     )
-    return (f'<div class="card"><div>{tags}</div><code>{html.escape(capture.capture_id)}</code>'
-            f"{html.escape(caption)}</div>")
+    capture_id = html.escape(capture.capture_id)
+    return (f'<section class="card" id="capture-{capture_id}"><h3>{capture_id}</h3><div>{figures}</div>'
+            + "".join(f"<p>{line}</p>" for line in lines) + "</section>")
+
+
+def _registration_line(align: dict | None) -> str:
+    """What registration made of the pair: a flagged or failed one needs a person's eye."""
+    if align is None:
+        return "registration: not run"
+    score = (align.get("estimate") or {}).get("score")
+    parts = [f"registration score {score:.2f}" if score is not None else "registration score –",
+             f"decision {align.get('decision', align['status'])}"]
+    text = html.escape(" · ".join(parts), quote=False)
+    if align.get("flagged"):
+        text += ' <span class="flagged">flagged</span>'
+    if align.get("reason"):
+        text += f" · {html.escape(align['reason'], quote=False)}"
+    return text
 
 
 def _visible_thumbnail(path: Path) -> np.ndarray | None:

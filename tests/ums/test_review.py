@@ -7,7 +7,8 @@ import pytest
 
 from ums.masks import encode_rle
 from ums.records import LabelRecord
-from ums.review import SLICES, build_review_dataset, sync_review
+from ums.review import SLICES, build_review_dataset, dataset_name, sync_review
+from ums.workspace import Workspace
 
 pytest.importorskip("fiftyone")
 
@@ -103,3 +104,19 @@ def test_a_change_on_both_sides_is_a_conflict(reviewed_workspace):
     report = sync_review(ws)
     assert report.conflicts == 1 and report.edited == 0 and "not applied" in report.issues[0].message
     assert next(label for label in ws.labels(second) if label.id == ids["truck"]).box == (12, 10, 200, 100)
+
+
+def test_dataset_is_named_after_the_workspace_folder_and_unique_per_place(tmp_path, monkeypatch):
+    from fiftyone.core.utils import to_slug
+
+    names = {}
+    for parent, folder in (("site-a", "Flight 7 (ü)"), ("site-b", "Flight 7 (ü)"), ("site-a", "!!!")):
+        with Workspace.open(tmp_path / parent / folder) as ws:
+            names[parent, folder] = dataset_name(ws)
+    monkeypatch.chdir(tmp_path / "site-a")
+    with Workspace.open("Flight 7 (ü)") as ws:  # the same folder, reached by a relative path
+        assert dataset_name(ws) == names["site-a", "Flight 7 (ü)"]
+    assert names["site-a", "Flight 7 (ü)"] != names["site-b", "Flight 7 (ü)"]
+    assert all("Flight 7 (ü)" in name for (_, folder), name in names.items() if folder != "!!!")
+    slugs = {to_slug(name) for name in names.values()}  # FiftyOne refuses a name whose slug another one has
+    assert len(slugs) == len(names) and all(slugs)

@@ -9,8 +9,10 @@ metrics and a sample image, the weights for ``tsjnet fuse`` and a resumable chec
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tsjnet import metrics
 from tsjnet.data import FusionDataset, collate, discover
 from tsjnet.data.dataset import Batch
+from tsjnet.data.layout import _split_names
 from tsjnet.engine.config import TrainConfig
 from tsjnet.engine.distributed import DistributedContext
 from tsjnet.engine.records import RunRecords
@@ -89,6 +92,7 @@ class Trainer:
         self.train_set = FusionDataset(self.train_index, self.tasks.label_ids, config.data.crop, config.data.augment,
                                        config.seed, config.model.size_multiple, config.data.resize,
                                        config.data.visible_input)
+        self.validation_note: str | None = None  # why there is no validation, when a split was asked for
         self.val_set = self._validation_set()
         self.model = TSJNet(config.model).to(self.device)
         self.network = self._wrap(self.model)
@@ -103,18 +107,31 @@ class Trainer:
         if self.checkpoint_path.is_file():
             self._resume()
         self.records = RunRecords(self.out, self.counters.global_step) if self.context.is_main else None
+        if self.validation_note and self.records is not None:
+            print(self.validation_note, file=sys.stderr)
+            if self.records.writer is not None:
+                self.records.writer.add_text("notes/validation", self.validation_note, self.counters.global_step)
 
     # --- construction ---------------------------------------------------------------------------
     def _validation_set(self) -> FusionDataset | None:
-        split = self.config.data.val_split
+        split, root = self.config.data.val_split, Path(self.config.data.root)
         if split is None:
             return None
+        skipped = "validation metrics are skipped"
+        # without a list or folder of its own, discover() hands back every pair, training pairs included
+        if _split_names(root, split) is None and not ((root / split / "ir").is_dir() and (root / split / "vi").is_dir()):
+            self.validation_note = (f"no validation split in {root} (no {split}.txt / Main/{split}.txt / "
+                                    f"ImageSets/Main/{split}.txt, no {split}/ir + {split}/vi): {skipped}; "
+                                    "`ums split` (then `ums export --format msrs`) makes one")
+            return None
         try:
-            index = discover(self.config.data.root, split, self.config.data.box_view)
-        except FileNotFoundError:
+            index = discover(root, split, self.config.data.box_view)
+        except FileNotFoundError as error:
+            self.validation_note = f"validation split {split!r} unusable ({error}): {skipped}"
             return None
         if index.samples == self.train_index.samples:
-            return None  # no split lists: validating on the training pairs would say nothing new
+            self.validation_note = f"validation split {split!r} of {root} is the training split: {skipped}"
+            return None
         return FusionDataset(index, self.tasks.label_ids, None, augment=False, seed=self.config.seed,
                              multiple=self.config.model.size_multiple, resize=self.config.data.resize,
                              visible_input=self.config.data.visible_input)
@@ -154,6 +171,16 @@ class Trainer:
     def total_steps(self) -> int:
         planned = self.config.epochs * self.steps_per_epoch()
         return min(planned, self.config.max_steps) if self.config.max_steps else planned
+
+    def steps_this_epoch(self) -> int:
+        """What is left of the current epoch, cut short by max_steps."""
+        remaining = self.steps_per_epoch() - self.counters.step_in_epoch
+        if self.config.max_steps:
+            remaining = min(remaining, self.config.max_steps - self.counters.global_step)
+        return max(remaining, 0)
+
+    def last_epoch(self) -> int:
+        return min(self.config.epochs, math.ceil(self.total_steps() / self.steps_per_epoch()))
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _save(self) -> None:
@@ -257,10 +284,12 @@ class Trainer:
         config, counters = self.config, self.counters
         try:
             while counters.epoch < config.epochs and not self._budget_spent():
-                loader = self._loader(counters.epoch)
-                remaining = self.steps_per_epoch() - counters.step_in_epoch
-                bar = progress_bar(loader, f"epoch {counters.epoch + 1}/{config.epochs}",
-                                   enabled=config.show_progress and self.context.is_main, total=remaining)
+                steps = self.steps_this_epoch()
+                # the bar counts a step only when the loop asks for the next batch, so it must run out
+                # by itself at the last step: breaking out of it would leave it one short
+                batches = itertools.islice(self._loader(counters.epoch), steps)
+                bar = progress_bar(batches, f"epoch {counters.epoch + 1}/{self.last_epoch()}",
+                                   enabled=config.show_progress and self.context.is_main, total=steps)
                 for batch in bar:
                     started = time.perf_counter()
                     result = self.train_step(batch)
@@ -271,8 +300,6 @@ class Trainer:
                     self._log(result, time.perf_counter() - started)
                     if config.checkpoint_every and counters.global_step % config.checkpoint_every == 0:
                         self._save()
-                    if self._budget_spent():
-                        break
                 if counters.step_in_epoch >= self.steps_per_epoch():
                     self._end_epoch()
                 else:

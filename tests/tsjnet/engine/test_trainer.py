@@ -158,3 +158,40 @@ def test_task_networks_learn_only_when_configured(tmp_path):
     trained.fit()
     assert trained.optimizer.param_groups[1]["lr"] == 1e-2
     assert not torch.equal(trained.tasks.detector.roi_heads.box_predictor.bbox_pred.weight, before)
+
+
+def test_progress_bar_total_is_the_steps_run_and_the_bar_reaches_it(tmp_path, monkeypatch):
+    """rich counts an item only when the loop asks for the next one: a bar broken out of after its
+    last step stays one short, so the bars here count the same way."""
+    bars = []
+
+    def recording_bar(items, description, enabled=True, total=None):
+        bar = {"description": description, "total": total, "completed": 0}
+        bars.append(bar)
+        for item in items:
+            yield item
+            bar["completed"] += 1
+
+    monkeypatch.setattr("tsjnet.engine.trainer.progress_bar", recording_bar)
+    root = make_ums_export(tmp_path / "data", names=tuple("abcdefg"))  # 6 training pairs: 3 steps per epoch
+    data = dict(root=root, resize=(64, 96), num_workers=0, val_split=None)
+    train(tiny_config(root, tmp_path / "run", max_steps=2, loss=dict(detection=0.0), data=data))
+    assert [(b["total"], b["completed"]) for b in bars] == [(2, 2)]
+    bars.clear()
+    resumed = train(tiny_config(root, tmp_path / "run", max_steps=5, loss=dict(detection=0.0), data=data))
+    assert resumed.counters.global_step == 5
+    assert [(b["total"], b["completed"]) for b in bars] == [(1, 1), (2, 2)]
+    assert [b["description"] for b in bars] == ["epoch 1/2", "epoch 2/2"]  # max_steps ends the run in epoch 2
+
+
+def test_missing_validation_split_is_said_once_and_recorded(tmp_path, capsys):
+    root = make_ums_export(tmp_path / "data")  # train.txt lists a, b, c
+    (root / "val.txt").unlink()
+    trainer = train(tiny_config(root, tmp_path / "run", epochs=2, loss=dict(detection=0.0),
+                                data=dict(root=root, resize=(64, 96), num_workers=0)))
+    assert trainer.counters.epoch == 2 and trainer.val_set is None and not trainer.records.validation
+    err = capsys.readouterr().err
+    assert err.count("no validation split in") == 1 and str(root) in err and "val.txt" in err
+    assert "validation metrics are skipped" in err and "`ums split`" in err
+    events = b"".join(p.read_bytes() for p in (tmp_path / "run" / "tensorboard").iterdir())
+    assert b"no validation split in" in events
