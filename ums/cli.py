@@ -284,6 +284,8 @@ def autolabel(
     sam_image: Optional[str] = typer.Option(None, help="Image SAM segments: visible, thermal or best.",
                                             show_default=config_default("autolabel", "sam.image")),
     masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
+    device: Optional[str] = typer.Option(None, help="Device of the detector and SAM: cpu, cuda, cuda:1 ...",
+                                         show_default=config_default("autolabel", "detector.device")),
     force: Optional[bool] = typer.Option(None, "--force", help="Replace unreviewed automatic labels."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     workers: Optional[int] = WorkersOption,
@@ -296,8 +298,8 @@ def autolabel(
 
     _run_workspace_stage("autolabel", AutolabelConfig, autolabel_workspace, workspace, config, progress,
                          executor_overrides(workers, executor, scheduler, scheduler_file),
-                         detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy},
-                         sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image},
+                         detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy, "device": device},
+                         sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image, "device": device},
                          masks=masks, force=force)
 
 

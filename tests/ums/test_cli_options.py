@@ -61,6 +61,7 @@ def stage_model(stage: str):
 SHOWN_DEFAULTS = [("crop", "output_width"), ("crop", "output_height"), ("align", "method"), ("align", "motion"),
                   ("align", "weights"), ("align", "device"), ("autolabel", "detector.format"),
                   ("autolabel", "detector.taxonomy"), ("autolabel", "sam.model_type"), ("autolabel", "sam.image"),
+                  ("autolabel", "detector.device"), ("autolabel", "sam.device"),
                   ("split", "seed"), ("synth-flight", "n"), ("synth-flight", "seed"), ("train", "out"), ("train", "epochs"),
                   ("train", "max_steps"), ("train", "batch_size"), ("train", "optim.lr"), ("train", "device"),
                   ("train", "amp"), ("train", "compile"), ("train", "loss.preset"), ("train", "data.num_workers"),
