@@ -75,7 +75,8 @@ def test_review_loop(tmp_path):
     assert {split: len(dataset) for split, dataset in yolo.items()} == {
         split: len((tmp_path / "yolo" / f"{split}.txt").read_text().split()) for split in yolo}
     assert sum(len(dataset) for dataset in yolo.values()) == 5
-    assert "truck" in {label for dataset in yolo.values() for label in dataset.distinct("ground_truth.detections.label")}
+    assert "truck" in {label for dataset in yolo.values() if len(dataset)
+                       for label in dataset.distinct("ground_truth.detections.label")}
     export_workspace(ws, tmp_path / "voc", "voc")
     assert len(list((tmp_path / "voc" / "Annotations").glob("*.xml"))) == 5
     export_workspace(ws, tmp_path / "msrs", "msrs", redact=True)
