@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.atomic import write_image
+from ums.atomic import RUNS_PNG, write_bytes, write_image
 from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.records import CaptureRecord, CropResult, FrameRecord
@@ -194,7 +194,8 @@ def resample_visible(visible_path: Path, geometry: CropGeometry, K_v: np.ndarray
         raise ValueError(f"OpenCV could not decode {visible_path}")
     map_x, map_y = _visible_maps(geometry.output_to_visible, K_v, distortion, reduction, output_size)
     resampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return resampled, _inside(map_x, map_y, image.shape[:2]), reduction
+    inside = (map_x >= -0.5) & (map_x <= image.shape[1] - 0.5) & (map_y >= -0.5) & (map_y <= image.shape[0] - 0.5)
+    return resampled, inside.astype(np.uint8) * 255, reduction
 
 
 def _visible_maps(output_to_visible: np.ndarray, K_v: np.ndarray, distortion: np.ndarray, reduction: int,
@@ -212,16 +213,6 @@ def _visible_maps(output_to_visible: np.ndarray, K_v: np.ndarray, distortion: np
     map_x, map_y = cv2.initUndistortRectifyMap(decoded_K, np.asarray(distortion, np.float64), np.linalg.inv(ray_from_output),
                                                np.eye(3), output_size, cv2.CV_32FC1)
     return map_x, map_y
-
-
-def _inside(map_x: np.ndarray, map_y: np.ndarray, decoded_shape: tuple[int, int]) -> np.ndarray:
-    """255 where the map lands on the decoded image (pixel edges, -0.5 .. size - 0.5), else 0.
-
-    The bounds are exact in float32, so inRange compares what numpy's comparisons did, without the
-    four boolean temporaries."""
-    height, width = decoded_shape
-    inside = cv2.inRange(map_x, -0.5, width - 0.5)
-    return cv2.bitwise_and(inside, cv2.inRange(map_y, -0.5, height - 0.5))
 
 
 def _distort(points: np.ndarray, K: np.ndarray, distortion: np.ndarray) -> np.ndarray:
@@ -259,7 +250,8 @@ def process(task: CropTask) -> CropResult:
     profile = _profile(config.profile)
     visible_frame = capture.frames[config.visible_camera]
     _check_size(visible_frame, config)
-    thermal, thermal_raw = _thermal_image(task.workspace_root, capture)
+    thermal, thermal_png = _thermal_image(task.workspace_root, capture)
+    thermal_raw = thermal_png is not None
     geometry = crop_geometry(capture, profile, config, thermal.shape[:2])
     output_size = (config.output_width, config.output_height)
     K_v, distortion, _ = frame_intrinsics(visible_frame, profile.cameras[config.visible_camera],
@@ -272,14 +264,14 @@ def process(task: CropTask) -> CropResult:
     folder = task.output_dir(STAGE)
     files = {"vis": folder / "vis.png", "ir": folder / "ir.png", "valid": folder / "valid.png"}
     ir_out = _resample_thermal(thermal, geometry.output_to_thermal, output_size)
+    # derived files: rebuilt from the sources if a power cut ever loses them, so no fsync
     if thermal_raw:
         files["ir16"] = folder / "ir16.png"
-        write_image(files["ir16"], ir_out, durable=False)
-        ir_out = stretch_to_uint8(ir_out)
-    # derived files: rebuilt from the sources if a power cut ever loses them, so no fsync
+        _write_counts(files["ir16"], ir_out, thermal_png if ir_out is thermal else None)
+        ir_out = _stretch_counts(ir_out)
     write_image(files["ir"], ir_out, durable=False)
-    write_image(files["vis"], visible, durable=False)
-    write_image(files["valid"], valid, durable=False)
+    write_image(files["vis"], visible, RUNS_PNG, durable=False)
+    write_image(files["valid"], valid, RUNS_PNG, durable=False)
     return CropResult(
         files={key: task.relative(path) for key, path in files.items()},
         visible_camera=config.visible_camera,
@@ -338,16 +330,44 @@ def _pooled_std(image: np.ndarray, mask: np.ndarray) -> float:
     return math.sqrt(max(variance, 0.0))
 
 
-def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.ndarray, bool]:
-    """Raw counts (uint16) when ingest extracted them, else the palette preview in grey."""
+def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.ndarray, bytes | None]:
+    """Raw counts (uint16) and their PNG as ingest wrote it, when it did; else the palette preview in
+    grey and None."""
     if capture.thermal_raw is not None:
-        counts = cv2.imread(str(workspace_root / capture.thermal_raw.path), cv2.IMREAD_UNCHANGED)
+        try:
+            encoded = (workspace_root / capture.thermal_raw.path).read_bytes()
+        except OSError:
+            encoded = b""
+        counts = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED) if encoded else None
         if counts is not None:
-            return counts, True
+            return counts, encoded
     preview = cv2.imread(capture.frames["T"].path, cv2.IMREAD_GRAYSCALE)
     if preview is None:
         raise ValueError(f"cannot decode the thermal frame {capture.frames['T'].path}")
-    return preview, False
+    return preview, None
+
+
+def _write_counts(target: Path, counts: np.ndarray, source_png: bytes | None) -> None:
+    """ir16.png. On the thermal grid itself it is ingest's PNG of the same counts: copying its bytes
+    saves the ~8 ms encode (the largest after the visible one), and decodes to the same pixels."""
+    if source_png is not None:
+        write_bytes(target, source_png, durable=False)
+    else:
+        write_image(target, counts, durable=False)
+
+
+def _stretch_counts(counts: np.ndarray) -> np.ndarray:
+    """:func:`stretch_to_uint8` through a table: its arithmetic on each of the 65,536 possible counts,
+    then one lookup per pixel, gives the same bytes without four float64 passes over the frame
+    (~5 ms -> ~2 ms per 640x512 frame, most of it the percentiles)."""
+    if counts.dtype != np.uint16:
+        return stretch_to_uint8(counts)
+    low, high = np.percentile(counts, (1.0, 99.0))
+    if high <= low:
+        return np.zeros(counts.shape, np.uint8)
+    every_count = np.arange(65536, dtype=np.uint16).astype(np.float32)
+    table = np.clip((every_count - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+    return table[counts]
 
 
 def _resample_thermal(thermal: np.ndarray, output_to_thermal: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:

@@ -208,7 +208,7 @@ def test_an_unreachable_scheduler_is_one_clear_message(tmp_path, monkeypatch):
 
 def test_a_gpu_stage_refuses_a_cluster_without_gpu_workers(dask_cluster):
     with pytest.raises(ExecutorError, match="--resources GPU=1"):
-        DaskExecutor(ExecutorSettings(executor="dask", scheduler=dask_cluster), 1, gpu=True, stage="autolabel")
+        DaskExecutor(ExecutorSettings(executor="dask", scheduler=dask_cluster), 1, gpu=True, name="autolabel")
 
 
 def test_a_second_writing_stage_exits_naming_the_running_one(flight, tmp_path):

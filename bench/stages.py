@@ -1,0 +1,238 @@
+"""Captures/s of the per-capture stages by executor, and crop against its decode floor (issue 13).
+
+    python bench/stages.py [--n 32] [--flight DIR] [--repeat 1] [--floor-repeat 5] [--no-autolabel]
+
+First table: ingest, crop, align and autolabel on a synthetic M30T flight of --n captures, each under
+three executors: in this process (1 worker), a local process pool with one worker per core, and a
+Dask LocalCluster on 127.0.0.1 with as many single-threaded worker processes. Every measurement
+starts from a fresh workspace that holds exactly the earlier stages' outputs (copied before the
+clock starts), so nothing is skipped; the time includes starting the executor, as a user's run
+does. Autolabel runs tiny randomly initialised models (tests/ums/autolabel/models.py): its rows
+measure the runner, the I/O and the merge, not a real detector. Ratios: against 1 worker, same stage.
+
+Second table: crop's ms per frame on one core (`ums.crop.process`, OpenCV and BLAS on one thread)
+against decoding the same JPEGs at 1/4 size (cv2.IMREAD_REDUCED_COLOR_4), its floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import median_seconds  # noqa: E402  (bench/timing.py)
+
+import cv2  # noqa: E402
+
+from ums import crop  # noqa: E402
+from ums.align.stage import AlignConfig, align_workspace  # noqa: E402
+from ums.executors import ExecutorSettings, open_executor, single_threaded  # noqa: E402
+from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
+from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
+from ums.workspace import Workspace  # noqa: E402
+
+STAGES = ("ingest", "crop", "align", "autolabel")
+# a car and a person in every letterboxed 640x640 frame, as the autolabel tests' detector answers
+DETECTOR_ROWS = [[0, 100, 164, 220, 224, 2, 0.9], [0, 400, 264, 430, 344, 0, 0.7]]
+TARGETS = {"scaling": 1.6, "dask": 0.25, "floor": 1.3}
+STARTUP = "start+stop"  # the executor alone, no stage code
+UNLOCKED = shutil.ignore_patterns("ums.lock")  # a copy is a new workspace, not one in use
+
+
+@dataclass(frozen=True)
+class Executor:
+    name: str
+    settings: dict
+
+
+def executors() -> list[Executor]:
+    cores = len(os.sched_getaffinity(0))
+    return [Executor("1 worker", {"workers": 1}),
+            Executor(f"local pool, {cores} workers", {"workers": cores}),
+            Executor(f"Dask LocalCluster, {cores} workers", {"workers": cores, "executor": "dask"})]
+
+
+def autolabel_config(scratch: Path) -> Callable[[dict], object]:
+    from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
+    from ums.autolabel.detectors import DetectorConfig
+    from ums.autolabel.masks import SamConfig
+    from ums.autolabel.stage import AutolabelConfig
+
+    detector = DetectorConfig(weights=yolov7_end_to_end(scratch / "yolov7.onnx", DETECTOR_ROWS))
+    sam = SamConfig(checkpoint=tiny_sam_checkpoint(scratch / "sam.pth"), model_type="custom", architecture=TINY_SAM)
+    return lambda settings: AutolabelConfig(detector=detector, sam=sam, show_progress=False, **settings)
+
+
+def run_stage(stage: str, root: Path, flight: Path, settings: dict, labelling: Callable[[dict], object] | None) -> int:
+    """One stage on one workspace; the number of captures it did (all of them, or the bench is wrong)."""
+    quiet = {"show_progress": False, **settings}
+    with Workspace.open(root) as workspace:
+        if stage == "ingest":
+            ingested = ingest_flight(workspace, flight, IngestConfig(**quiet))
+            if ingested.unreadable or ingested.incomplete or ingested.paired != ingested.captures:
+                raise RuntimeError(f"ingest {settings}: {ingested.rows()}")
+            return ingested.captures
+        if stage == "crop":
+            report = crop.crop_workspace(workspace, crop.CropConfig(**quiet))
+        elif stage == "align":
+            report = align_workspace(workspace, AlignConfig(**quiet))
+        else:
+            from ums.autolabel.stage import autolabel_workspace
+
+            report = autolabel_workspace(workspace, labelling(settings))
+    if report.failed or report.not_run or report.skipped:
+        raise RuntimeError(f"{stage} {settings}: {report.rows()} {report.issues[:1]}")
+    return report.planned
+
+
+class Workspaces:
+    """For each stage, a workspace holding the earlier stages' outputs; fresh copies of it on demand."""
+
+    def __init__(self, scratch: Path, flight: Path, stages: tuple[str, ...], labelling):
+        self.scratch, self.flight = scratch, flight
+        self.before: dict[str, Path] = {}
+        self._count = itertools.count()
+        building = scratch / "building"
+        for stage in stages:
+            if stage != "ingest":
+                self.before[stage] = Path(shutil.copytree(building, scratch / f"before-{stage}", ignore=UNLOCKED))
+            run_stage(stage, building, flight, {}, labelling)
+
+    def fresh(self, stage: str) -> Path:
+        target = self.scratch / f"{stage}-{next(self._count)}"
+        if stage == "ingest":
+            return target
+        return Path(shutil.copytree(self.before[stage], target, ignore=UNLOCKED))
+
+
+def stage_rows(workspaces: Workspaces, stages: tuple[str, ...], repeat: int, labelling) -> list[tuple[str, str, float, int]]:
+    rows = []
+    for stage, executor in itertools.product(stages, executors()):
+        fresh = [workspaces.fresh(stage) for _ in range(repeat)]
+        roots, done = iter(fresh), []
+        seconds = median_seconds(lambda: done.append(run_stage(stage, next(roots), workspaces.flight, executor.settings,
+                                                                labelling)), repeat)
+        for root in fresh:
+            shutil.rmtree(root)
+        rows.append((stage, executor.name, seconds, done[-1]))
+        print(f"  {stage:<10} {executor.name:<28} {seconds:7.2f} s", flush=True)
+    return rows
+
+
+def startup_rows(repeat: int) -> list[tuple[str, str, float, int]]:
+    """What every stage run pays once per executor: start it, one trivial task per worker, close it."""
+    rows = []
+    for executor in executors():
+        settings = ExecutorSettings(show_progress=False, **executor.settings)
+        workers = settings.workers
+
+        def cycle():
+            pool = open_executor(settings, workers, "bench", preload=["ums.crop"])
+            try:
+                return list(pool.run(abs, range(workers)))
+            finally:
+                pool.close()
+
+        rows.append((STARTUP, executor.name, median_seconds(cycle, repeat), 0))
+    return rows
+
+
+def crop_floor(workspaces: Workspaces, repeat: int) -> tuple[float, float, int]:
+    """Median seconds per frame of crop's ``process`` and of the 1/4 decode, one core, same frames.
+
+    The two alternate, repetition by repetition, so that a shared VM's slow spell hits both alike."""
+    task_lists = []
+    for _ in range(repeat + 1):  # one warm-up, then a fresh workspace per repetition: no file is replaced
+        with Workspace.open(workspaces.fresh("crop")) as workspace:
+            task_lists.append(crop.plan(workspace, crop.CropConfig(show_progress=False)))
+    paths = [task.capture.frames["W"].path for task in task_lists[0]]
+    crop_times, decode_times = [], []
+    with single_threaded():
+        for index, tasks in enumerate(task_lists):
+            decode_s = median_seconds(lambda: [cv2.imread(path, cv2.IMREAD_REDUCED_COLOR_4) for path in paths], 1)
+            crop_s = median_seconds(lambda: [crop.process(task) for task in tasks], 1)
+            if index:
+                decode_times.append(decode_s)
+                crop_times.append(crop_s)
+    return statistics.median(crop_times) / len(paths), statistics.median(decode_times) / len(paths), len(paths)
+
+
+def seconds_of(rows, stages: tuple[str, ...], executor: str) -> float:
+    return sum(seconds for stage, name, seconds, _ in rows if stage in stages and name == executor)
+
+
+def print_tables(rows, floor: tuple[float, float, int]) -> None:
+    one = executors()[0].name
+    print(f"\n{'stage':<10} {'executor':<28} {'seconds':>8} {'captures/s':>11} {'vs 1 worker':>12}")
+    for stage, name, seconds, done in rows:
+        rate = f"{done / seconds:11.2f}" if done else f"{'-':>11}"
+        ratio = f"{seconds_of(rows, (stage,), one) / seconds:11.2f}x" if stage != STARTUP else f"{'-':>12}"
+        print(f"{stage:<10} {name:<28} {seconds:8.2f} {rate} {ratio}")
+    print_targets(rows)
+    crop_s, decode_s, frames = floor
+    ratio = crop_s / decode_s
+    print(f"\n{'one core, ' + str(frames) + ' frames':<36} {'ms/frame':>9} {'vs decode':>10}")
+    print(f"{'decode 1/4 (IMREAD_REDUCED_COLOR_4)':<36} {decode_s * 1000:9.1f} {1:9.2f}x")
+    print(f"{'crop (ums.crop.process)':<36} {crop_s * 1000:9.1f} {ratio:9.2f}x")
+    print(f"crop against its floor: {ratio:.2f}x (target <= {TARGETS['floor']}x: {_met(ratio <= TARGETS['floor'])})")
+
+
+def print_targets(rows) -> None:
+    """crop+align, as measured and net of the two executor starts (one per stage run)."""
+    one, pool, dask = (executor.name for executor in executors())
+    geometry = ("crop", "align")
+    for label, starts in (("as measured", 0), ("net of executor start", 2)):
+        def total(name: str) -> float:
+            return seconds_of(rows, geometry, name) - starts * seconds_of(rows, (STARTUP,), name)
+
+        scaling, dask_over = total(one) / total(pool), total(dask) / total(pool) - 1
+        print(f"\ncrop+align, {label}: 1 -> {pool}: {scaling:.2f}x (target >= {TARGETS['scaling']}x: "
+              f"{_met(scaling >= TARGETS['scaling'])}); Dask against the local pool: {dask_over:+.0%} time "
+              f"(target within {TARGETS['dask']:.0%}: {_met(abs(dask_over) <= TARGETS['dask'])})")
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=32, help="captures in the synthetic flight")
+    parser.add_argument("--flight", type=Path, default=Path(tempfile.gettempdir()) / "ums-bench-stages-flight")
+    parser.add_argument("--repeat", type=int, default=1, help="fresh workspaces per stage and executor (median)")
+    parser.add_argument("--floor-repeat", type=int, default=5, help="repetitions of the one-core crop and decode")
+    parser.add_argument("--no-autolabel", action="store_true", help="skip autolabel (it imports torch)")
+    args = parser.parse_args()
+    stages = STAGES[:3] if args.no_autolabel else STAGES
+
+    if not (args.flight / "groundtruth.json").exists() or len(list(args.flight.rglob("DJI_*.JPG"))) != 2 * args.n:
+        shutil.rmtree(args.flight, ignore_errors=True)
+        print(f"writing a {args.n}-capture synthetic flight to {args.flight} ...", flush=True)
+        synth_flight(args.flight, SynthFlightConfig(n=args.n, show_progress=False))
+    scratch = Path(tempfile.mkdtemp(prefix="ums-bench-stages-"))
+    try:
+        labelling = None if args.no_autolabel else autolabel_config(scratch)
+        print("preparing the workspaces of each stage ...", flush=True)
+        workspaces = Workspaces(scratch, args.flight, stages, labelling)
+        rows = stage_rows(workspaces, stages, args.repeat, labelling) + startup_rows(3)
+        floor = crop_floor(workspaces, args.floor_repeat)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+          f"Python {platform.python_version()}, OpenCV {cv2.__version__}; flight: {args.n} captures")
+    print_tables(rows, floor)
+
+
+if __name__ == "__main__":  # Dask's LocalCluster starts processes that import this file
+    main()
