@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -75,17 +76,38 @@ def write_image(
     return write_bytes(target, encoded.tobytes(), durable)
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def remove_stale_temporaries(folder: Path, only_dead_writers: bool = False) -> list[Path]:
     """Delete temporaries left by killed writers under ``folder``; return what was removed.
 
-    Every ``.*.tmp`` counts, whoever wrote it, so call this only while holding the workspace's writer
-    lock (:meth:`ums.workspace.Workspace.writing`): a live writer's temporary would go too."""
+    By default every ``.*.tmp`` counts, whoever wrote it: call it so only while holding the workspace's
+    writer lock (:meth:`ums.workspace.Workspace.writing`), or a live writer's temporary would go too.
+    ``only_dead_writers`` keeps those whose writing process (the pid in the name) still runs, for
+    folders no lock covers, such as an export folder another workspace may be writing into."""
     removed = []
-    for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
-        if path.is_file():
+    for path in Path(folder).rglob(f".*{TEMP_SUFFIX}") if Path(folder).is_dir() else []:
+        if path.is_file() and not (only_dead_writers and _writer_alive(path)):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+_TEMPORARY_NAME = re.compile(rf"^\..+\.(\d+){re.escape(TEMP_SUFFIX)}$")  # temporary_path's names
+
+
+def _writer_alive(path: Path) -> bool:
+    match = _TEMPORARY_NAME.match(path.name)
+    if match is None:
+        return True  # not ours: leave it
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False  # this process has not written it: an earlier process had our pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import EXPORT
 from ums.stages import REVIEW as REVIEW_STAGE
 from ums.stages import SPLIT as SPLIT_STAGE
-from ums.atomic import TEMP_SUFFIX, temporary_path, write_image, write_text
+from ums.atomic import remove_stale_temporaries, temporary_path, write_image, write_text
 from ums.masks import decode_rle, semantic_map
 from ums.dataset_card import write_metadata_and_card, write_msrs
 from ums.records import CaptureRecord, Issue, LabelRecord
@@ -53,7 +52,6 @@ FORMATS = ("msrs", "coco", "yolo", "voc", "semantic")
 PAIR_FOLDERS = {"msrs": ("ir", "vi")}
 SPLIT_LAYOUTS = ("coco", "yolo")  # the formats whose files are per split; the others only list the splits
 MODALITIES = {"infrared": "data.yaml", "visible": "data-visible.yaml"}  # YOLO: one data yaml per modality
-TEMPORARY_NAME = re.compile(rf"^\..+\.(\d+){re.escape(TEMP_SUFFIX)}$")  # ums.atomic.temporary_path's names
 
 
 @dataclass
@@ -92,38 +90,12 @@ def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bo
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
     with workspace.recorded_run(EXPORT, {"out": str(out.resolve()), "format": fmt, "redact": redact}) as summary:
-        report = ExportReport(out, fmt, removed_temporaries=len(remove_stale_export_temporaries(out)))
+        report = ExportReport(out, fmt, removed_temporaries=len(remove_stale_temporaries(out, only_dead_writers=True)))
         _export(workspace, out, fmt, redact, report)
         workspace.replace_issues(EXPORT, "workspace", report.issues)
         summary.update(report.rows())
         summary["warnings"] = [issue.message for issue in report.issues]
     return report
-
-
-def remove_stale_export_temporaries(out: Path) -> list[Path]:
-    """Delete the atomic writer's temporaries under ``out`` whose writing process is gone.
-
-    The workspace's writer lock (which clears the workspace's own temporaries) does not cover an export
-    folder outside it, where another workspace's export may be writing: a live writer's files stay."""
-    removed = []
-    for path in (out.rglob(f".*{TEMP_SUFFIX}") if out.is_dir() else []):
-        match = TEMPORARY_NAME.match(path.name)
-        if match and path.is_file() and not _alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this export has written nothing yet: the file is from an earlier process with our pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
 
 
 def _export(workspace: Workspace, out: Path, fmt: str, redact: bool, report: ExportReport) -> None:
