@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.atomic import RUNS_PNG, write_bytes, write_image
+from ums.atomic import RUNS_PNG, STORED_PNG, write_bytes, write_image
 from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.records import CaptureRecord, CropResult, FrameRecord
@@ -33,8 +33,11 @@ from ums.runner import CaptureStage, StageReport, Task, run_capture_stage, setti
 from ums.stages import CROP as STAGE
 from ums.workspace import Workspace
 
-_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
+# The sensor's own pixel grid, which the intrinsics describe: an EXIF Orientation applied by OpenCV
+# would rotate the pixels away from them. Not parsing it also saves ~12 ms of a 55 ms 1/4 decode.
+_REDUCED_FLAGS = {reduction: flag | cv2.IMREAD_IGNORE_ORIENTATION for reduction, flag in
+                  ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                   (8, cv2.IMREAD_REDUCED_COLOR_8))}
 # An XMP focal length this far from the profile's is read as another unit (the thermal cameras of
 # some models write 9100.0 for 9.1 mm) and ignored.
 _FOCAL_TOLERANCE = 0.3
@@ -270,7 +273,9 @@ def process(task: CropTask) -> CropResult:
         _write_counts(files["ir16"], ir_out, thermal_png if ir_out is thermal else None)
         ir_out = stretch_to_uint8(ir_out)
     write_image(files["ir"], ir_out, durable=False)
-    write_image(files["vis"], visible, RUNS_PNG, durable=False)
+    # align reads vis.png once and writes the dataset's visible image; deflate here would cost 14 of
+    # crop's ~80 ms per frame for an intermediate file (bench/RESULTS.md, issue 13)
+    write_image(files["vis"], visible, STORED_PNG, durable=False)
     write_image(files["valid"], valid, RUNS_PNG, durable=False)
     return CropResult(
         files={key: task.relative(path) for key, path in files.items()},

@@ -8,6 +8,8 @@ thread-parallel reductions would change results in their last bits.
 from __future__ import annotations
 
 import multiprocessing
+import ctypes
+import ctypes.util
 import os
 import signal
 import sys
@@ -123,8 +125,38 @@ def _exit_with(driver_pid: int) -> None:
 
 def _call_single_threaded(function: Callable[[T], R], task: T) -> R:
     """On a Dask worker: pinned per task, not for the worker's life (the cluster may be shared)."""
+    _reuse_freed_memory()
     with single_threaded():
         return function(task)
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_TUNED: list[bool] = []
+
+
+def _c_library():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _reuse_freed_memory() -> None:
+    """Let glibc reuse freed image buffers in this Dask worker, once per process.
+
+    A Dask nanny starts its worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back to the
+    OS). That also fixes glibc's mmap threshold at 128 KB: every array of a 640x512 image is then a
+    fresh mmap, zeroed page by page, and freed with munmap. Measured on align's registration: 2.4x
+    the CPU time of the same task in a plain process (0.39 s against 0.16 s per frame). Restoring
+    the thresholds glibc would reach by itself (32 MB mmap, 64 MB trim) brings it back to 0.15 s; the
+    worker still returns memory above that."""
+    if _MALLOC_TUNED or not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return
+    _MALLOC_TUNED.append(True)
+    try:
+        libc = _c_library()
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator has no such thresholds
 
 
 # -- executors -------------------------------------------------------------------------------------

@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import PROJECT_ROOT
+from tests.ums.dask_cluster import free_port, loopback_cluster
 from tests.ums.runner_stages import SQUARE, SquareConfig, add_captures
 from ums.cli import app
 from ums.ingest import IngestConfig, ingest_flight
@@ -151,36 +153,12 @@ def test_a_second_run_writes_the_same_bytes(flight, reference, tmp_path):
     assert geometry_stages(flight, root, "--workers", "2") == reference
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
-    """A scheduler and two single-threaded worker processes on 127.0.0.1, started as a cluster's are."""
-    folder = tmp_path_factory.mktemp("dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    # workers import the tests' own stage (tests.ums.runner_stages) as a cluster imports a user's code
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    scheduler = subprocess.Popen([str(PYTHON_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                                  address.rsplit(":", 1)[1], "--no-dashboard"], env=env, cwd=folder,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers = [subprocess.Popen([str(PYTHON_BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                                 "--no-dashboard", "--name", f"w{i}"], env=env, cwd=Path.cwd(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
-    try:
-        from distributed import Client
-
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
+    """A scheduler and two single-threaded worker processes on 127.0.0.1, started as a cluster's are;
+    the workers import the tests' own stage (tests.ums.runner_stages)."""
+    with loopback_cluster(2, tmp_path_factory.mktemp("dask"), pythonpath=PROJECT_ROOT) as address:
         yield address
-    finally:
-        for process in [*workers, scheduler]:
-            process.terminate()
-        for process in [*workers, scheduler]:
-            process.wait(timeout=30)
 
 
 def test_a_dask_cluster_writes_the_same_bytes_as_a_local_run(flight, reference, dask_cluster, tmp_path):
@@ -237,12 +215,24 @@ def wait_for_results(root: Path, stage: str, at_least: int, process: subprocess.
     pytest.fail(f"{stage} did not record {at_least} results in time")
 
 
-def crop_in_progress(flight: Path, root: Path, workers: str, recorded: int) -> subprocess.Popen:
-    """``ums crop`` on a freshly ingested workspace, once it has recorded ``recorded`` captures."""
+@contextmanager
+def crop_in_progress(flight: Path, root: Path, workers: str) -> Iterator[subprocess.Popen]:
+    """``ums crop`` on a freshly ingested workspace, held for good at its last capture: that capture's
+    visible frame is swapped for a FIFO nobody writes, so the task reading it waits until it is
+    killed. Yields once the other five are recorded; the frame is put back on leaving."""
     run_cli("ingest", str(flight), "--workspace", str(root), "--workers", "1")
-    crop = start_cli("crop", "--workspace", str(root), "--workers", workers)
-    wait_for_results(root, "crop", recorded, crop)
-    return crop
+    with Workspace.open(root, create=False) as ws:
+        frame = Path(ws.captures()[-1].frames["W"].path)
+    saved = frame.with_name(frame.name + ".saved")
+    os.rename(frame, saved)
+    os.mkfifo(frame)
+    try:
+        crop = start_cli("crop", "--workspace", str(root), "--workers", workers)
+        wait_for_results(root, "crop", 5, crop)
+        yield crop
+    finally:
+        os.remove(frame)
+        os.rename(saved, frame)
 
 
 def finish_and_digest(root: Path) -> dict[str, str]:
@@ -254,11 +244,11 @@ def finish_and_digest(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_a_driver_killed_mid_run_resumes_cleanly(flight, reference, tmp_path):
     root = tmp_path / "ws"
-    crop = crop_in_progress(flight, root, "1", 2)
-    crop.kill()  # SIGKILL: no cleanup at all
-    crop.wait()
+    with crop_in_progress(flight, root, "1") as crop:
+        crop.kill()  # SIGKILL: no cleanup at all
+        crop.wait()
     with Workspace.open(root, create=False) as ws:
-        assert ws.stage_counts()["crop"]["done"] < 6
+        assert ws.stage_counts()["crop"]["done"] == 5
     assert finish_and_digest(root) == reference
     assert not list(root.rglob("*.tmp"))
 
@@ -266,8 +256,31 @@ def test_a_driver_killed_mid_run_resumes_cleanly(flight, reference, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_the_rerun_resumes(flight, reference, tmp_path):
     root = tmp_path / "ws"
-    crop = crop_in_progress(flight, root, "2", 1)
-    crop.send_signal(signal.SIGINT)
-    output, _ = crop.communicate(timeout=60)
+    with crop_in_progress(flight, root, "2") as crop:
+        crop.send_signal(signal.SIGINT)
+        output, _ = crop.communicate(timeout=60)
     assert crop.returncode == 130 and "interrupted" in output and "Traceback" not in output, output
     assert finish_and_digest(root) == reference
+
+
+def test_a_dask_workers_malloc_thresholds_are_restored_once(monkeypatch):
+    """A nanny's MALLOC_TRIM_THRESHOLD_ makes every image array a fresh mmap (2.4x align's CPU time,
+    bench/RESULTS.md): the task wrapper sets glibc's own thresholds back, once per process, and only
+    where that variable is set."""
+    from ums import executors
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+            return 1
+
+    monkeypatch.setattr(executors, "_c_library", Libc)
+    monkeypatch.setattr(executors, "_MALLOC_TUNED", [])
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert executors._call_single_threaded(abs, -3) == 3 and calls == []
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    executors._call_single_threaded(abs, -3)
+    executors._call_single_threaded(abs, -4)
+    assert calls == [(-3, 32 * 1024 * 1024), (-1, 64 * 1024 * 1024)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
