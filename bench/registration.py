@@ -1,6 +1,17 @@
 """Registration accuracy and speed: one table per dataset.
 
     python bench/registration.py [--pairs-per-set 12] [--fields 2] [--flight-captures 12]
+                                 [--learned | --weights CKPT] [--only floor-free]
+
+Floor-free tables (first, issue 14): each benchmark pair (the first --pairs-per-set of MSRS,
+RoadScene, LLVIP: pairs no training here ever saw) has its visible image warped twice by known
+maps M1, M2 (drone-like similarity: <= 20 px, <= 2 deg, <= 3 %; then the same plus a smooth elastic
+part, sigma 30-80 px, RMS 1-2 px) and registered each time. For a fixed pixel x and flow f_k the
+visible pixel chosen is M_k(x + f_k(x)); the disagreement of the two choices
+(ums.align.flow.disagreement, per-pair mean over the pixels both keep 8 px inside the visible frame)
+does not depend on the pair's own misalignment, so it measures the method and not the data.
+Every method gets the warped visible image's coverage as its mask, as `ums align` passes crop's
+valid.png. Columns: median and p90 over pairs, ms per registration on one core.
 
 Tables (rows: identity, oracle affine (least-squares fit to the truth: the floor of any global
 model), ECC translation, Euclidean and similarity, and the learned net with --weights):
@@ -25,7 +36,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -35,16 +46,16 @@ import scipy.io
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ums.align import RegistrationFailure, register  # noqa: E402
-from ums.align.deformation import DRONE, random_field  # noqa: E402
-from ums.align.flow import (endpoint_error, flow_from_transform, grid_sample_to_flow, identity_grid,  # noqa: E402
-                            scoring_mask, warp_with_flow)
+from ums.align.deformation import DRONE, random_field, smooth_field  # noqa: E402
+from ums.align.flow import (compose, disagreement, endpoint_error, flow_from_transform,  # noqa: E402
+                            grid_sample_to_flow, identity_grid, scoring_mask, valid_mask, warp_with_flow)
+from ums.align.registration import DEFAULT_MOTION  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = {
     "identity": dict(method="identity"),
-    "ECC translation": dict(method="ecc", motion="translation"),
-    "ECC Euclidean": dict(method="ecc", motion="euclidean"),
-    "ECC similarity": dict(method="ecc", motion="similarity"),
+    **{f"ECC {motion}{' (default)' if motion == DEFAULT_MOTION else ''}": dict(method="ecc", motion=motion)
+       for motion in ("translation", "euclidean", "similarity")},
 }
 
 
@@ -187,6 +198,87 @@ def drone_cases(pairs, fields: int, seed: int) -> list[Case]:
     return cases
 
 
+# -- floor-free: each pair warped twice ------------------------------------------------------------
+SIMILARITY_WARPS = replace(DRONE, elastic_px=0.0)
+ELASTIC_SIGMA_PX, ELASTIC_RMS_PX = (30.0, 80.0), (1.0, 2.0)
+
+
+@dataclass
+class TwiceWarped:
+    fixed: np.ndarray
+    moving_shape: tuple[int, int]
+    warped: list[tuple[np.ndarray, np.ndarray]]  # (moving_k, map_k), k = 1, 2
+
+
+def twice_warped(pairs, elastic: bool, seed: int) -> list[TwiceWarped]:
+    rng = np.random.default_rng([seed, 14, int(elastic)])
+    cases = []
+    for ir, vi in pairs:
+        warped = []
+        for _ in range(2):
+            field_k = random_field(ir.shape, rng, SIMILARITY_WARPS)
+            if elastic:
+                field_k += smooth_field(ir.shape, rng, rng.uniform(*ELASTIC_SIGMA_PX), rng.uniform(*ELASTIC_RMS_PX))
+            warped.append((warp_with_flow(vi, field_k), field_k))
+        cases.append(TwiceWarped(ir, vi.shape[:2], warped))
+    return cases
+
+
+@dataclass
+class Consistency:
+    per_pair: list[float] = field(default_factory=list)
+    ms: list[float] = field(default_factory=list)
+    failures: int = 0
+    refined: int = 0  # the cascade: registrations its refiner changed (the others kept ECC's fit)
+
+    def cells(self) -> str:
+        d = np.array(self.per_pair)
+        refined = f"{self.refined / len(self.ms):8.0%}" if self.refined else f"{'-':>8}"
+        return (f"{np.median(d):7.2f} {np.percentile(d, 90):7.2f} {d.mean():7.2f} {self.failures:5d} "
+                f"{np.mean(self.ms):8.1f} {refined}")
+
+
+def evaluate_consistency(cases: list[TwiceWarped], methods: dict[str, dict]) -> dict[str, Consistency]:
+    rows = {name: Consistency() for name in methods}
+    for case in cases:
+        for name, options in methods.items():
+            flows = []
+            for moving, map_k in case.warped:
+                # the stage passes crop's valid.png; here the warp's own coverage
+                coverage = warp_with_flow(np.full(moving.shape[:2], 255, np.uint8), map_k)
+                start = time.perf_counter()
+                try:
+                    registration = register(case.fixed, moving, moving_mask=coverage, **options)
+                    flows.append(registration.flow)
+                    rows[name].refined += registration.details.get("refinement", "").startswith("refined")
+                except RegistrationFailure:
+                    flows.append(np.zeros(case.fixed.shape[:2] + (2,), np.float32))
+                    rows[name].failures += 1
+                rows[name].ms.append((time.perf_counter() - start) * 1000)
+            (moving_1, map_1), (moving_2, map_2) = case.warped
+            inside = np.ones(case.fixed.shape[:2], bool)
+            for flow, (moving, map_k) in zip(flows, case.warped):
+                inside &= valid_mask(flow, moving.shape, erode_px=8)
+                inside &= valid_mask(compose(map_k, flow), case.moving_shape, erode_px=8)
+            apart = disagreement(flows[0], map_1, flows[1], map_2)
+            rows[name].per_pair.append(float(apart[inside].mean()) if inside.any() else float("nan"))
+    return rows
+
+
+def print_consistency(title: str, rows: dict[str, Consistency]) -> None:
+    print(f"\n{title}  ({len(next(iter(rows.values())).per_pair)} pairs, each registered twice)")
+    print(f"{'method':<30} {'median':>7} {'p90':>7} {'mean':>7} {'fail':>5} {'ms/reg':>8} {'refined':>8}")
+    for name, row in rows.items():
+        print(f"{name:<30} {row.cells()}")
+
+
+def floor_free_tables(pairs_per_set: int, seed: int, methods: dict[str, dict]) -> None:
+    pairs = [pair for dataset in BENCH_SETS for pair in aligned_pairs(dataset, pairs_per_set)]
+    for elastic, label in ((False, "similarity warps"), (True, "similarity + elastic warps (RMS 1-2 px)")):
+        print_consistency(f"floor-free disagreement (px), {label}",
+                          evaluate_consistency(twice_warped(pairs, elastic, seed), methods))
+
+
 def floor_of(pairs) -> float:
     shifts = [np.hypot(*register(ir, vi, motion="translation").translation) for ir, vi in pairs]
     return float(np.median(shifts))
@@ -211,7 +303,7 @@ def synth_flight_rows(captures: int) -> dict[str, Row]:
         start = time.perf_counter()
         crop_workspace(ws, CropConfig(show_progress=False))
         crop_ms = (time.perf_counter() - start) / captures
-        for motion in ("translation", "euclidean"):
+        for motion in ("translation", "euclidean", "similarity"):
             start = time.perf_counter()
             report = align_workspace(ws, AlignConfig(show_progress=False, motion=motion))
             seconds = (time.perf_counter() - start) / captures
@@ -242,6 +334,8 @@ def main() -> None:
     parser.add_argument("--flight-captures", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", type=Path, help="a checkpoint from `ums align-train`: adds the learned row")
+    parser.add_argument("--learned", action="store_true", help="add the learned cascade with the shipped refiner")
+    parser.add_argument("--only", choices=["floor-free", "synth-flight"], help="print only these tables")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--write-train-split", type=Path, metavar="DIR",
                         help="write the pairs the tables do not use (DIR/train, DIR/val) for `ums align-train`, then exit")
@@ -249,10 +343,20 @@ def main() -> None:
     if args.write_train_split is not None:
         write_training_split(args.write_train_split, args.pairs_per_set)
         return
-    if args.weights is not None:
+    if args.weights is not None or args.learned:
         METHODS["learned"] = dict(method="learned", weights=args.weights, device=args.device)
     cv2.setNumThreads(1)
+    if "learned" in METHODS:
+        import torch
+
+        torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, OpenCV {cv2.__version__}, one thread")
+    if args.only in (None, "floor-free"):
+        floor_free_tables(args.pairs_per_set, args.seed, METHODS)
+    if args.only == "synth-flight":
+        print_table("synth-flight (crop + align vs groundtruth.json, thermal px)", synth_flight_rows(args.flight_captures))
+    if args.only:
+        return
     for dataset in ("MSRS", "RoadScene"):
         print_table(f"superfusion-{dataset}", evaluate(superfusion_cases(dataset)))
     for dataset in BENCH_SETS:

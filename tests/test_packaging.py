@@ -81,6 +81,7 @@ def test_wheel_installs_and_runs_the_pipeline_from_another_folder(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"ums/_data/{name}" for name in _shipped_yaml(PROJECT_ROOT)} <= names
     assert not any(name.startswith(("labels/", "pipelines/")) for name in names), "top-level folders in site-packages"
+    assert {f"ums/align/learned/weights/{name}" for name in ("refiner.safetensors", "MODEL_CARD.md")} <= names
 
     # a fresh environment without the heavy stack: the wheel goes in alone, then a .pth line lends it
     # this environment's installed dependencies (added after the install, so pip sees no ums-tsjnet there)
@@ -107,6 +108,8 @@ def test_wheel_installs_and_runs_the_pipeline_from_another_folder(tmp_path):
     _run([ums, "ingest", "flight", "-w", "ws", "--workers", "1", "--no-progress"], elsewhere, env)
     _run([ums, "crop", "-w", "ws", "--workers", "1", "--no-progress"], elsewhere, env)
     _run([ums, "align", "-w", "ws", "--workers", "1", "--no-progress"], elsewhere, env)
+    # the learned cascade with the refiner the wheel ships, no --weights
+    _run([ums, "align", "-w", "ws", "--workers", "1", "--method", "learned", "--no-progress"], elsewhere, env)
     assert len(list((elsewhere / "flight").rglob("*.JPG"))) == 4
     for stage in ("crop", "align"):
         captures = [p for p in (elsewhere / "ws" / stage).iterdir() if p.is_dir()]

@@ -229,10 +229,13 @@ def align(
 def align_train(
     pairs: list[Path] = typer.Option(..., "--pairs", help="Folder of aligned pairs (ir/ + vi/); repeatable."),
     out: Path = typer.Option(..., help="Checkpoint to write (.pt); a .loss.png curve is written beside it."),
+    model: str = typer.Option("dense", help="dense: the SuperFusion-style net from scratch; refiner: the residual "
+                                            "net of the learned cascade (after ECC; what `ums align --method learned` ships)."),
     steps: int = typer.Option(1000, help="Optimiser steps."),
     batch: int = typer.Option(16, help="Pairs per step."),
     crop: int = typer.Option(256, help="Training crop size (multiple of 8)."),
     width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published size."),
+    spread: float = typer.Option(8.0, help="Refiner: sigma (level px) of the confidence-weighted averaging of its flows; 0: none."),
     readout: str = typer.Option("soft-argmax", help="Cost-volume readout: soft-argmax, or regress (the published 1.82 M-parameter net)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     seed: int = typer.Option(0, help="Random seed of the warps, crops and initial weights."),
@@ -247,11 +250,12 @@ def align_train(
                                                 show_default="no limit"),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train the SuperFusion-style dense registration net on synthetic warps of aligned pairs."""
+    """Train a learned registration net (the cascade's refiner or the dense net) on synthetic warps of aligned pairs."""
     from ums.align.learned.train import AlignTrainConfig, train_registration
 
     try:
-        settings = AlignTrainConfig(pairs=pairs, out=out, steps=steps, batch=batch, crop=crop, width=width,
+        settings = AlignTrainConfig(pairs=pairs, out=out, model=model, steps=steps, batch=batch, crop=crop, width=width,
+                                    spread=spread,
                                     readout=readout, device=device, seed=seed, translation_px=translation_px,
                                     val_pairs=val_pairs or [], val_every=val_every,
                                     save_every=save_every, resume=resume, max_seconds=max_seconds,

@@ -229,6 +229,7 @@ class AlignEstimate(StageResult):
     transform: list[list[float]] | None = None  # global models
     flow: str | None = None  # dense (learned) flows: align/<id>/flow.npy
     reason: str | None = None  # why it failed
+    refinement: str | None = None  # the learned cascade: what its refiner did, or why ECC's fit was kept
 
 
 class AlignDecision(BaseModel):

@@ -80,6 +80,6 @@ def test_help_text_renders_the_defaults():
         return re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", result.output))
 
     assert "[default: (640x512)]" in help_of(ums_app, "crop")
-    assert "[default: (euclidean)]" in help_of(ums_app, "align")
+    assert "[default: (similarity)]" in help_of(ums_app, "align")
     assert "[default: one per CPU core; 1: in this process]" in help_of(ums_app, "align")
     assert "[default: (runs/tsjnet)]" in help_of(tsjnet_app, "train")

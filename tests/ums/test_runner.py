@@ -199,9 +199,14 @@ def test_a_second_writing_stage_exits_naming_the_running_one(flight, tmp_path):
 
 
 # -- interrupted drivers ---------------------------------------------------------------------------
-def start_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([str(PYTHON_BIN / "ums"), *args, "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def start_cli(log: Path, *args: str) -> subprocess.Popen:
+    """``ums ARGS`` with its output in ``log``: a file, not a pipe, so that waiting for the command
+    is waiting for it alone and not for every process that inherited its output (its pool)."""
+    with open(log, "w") as out:
+        # an ignored SIGINT is inherited through exec, and some library in this test process may have
+        # ignored it: the command must get Ctrl-C as a user's shell delivers it
+        return subprocess.Popen([str(PYTHON_BIN / "ums"), *args, "--no-progress"], stdout=out, stderr=subprocess.STDOUT,
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_results(root: Path, stage: str, at_least: int, process: subprocess.Popen) -> None:
@@ -227,7 +232,7 @@ def crop_in_progress(flight: Path, root: Path, workers: str) -> Iterator[subproc
     os.rename(frame, saved)
     os.mkfifo(frame)
     try:
-        crop = start_cli("crop", "--workspace", str(root), "--workers", workers)
+        crop = start_cli(root.parent / "crop.log", "crop", "--workspace", str(root), "--workers", workers)
         wait_for_results(root, "crop", 5, crop)
         yield crop
     finally:
@@ -258,7 +263,8 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_resumes(flight, reference, tmp_p
     root = tmp_path / "ws"
     with crop_in_progress(flight, root, "2") as crop:
         crop.send_signal(signal.SIGINT)
-        output, _ = crop.communicate(timeout=60)
+        crop.wait(timeout=60)
+    output = (tmp_path / "crop.log").read_text()
     assert crop.returncode == 130 and "interrupted" in output and "Traceback" not in output, output
     assert finish_and_digest(root) == reference
 

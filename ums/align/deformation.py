@@ -44,13 +44,25 @@ def random_field(shape: tuple[int, int], rng: np.random.Generator, ranges: Field
     offset = centre - linear @ centre + (tx, ty)
     flow = flow_from_transform(np.vstack([np.hstack([linear, offset[:, None]]), [0, 0, 1]]), h, w)
     if ranges.elastic_px > 0:
-        # white noise blurred by sigma >= 30 px has nothing finer than ~sigma: draw it on a grid
-        # 8x coarser and upsample, ~60x cheaper than blurring at full size
-        sigma = rng.uniform(*ranges.elastic_sigma_px)
-        small = (max(2, w // 8), max(2, h // 8))
-        noise = rng.standard_normal((small[1], small[0], 2)).astype(np.float32)
-        coarse = np.stack([cv2.GaussianBlur(noise[..., k], (0, 0), sigma / 8) for k in range(2)], -1)
-        elastic = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+        elastic = _smooth_noise(shape, rng, rng.uniform(*ranges.elastic_sigma_px), factor=8)
         elastic *= rng.uniform(0, ranges.elastic_px) / max(float(np.abs(elastic).max()), 1e-9)
         flow += elastic
     return flow
+
+
+def smooth_field(shape: tuple[int, int], rng: np.random.Generator, sigma_px: float, rms_px: float) -> np.ndarray:
+    """An (H, W, 2) float32 field of Gaussian-smoothed noise (scale ``sigma_px``) whose displacement
+    has root-mean-square length ``rms_px``."""
+    field = _smooth_noise(shape, rng, sigma_px, factor=int(np.clip(sigma_px // 4, 1, 8)))
+    rms = float(np.sqrt(np.mean(np.sum(field.astype(np.float64) ** 2, axis=-1))))
+    return field * np.float32(rms_px / max(rms, 1e-9))
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, sigma_px: float, factor: int) -> np.ndarray:
+    # white noise blurred by sigma px has nothing finer than ~sigma: draw it on a grid ``factor``
+    # times coarser (at most sigma/4 px per cell) and upsample, ~60x cheaper at 8x than at full size
+    h, w = shape
+    small = (max(2, w // factor), max(2, h // factor))
+    noise = rng.standard_normal((small[1], small[0], 2)).astype(np.float32)
+    coarse = np.stack([cv2.GaussianBlur(noise[..., k], (0, 0), sigma_px / factor) for k in range(2)], -1)
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -77,3 +77,21 @@ def endpoint_error(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray | N
     """Mean Euclidean distance between two flows over ``mask`` (all pixels when None)."""
     error = np.linalg.norm(estimate.astype(np.float64) - truth, axis=-1)
     return float(error[mask].mean() if mask is not None else error.mean())
+
+
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The flow of p -> q + outer(q) with q = p + inner(p): ``inner`` on this grid, then ``outer`` on
+    the grid ``inner`` points into (bilinear; replicated beyond its border)."""
+    at = identity_grid(*inner.shape[:2]) + inner
+    return inner + cv2.remap(outer, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def disagreement(flow_1: np.ndarray, map_1: np.ndarray, flow_2: np.ndarray, map_2: np.ndarray) -> np.ndarray:
+    """Per fixed pixel, how far apart two registrations of one pair put its match (px).
+
+    The pair's moving image was warped twice by known maps, moving_k(q) = moving(q + map_k(q)), and
+    registered each time (``flow_k`` on the fixed grid, into moving_k). Registration k matches the
+    fixed pixel x with the original moving pixel x + compose(map_k, flow_k)(x). A perfect method
+    matches the same pixel both times, whatever the pair's own misalignment: this measures the
+    method, not the data (issue 14's floor-free measure)."""
+    return np.linalg.norm(compose(map_1, flow_1) - compose(map_2, flow_2), axis=-1)

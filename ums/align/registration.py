@@ -14,8 +14,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ums.align.ecc import RegistrationFailure, ecc_register, gradient_representation
+from ums.align.ecc import DEFAULT_MOTION, RegistrationFailure, ecc_register, gradient_representation
 from ums.align.flow import flow_from_transform, valid_mask, warp_with_flow
+
+
+# below this share of forward-backward consistent pixels the refiner is not trusted on a frame
+MIN_CONSISTENT = 0.5
 
 
 @dataclass
@@ -50,7 +54,7 @@ def _identity(fixed: np.ndarray, moving: np.ndarray, **_: Any) -> Registration:
     return _global("identity", np.eye(2, 3), 0.0, fixed.shape[:2])
 
 
-def _ecc(fixed: np.ndarray, moving: np.ndarray, motion: str = "translation", levels: int = 3,
+def _ecc(fixed: np.ndarray, moving: np.ndarray, motion: str = DEFAULT_MOTION, levels: int = 3,
          initial: np.ndarray | None = None, moving_mask: np.ndarray | None = None, **options: Any) -> Registration:
     init = None if initial is None else np.asarray(initial, np.float32)[:2]
     transform, score, converged = ecc_register(fixed, moving, motion, levels, initial=init,
@@ -59,11 +63,45 @@ def _ecc(fixed: np.ndarray, moving: np.ndarray, motion: str = "translation", lev
 
 
 def _learned(fixed: np.ndarray, moving: np.ndarray, weights: str | None = None, device: str = "cpu",
-             **_: Any) -> Registration:
-    from ums.align.learned.inference import predict_flow
+             min_consistent: float = MIN_CONSISTENT, **options: Any) -> Registration:
+    """The cascade (ECC, then the residual refiner; the shipped one when ``weights`` is None), or
+    the dense matcher alone when ``weights`` is a dense-matcher checkpoint."""
+    from ums.align.learned.inference import cached_model, matcher_flow
+    from ums.align.learned.refiner import ResidualRefiner
 
-    flow = predict_flow(fixed, moving, weights, device)
-    return Registration(flow, flow_confidence(fixed, moving, flow), None, "learned", {"weights": str(weights)})
+    model = cached_model(weights, device)
+    if not isinstance(model, ResidualRefiner):
+        flow = matcher_flow(model, fixed, moving)
+        return Registration(flow, flow_confidence(fixed, moving, flow), None, "learned", {"weights": str(weights)})
+    return refine(fixed, moving, _ecc(fixed, moving, **options), model, min_consistent)
+
+
+def refine(fixed: np.ndarray, moving: np.ndarray, global_fit: Registration, model, min_consistent: float = MIN_CONSISTENT
+           ) -> Registration:
+    """The learned cascade's second step: the refiner's residual r on the globally aligned pair,
+    composed as x -> T(x + r(x)). A zero residual gives ``global_fit`` back exactly; a frame where
+    fewer than ``min_consistent`` of the pixels are forward-backward consistent keeps it, saying why."""
+    from ums.align.learned.inference import residual_flow
+
+    covered = global_fit.warp(np.full(fixed.shape[:2], 255, np.uint8)) == 255
+    residual = residual_flow(model, fixed, global_fit.warp(moving), covered)
+    details = {**global_fit.details, "global_transform": global_fit.transform.tolist(),
+               "consistent": round(residual.consistent, 4), "residual_px": round(residual.magnitude_px, 4)}
+    if residual.consistent < min_consistent:
+        details["refinement"] = (f"refiner not trusted: {residual.consistent:.0%} of the pixels forward-backward "
+                                 f"consistent (< {min_consistent:.0%}); ECC's global fit kept")
+        return Registration(global_fit.flow, global_fit.score, global_fit.transform, "learned", details)
+    if not residual.flow.any():
+        details["refinement"] = "no residual: ECC's global fit kept"
+        return Registration(global_fit.flow, global_fit.score, global_fit.transform, "learned", details)
+    # T(x + r) - x = (T(x) - x) + L r, L the linear part of the affine T
+    linear = global_fit.transform[:2, :2].astype(np.float32)
+    flow = global_fit.flow + residual.flow @ linear.T
+    details["refinement"] = (f"refined: mean residual {residual.magnitude_px:.2f} px, "
+                             f"{residual.consistent:.0%} of the pixels consistent")
+    # ECC's correlation stays the frame's score: the residual moves pixels by a few px at most, and
+    # scoring the dense flow again would cost as much as the refiner's heads (~25 ms)
+    return Registration(flow, global_fit.score, None, "learned", details)
 
 
 def flow_confidence(fixed: np.ndarray, moving: np.ndarray, flow: np.ndarray) -> float:

@@ -15,6 +15,7 @@ import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from pydantic import ConfigDict, Field
 
 from ums.align.ecc import RegistrationFailure
 from ums.align.flow import warp_with_flow
-from ums.align.registration import register
+from ums.align.registration import DEFAULT_MOTION, MIN_CONSISTENT, register
 from ums.atomic import write_bytes, write_image
 from ums.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
 from ums.executors import ExecutorSettings
@@ -39,14 +40,17 @@ class AlignConfig(ExecutorSettings):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: str = Field("ecc", pattern="^(ecc|learned)$")
-    weights: Path | None = Field(None, description="checkpoint of the learned method (ums align-train)")
+    method: str = Field("ecc", pattern="^(ecc|learned)$", description="ecc: global ECC; learned: ECC then "
+                        "the residual refiner (the cascade)")
+    weights: Path | None = Field(None, description="learned: a refiner or dense-matcher checkpoint "
+                                 "(ums align-train); none: the refiner shipped with ums")
     device: str = "cpu"
-    # Euclidean by default: a rig roll of 0.3 deg leaves ~1.2 px with translation alone on synthetic
-    # M30T flights, ~0.3 px with Euclidean; the scale comes from calibration (crop). Similarity
-    # recovers a wrong scale (drone-like benchmark: 1.8 px median against 3.8) but drifts on
-    # weakly textured frames (1.1 px on one synthetic frame): bench/RESULTS.md.
-    motion: str = Field("euclidean", pattern="^(translation|euclidean|similarity)$")
+    motion: str = Field(DEFAULT_MOTION, pattern="^(translation|euclidean|similarity)$",
+                        description="ECC's global model (also the cascade's first step)")
+    flight_scale: bool = Field(True, description="give each frame its flight's scale (the median of the confident "
+                               "frames) in place of its own")
+    min_consistent: float = Field(MIN_CONSISTENT, ge=0, le=1, description="learned: the share of forward-backward "
+                                  "consistent pixels below which a frame keeps ECC's answer")
     levels: int = Field(3, ge=1, le=5)
     score_threshold: float = Field(0.3, ge=0, le=1, description="ECC correlation on gradient maps")
     max_offset_deviation_px: float = Field(6.0, gt=0, description="a confident frame farther than "
@@ -118,7 +122,7 @@ def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> 
         for task in tasks:
             if task.key not in estimates:
                 continue  # not estimated: a lost worker; the rerun resumes it
-            decision = decide(estimates[task.key], offsets.get(task.flight), config)
+            decision = decide(estimates[task.key], offsets.get(task.flight), config, task.crop.output_size)
             setattr(report, decision.decision, getattr(report, decision.decision) + 1)
             render_task = _render_task(task, decision, config)
             if decision.decision == "failed":
@@ -228,15 +232,19 @@ def estimate_frame(task: EstimateTask) -> AlignEstimate:
         fixed = _load(task.workspace_root, files, "ir", cv2.IMREAD_GRAYSCALE)
         moving = _load(task.workspace_root, files, "vis", cv2.IMREAD_COLOR)
         valid = _load(task.workspace_root, files, "valid", cv2.IMREAD_GRAYSCALE)
+        options = dict(motion=config.motion, levels=config.levels, moving_mask=valid)
         if config.method == "learned":
-            registration = register(fixed, moving, "learned", weights=config.weights, device=config.device)
-        else:
-            registration = register(fixed, moving, config.method, motion=config.motion, levels=config.levels,
-                                    moving_mask=valid)
+            options.update(weights=config.weights, device=config.device, min_consistent=config.min_consistent)
+        registration = register(fixed, moving, config.method, **options)
     except RegistrationFailure as exc:
         return AlignEstimate(ok=False, reason=str(exc))
     estimate = AlignEstimate(ok=True, score=registration.score,
-                             converged=bool(registration.details.get("converged", True)))
+                             converged=bool(registration.details.get("converged", True)),
+                             refinement=registration.details.get("refinement"))
+    # the cascade's dense flow keeps its global fit: the flight offset is built from those
+    global_transform = registration.details.get("global_transform")
+    if global_transform is not None:
+        estimate.transform = global_transform
     if registration.transform is not None:
         estimate.transform = registration.transform.tolist()
     else:
@@ -267,6 +275,23 @@ def flight_offsets(frames: list[tuple[str, str]], estimates: dict[str, AlignEsti
     return offsets
 
 
+def with_scale(transform, offset, size: tuple[int, int]) -> list[list[float]]:
+    """``transform`` with the scale of the flight's ``offset``, about the frame's centre.
+
+    The rig's scale is a constant of the flight, like its offset: the median of the confident
+    frames knows it far better than one frame, whose free scale adds noise (synthetic M30T flights:
+    0.32 px per frame with its own scale, 0.29 with the flight's). Similarity is fitted about the
+    image centre, where its scale and translation are nearly independent, so holding the centre
+    and swapping the scale is the constrained fit to first order."""
+    _, _, angle, scale = _similarity_parameters(transform)
+    flight_scale = _similarity_parameters(offset)[3]
+    matrix = np.asarray(transform, np.float64)
+    centre = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
+    linear = matrix[:2, :2] * (flight_scale / scale)
+    mapped_centre = matrix[:2, :2] @ centre + matrix[:2, 2]
+    return np.vstack([np.hstack([linear, (mapped_centre - linear @ centre)[:, None]]), [0, 0, 1]]).tolist()
+
+
 def _similarity_parameters(transform) -> tuple[float, float, float, float]:
     """(tx, ty, angle, scale) of a translation, Euclidean or similarity transform."""
     a, b = transform[0][0], transform[1][0]
@@ -277,9 +302,14 @@ def _confident(estimate: AlignEstimate, config: AlignConfig) -> bool:
     return estimate.ok and estimate.converged and (estimate.score or 0.0) >= config.score_threshold
 
 
-def decide(estimate: AlignEstimate | dict[str, Any], offset: list[list[float]] | None, config: AlignConfig) -> AlignDecision:
-    """Which transform (or dense flow) a frame gets, and why."""
+def decide(estimate: AlignEstimate | dict[str, Any], offset: list[list[float]] | None, config: AlignConfig,
+           size: tuple[int, int] | None = None) -> AlignDecision:
+    """Which transform (or dense flow) a frame gets, and why. ``size`` (width, height): the frame's,
+    to hold its centre when its scale is replaced by the flight's."""
     estimate = AlignEstimate.model_validate(estimate)
+    if (config.flight_scale and offset is not None and size is not None and estimate.ok
+            and estimate.transform is not None and estimate.flow is None):
+        estimate = estimate.model_copy(update={"transform": with_scale(estimate.transform, offset, size)})
     if not estimate.ok:
         if offset is None:
             return AlignDecision(decision="failed", flagged=True, reason=estimate.reason or "registration failed")
@@ -294,7 +324,9 @@ def decide(estimate: AlignEstimate | dict[str, Any], offset: list[list[float]] |
             return AlignDecision(decision="flight_offset", flagged=False, transform=offset,
                                  reason=f"own estimate {deviation:.1f} px from the flight offset; flight offset used")
     if confident:
-        return AlignDecision(decision="frame", flagged=False, **own, reason=f"confident (score {estimate.score:.2f})")
+        refinement = f"; {estimate.refinement}" if estimate.refinement else ""
+        return AlignDecision(decision="frame", flagged=False, **own,
+                             reason=f"confident (score {estimate.score:.2f}){refinement}")
     if offset is not None:
         return AlignDecision(decision="flight_offset", flagged=False, transform=offset,
                              reason=f"low confidence (score {estimate.score:.2f}); flight offset used")
@@ -336,11 +368,20 @@ def overlay(thermal: np.ndarray, visible: np.ndarray, style: str = "checkerboard
     return np.where(board[..., None], thermal_bgr, visible)
 
 
+@lru_cache(maxsize=1)
+def _shipped_refiner_version() -> str:
+    from ums.align.learned.inference import SHIPPED_REFINER
+
+    return hashlib.sha256(SHIPPED_REFINER.read_bytes()).hexdigest()[:16] if SHIPPED_REFINER.is_file() else "missing"
+
+
 def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
     """What an estimate depends on: the crop and the registration settings (not the decision's)."""
     weights = config.weights
     # a retrained checkpoint at the same path must not reuse the old estimates
     version = weights.stat().st_mtime_ns if weights is not None and weights.exists() else None
+    if config.method == "learned" and weights is None:
+        version = _shipped_refiner_version()  # another ums release may ship other weights
     return settings_fingerprint(config, crop["fingerprint"], str(version),
-                                exclude={"score_threshold", "max_offset_deviation_px", "min_confident_frames",
+                                exclude={"score_threshold", "max_offset_deviation_px", "min_confident_frames", "flight_scale",
                                          "overlay", "device"})

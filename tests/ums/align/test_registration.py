@@ -159,3 +159,41 @@ def test_gradient_representation_is_the_same_at_any_memory_address():
         return copy
 
     assert len({gradient_representation(at_offset(image, offset)).tobytes() for offset in (0, 4, 8, 12, 16, 32, 48)}) == 1
+
+
+def test_one_default_motion_for_the_api_the_stage_its_yaml_and_the_docs():
+    import inspect
+
+    import yaml
+
+    from tests.conftest import PROJECT_ROOT
+    from ums.align.ecc import DEFAULT_MOTION, ecc_register
+    from ums.align.registration import METHODS
+    from ums.align.stage import AlignConfig
+
+    assert inspect.signature(ecc_register).parameters["motion"].default == DEFAULT_MOTION
+    assert inspect.signature(METHODS["ecc"]).parameters["motion"].default == DEFAULT_MOTION
+    assert AlignConfig().motion == DEFAULT_MOTION
+    assert yaml.safe_load((PROJECT_ROOT / "pipelines" / "align.yaml").read_text())["motion"] == DEFAULT_MOTION
+    for doc in ("README.md", "docs/registration.md"):
+        assert f"{DEFAULT_MOTION} by default" in (PROJECT_ROOT / doc).read_text(), doc
+
+
+def test_the_floor_free_disagreement_has_its_known_answer():
+    """One pair, its moving image warped twice by known maps: perfect registrations agree to 0 px
+    whatever the maps; a registration off by (1, 0) px (at scale 1) disagrees by exactly 1 px."""
+    from ums.align.flow import disagreement
+
+    h, w = 96, 128
+    map_1 = flow_from_transform(rigid(3.0, -2.0, 0.0, (0, 0)), h, w)
+    map_2 = flow_from_transform(rigid(-5.0, 4.0, 0.0, (0, 0)), h, w)
+    perfect_1, perfect_2 = -map_1, -map_2  # moving_k(q) = moving(q + map_k): fixed x is seen at x - map_k
+    inside = (slice(10, -10), slice(10, -10))
+    assert np.abs(disagreement(perfect_1, map_1, perfect_2, map_2)[inside]).max() < 1e-5
+    off = perfect_2 + np.array([1.0, 0.0], np.float32)
+    assert np.allclose(disagreement(perfect_1, map_1, off, map_2)[inside], 1.0, atol=1e-5)
+    # a rotation and scale in the map: the perfect flow is its inverse, still 0 px apart
+    similarity = np.array([[1.02 * np.cos(0.03), -1.02 * np.sin(0.03), 4.0], [1.02 * np.sin(0.03), 1.02 * np.cos(0.03), -3.0], [0, 0, 1]])
+    map_3 = flow_from_transform(similarity, h, w)
+    perfect_3 = flow_from_transform(np.linalg.inv(similarity), h, w)
+    assert np.abs(disagreement(perfect_1, map_1, perfect_3, map_3)[inside]).max() < 1e-3

@@ -101,3 +101,47 @@ def test_decisions(frame, offset, decision, flagged):
     result = decide(frame, offset, AlignConfig())
     assert (result.decision, result.flagged) == (decision, flagged)
     assert result.reason
+
+
+def test_a_frame_takes_its_flights_scale_about_its_centre():
+    """Own similarity with scale 1.01 and a flight scale of 1.0: the centre maps where it did, the
+    corners move by the scale difference, and the rotation is the frame's own."""
+    from ums.align.stage import with_scale
+
+    angle = 0.01
+    own = np.array([[1.01 * np.cos(angle), -1.01 * np.sin(angle), 3.0], [1.01 * np.sin(angle), 1.01 * np.cos(angle), -2.0], [0, 0, 1]])
+    fixed = with_scale(own.tolist(), OFFSET, (640, 512))
+    centre = np.array([[319.5, 255.5]])
+    assert np.allclose(apply_homography(np.array(fixed), centre), apply_homography(own, centre))
+    linear = np.array(fixed)[:2, :2]
+    assert np.isclose(np.hypot(*linear[:, 0]), 1.0) and np.isclose(np.arctan2(linear[1, 0], linear[0, 0]), angle)
+    decided = decide({"ok": True, "transform": own.tolist(), "score": 0.5}, OFFSET, QUIET, (640, 512))
+    assert decided.decision == "frame" and np.allclose(decided.transform, fixed)
+    assert np.allclose(decide({"ok": True, "transform": own.tolist(), "score": 0.5}, OFFSET,
+                              AlignConfig(show_progress=False, flight_scale=False), (640, 512)).transform, own)
+
+
+def test_the_learned_cascade_runs_as_a_stage(synthetic_flight, tmp_path):
+    """A refiner (random weights, exported as the package ships them) behind ECC: every frame gets
+    ECC's global fit for the flight offset, its decision says what the refiner did, and a refined
+    frame's dense flow is what its aligned image was warped with."""
+    import torch
+
+    from ums.align.learned.checkpoint import export_refiner, save_checkpoint
+    from ums.align.learned.refiner import ResidualRefiner
+
+    torch.manual_seed(0)
+    weights = export_refiner(save_checkpoint(ResidualRefiner(width=0.5), tmp_path / "r.pt", {}), tmp_path / "r.safetensors")
+    config = AlignConfig(show_progress=False, method="learned", weights=weights, min_consistent=0.0)
+    ws, report = aligned_workspace(synthetic_flight, tmp_path / "ws", config)
+    assert report.failed == 0 and report.frame == 4
+    assert report.offsets[str(synthetic_flight.resolve())] is not None  # built from the global fits
+    for capture in ws.captures():
+        result = ws.stage_results(capture.capture_id)["align"]
+        assert result["estimate"]["transform"] and "refine" in result["estimate"]["refinement"]
+        assert "refine" in result["reason"]
+        if result.get("flow"):
+            flow = np.load(ws.absolute(result["flow"]))
+            assert flow.shape == (512, 640, 2)
+    assert align_workspace(ws, config).reused == 4  # same weights file: estimates kept
+    ws.close()

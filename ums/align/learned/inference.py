@@ -1,7 +1,9 @@
-"""Running a trained dense matcher on one pair of numpy images."""
+"""Running a trained learned-registration net on one pair of numpy images: the cascade's residual
+refiner (shipped with the package) or the dense matcher trained from scratch."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -9,21 +11,35 @@ import cv2
 import numpy as np
 import torch
 
-from ums.align.learned.checkpoint import load_matcher
+from ums.align.learned.checkpoint import REFINER_FORMAT, checkpoint_format, load_matcher, load_refiner
 from ums.align.learned.model import DenseMatcher, pad_to_multiple
+from ums.align.learned.refiner import ResidualRefiner, consistency_error, network_inputs
+
+# trained by `ums align-train --model refiner` on public pairs; MODEL_CARD.md beside it says how
+SHIPPED_REFINER = Path(__file__).resolve().parent / "weights" / "refiner.safetensors"
 
 
 @lru_cache(maxsize=2)
-def _cached_matcher(weights: str, modified_ns: int, device: str) -> DenseMatcher:
+def _cached_model(weights: str, modified_ns: int, device: str) -> DenseMatcher | ResidualRefiner:
+    if checkpoint_format(Path(weights)) == REFINER_FORMAT:
+        return load_refiner(weights, device)
     return load_matcher(weights, device)
 
 
-def cached_matcher(weights, device: str) -> DenseMatcher:
-    """One load per checkpoint file and version (a retrained file at the same path is reloaded)."""
-    path = Path(weights) if weights is not None else None
-    if path is None or not path.is_file():
+def cached_model(weights, device: str) -> DenseMatcher | ResidualRefiner:
+    """The net at ``weights`` (the shipped refiner when None), loaded once per file version: a
+    retrained file at the same path is reloaded."""
+    path = SHIPPED_REFINER if weights is None else Path(weights)
+    if not path.is_file():
+        if weights is None:
+            raise FileNotFoundError(f"the shipped refiner weights are missing from the installation ({path}): "
+                                    "reinstall ums, or pass --weights PATH")
         return load_matcher(path, device)  # raises the error that names --weights
-    return _cached_matcher(str(path), path.stat().st_mtime_ns, device)
+    return _cached_model(str(path), path.stat().st_mtime_ns, device)
+
+
+def cached_matcher(weights, device: str) -> DenseMatcher | ResidualRefiner:
+    return cached_model(weights, device)
 
 
 def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
@@ -50,5 +66,52 @@ def matcher_flow(model: DenseMatcher, fixed: np.ndarray, moving: np.ndarray) -> 
 
 
 def predict_flow(fixed: np.ndarray, moving: np.ndarray, weights, device: str = "cpu") -> np.ndarray:
-    """The flow of the checkpoint at ``weights`` (loaded once per file version)."""
-    return matcher_flow(cached_matcher(weights, device), fixed, moving)
+    """The dense matcher's flow from the checkpoint at ``weights`` (loaded once per file version)."""
+    return matcher_flow(cached_model(weights, device), fixed, moving)
+
+
+@dataclass
+class Residual:
+    flow: np.ndarray  # (H, W, 2) thermal -> ECC-aligned visible, gated by its consistency
+    consistent: float  # share of the visible-covered pixels whose two directions agree
+    magnitude_px: float  # mean length of the gated residual there (on every 4th pixel and row)
+
+
+def _unit_grey(image: np.ndarray) -> np.ndarray:
+    """Float [0, 1] grey (16-bit counts stretched over their 1-99 % range), as the refiner trained."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if grey.dtype == np.uint16 or grey.max() > 255:
+        low, high = np.percentile(grey, (1, 99))
+        return np.clip((grey.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1)
+    return grey.astype(np.float32) / 255
+
+
+def _unit_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.repeat(_unit_grey(image)[..., None], 3, axis=2)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+
+
+@torch.no_grad()
+def residual_flow(model: ResidualRefiner, fixed: np.ndarray, aligned: np.ndarray, covered: np.ndarray,
+                  tolerance_px: float = 0.5, gate_sigma_px: float = 8.0) -> Residual:
+    """The refiner's residual between ``fixed`` and the ECC-aligned visible image ``aligned``.
+
+    Where forward and backward flows disagree by more than ``tolerance_px`` the net is guessing
+    (no texture, occlusion, a moving object): the residual is faded to zero there, by a mask
+    smoothed over ``gate_sigma_px`` so that the field stays smooth."""
+    device = next(model.parameters()).device
+    thermal_in, visible_in = network_inputs(_unit_grey(fixed), _unit_rgb(aligned))
+    thermal, (h, w) = pad_to_multiple(torch.from_numpy(thermal_in).permute(2, 0, 1)[None].to(device), 4)
+    visible, _ = pad_to_multiple(torch.from_numpy(visible_in).permute(2, 0, 1)[None].to(device), 4)
+    forward, backward = model(thermal, visible)
+    error = consistency_error(forward, backward)[0, :h, :w].cpu().numpy()
+    flow = forward[0, :, :h, :w].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    agrees = (error < tolerance_px) & covered
+    gate = cv2.GaussianBlur(agrees.astype(np.float32), (0, 0), gate_sigma_px)
+    gated = flow * gate[..., None]
+    consistent = float(agrees.sum() / max(int(covered.sum()), 1))
+    every_4th = (slice(None, None, 4), slice(None, None, 4))  # a reported figure: a sample is enough
+    sample = covered[every_4th]
+    magnitude = float(np.linalg.norm(gated[every_4th][sample], axis=-1).mean()) if sample.any() else 0.0
+    return Residual(gated, consistent, magnitude)

@@ -117,7 +117,16 @@ def local_correlation(target: torch.Tensor, source: torch.Tensor, radius: int) -
     """Channel sum of target(p) * source(p + offset) for the (2 radius + 1)^2 offsets of step 1,
     in the order of ``local_ssd_cost``."""
     windows = shifted_windows(source, target.shape[-2:], radius, 1)
-    return torch.cat([(target * shifted).sum(1, keepdim=True) for shifted in windows], 1)
+    if torch.is_grad_enabled():
+        return torch.cat([(target * shifted).sum(1, keepdim=True) for shifted in windows], 1)
+    # inference: accumulate channel by channel into the output, without the product maps and the
+    # concatenation (2x faster on one CPU core; the sums differ in their last bit)
+    out = target.new_zeros((target.shape[0], (2 * radius + 1) ** 2, *target.shape[-2:]))
+    for index, shifted in enumerate(windows):
+        plane = out[:, index]
+        for channel in range(target.shape[1]):
+            plane.addcmul_(target[:, channel], shifted[:, channel])
+    return out
 
 
 def window_offsets(radius: int) -> torch.Tensor:

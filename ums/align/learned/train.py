@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -30,10 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ums.align.deformation import DRONE, SUPERFUSION, TRAIN_DRONE, random_field
 from ums.align.flow import endpoint_error, scoring_mask, warp_with_flow
-from ums.align.learned.checkpoint import (TRAINING_STATE_FORMAT, read_torch, save_checkpoint, save_torch,
-                                          training_state_path)
+from ums.align.learned.checkpoint import (TRAINING_STATE_FORMAT, export_refiner, read_torch, save_checkpoint,
+                                          save_torch, training_state_path)
 from ums.align.learned.inference import matcher_flow
 from ums.align.learned.model import DenseMatcher, Readout, warp
+from ums.align.learned.refiner import ResidualRefiner
+from ums.align.learned.residuals import ResidualSampler, cases_to_batch, globally_aligned, residual_case, residual_field
 from ums.atomic import write_bytes, write_text
 from ums.progress import progress_bar
 
@@ -47,7 +49,11 @@ class AlignTrainConfig(BaseModel):
 
     pairs: list[Path] = Field(..., min_length=1, description="folders of aligned pairs (ir/ + vi/)")
     out: Path = Field(..., description="checkpoint to write (.pt)")
+    model: Literal["dense", "refiner"] = Field("dense", description="dense: the SuperFusion-style matcher "
+                                               "from scratch; refiner: the cascade's residual net after ECC")
     width: float = Field(1.0, gt=0, le=2, description="channel multiplier; 1.0 = the published size")
+    spread: float = Field(8.0, ge=0, le=16, description="refiner: sigma (level px) of the confidence-weighted "
+                          "averaging of its flows; 0: none")
     readout: Readout = Field("soft-argmax", description="how the flow estimators read their "
                                                       "cost volumes (model.py); regress = the published net")
     crop: int = Field(256, ge=32, multiple_of=8)
@@ -72,9 +78,10 @@ class AlignTrainConfig(BaseModel):
     show_progress: bool = True
 
     def run_identity(self) -> dict[str, Any]:
-        """What a resumed run must share with the run that wrote the state."""
-        return self.model_dump(mode="json", include={"pairs", "width", "readout", "crop", "batch", "learning_rate",
-                                                     "weight_decay", "translation_px", "seed"})
+        """What a resumed run must share with the run that wrote the state (``spread`` shapes only the
+        refiner; ``readout`` only the dense matcher)."""
+        shared = {"pairs", "model", "width", "crop", "batch", "learning_rate", "weight_decay", "translation_px", "seed"}
+        return self.model_dump(mode="json", include=shared | ({"spread"} if self.model == "refiner" else {"readout"}))
 
 
 def load_pairs(folders: list[Path]) -> list[tuple[Path, Path]]:
@@ -155,7 +162,9 @@ class PairSampler:
         return {k: v.to(device) for k, v in dict(fixed=fixed, moving=moving, ir=ir, truth=truth).items()}
 
 
-def losses(model: DenseMatcher, batch: dict[str, torch.Tensor], config: AlignTrainConfig) -> dict[str, torch.Tensor]:
+def losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], config: AlignTrainConfig) -> dict[str, torch.Tensor]:
+    if isinstance(model, ResidualRefiner):
+        return refiner_losses(model, batch)
     flow, levels = model(batch["fixed"], batch["moving"], return_levels=True)
     truth = batch["truth"]
     epe = torch.sqrt(((flow - truth) ** 2).sum(1) + 1e-3).mean()
@@ -165,6 +174,21 @@ def losses(model: DenseMatcher, batch: dict[str, torch.Tensor], config: AlignTra
     smoothness = sum(_gradient_l1(f) for f in levels + [flow]) / (len(levels) + 1)
     total = epe + config.photometric_weight * photometric + config.smoothness_weight * smoothness
     return {"total": total, "epe": epe, "photometric": photometric, "smoothness": smoothness}
+
+
+def refiner_losses(model: ResidualRefiner, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Charbonnier end-point error of both directions where their targets are defined, and half
+    of it again on the 1/4 level (it must find the basin the 1/2 level refines)."""
+    forward, backward, (forward_4, backward_4) = model(batch["fixed"], batch["moving"], return_levels=True)
+
+    def epe(flow, target, valid):
+        error = torch.sqrt(((flow - target) ** 2).sum(1, keepdim=True) + 1e-3)
+        return (error * valid).sum() / valid.sum().clamp(min=1)
+
+    both = epe(forward, batch["forward"], batch["forward_valid"]) + epe(backward, batch["backward"], batch["backward_valid"])
+    coarse = (epe(forward_4, batch["forward"], batch["forward_valid"])
+              + epe(backward_4, batch["backward"], batch["backward_valid"]))
+    return {"total": both + 0.5 * coarse, "epe": both / 2, "coarse": coarse / 2}
 
 
 def _gradient_l1(flow: torch.Tensor) -> torch.Tensor:
@@ -200,6 +224,36 @@ class Validator:
         return {"val_epe_median": float(np.median(errors)), "val_epe_mean": float(np.mean(errors))}
 
 
+class ResidualValidator:
+    """Held-out pairs, ECC-aligned, under fixed residual fields (drawn once from their own seed):
+    the median over cases of the forward flow's mean EPE where its target is defined."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], fields: int, seed: int):
+        rng = np.random.default_rng([seed, 7])
+        self.cases = []
+        for ir_path, vi_path in pairs:
+            ir, vi = read_pair(ir_path, vi_path)
+            aligned, inside = globally_aligned(ir, vi)
+            ir_float = ir.astype(np.float32) / 255
+            rgb = cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+            usable = (ir.shape[0] // 4 * 4, ir.shape[1] // 4 * 4)  # the net's grid: multiples of 4
+            self.cases += [residual_case(ir_float, rgb, inside, residual_field(usable, rng)) for _ in range(fields)]
+
+    @torch.no_grad()
+    def __call__(self, model: ResidualRefiner) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        errors = []
+        for case in self.cases:
+            batch = cases_to_batch([case], device)
+            forward, _ = model(batch["fixed"], batch["moving"])
+            error = (forward - batch["forward"]).square().sum(1, keepdim=True).sqrt()
+            errors.append(float(error[batch["forward_valid"] > 0].mean()))
+        model.train(was_training)
+        return {"val_epe_median": float(np.median(errors)), "val_epe_mean": float(np.mean(errors))}
+
+
 class Run:
     """Everything a training run carries from step to step, and its save/restore."""
 
@@ -207,8 +261,12 @@ class Run:
         torch.manual_seed(config.seed)
         self.config = config
         threads = config.sampler_threads or (min(config.batch, os.cpu_count() or 1) if device.type != "cpu" else 1)
-        self.sampler = PairSampler(load_pairs(config.pairs), config.crop, config.seed, config.translation_px, threads)
-        self.model = DenseMatcher(config.width, config.readout).to(device)
+        if config.model == "refiner":
+            self.sampler = ResidualSampler(load_pairs(config.pairs), config.crop, config.seed)
+            self.model = ResidualRefiner(config.width, spread=config.spread).to(device)
+        else:
+            self.sampler = PairSampler(load_pairs(config.pairs), config.crop, config.seed, config.translation_px, threads)
+            self.model = DenseMatcher(config.width, config.readout).to(device)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, self.learning_rate_factor)
@@ -236,8 +294,9 @@ class Run:
         state = read_torch(path, "align-train --resume")
         if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
             raise ValueError(f"align-train --resume: {path} is not a training state written by `ums align-train`")
-        # states from before the readout option were written by the published net
-        saved, ours = {"readout": "regress", **json.loads(state["identity"])}, self.config.run_identity()
+        # states from before the readout and model options were written by the published dense net
+        saved = {"readout": "regress", "model": "dense", **json.loads(state["identity"])}
+        ours = self.config.run_identity()
         changed = sorted(key for key in ours if saved.get(key) != ours[key])
         if changed:
             raise ValueError(f"align-train --resume: {path} was written with other settings ({', '.join(changed)}); "
@@ -280,7 +339,8 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     state_path = training_state_path(config.out)
     if config.resume:
         run.restore(state_path)
-    validator = Validator(load_pairs(config.val_pairs), config.val_fields, config.seed) if config.val_pairs else None
+    validating = ResidualValidator if config.model == "refiner" else Validator
+    validator = validating(load_pairs(config.val_pairs), config.val_fields, config.seed) if config.val_pairs else None
     run.model.train()
     steps = progress_bar(range(run.step, config.steps), "align-train", enabled=config.show_progress,
                          total=max(0, config.steps - run.step))
@@ -300,6 +360,8 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     save_checkpoint(run.model, config.out, {"steps": run.step, "seconds": run.seconds, "device": str(device),
                                             "final": run.history[-1] if run.history else {},
                                             "validations": validations})
+    if isinstance(run.model, ResidualRefiner):  # what the package ships, and `--weights` reads as well
+        export_refiner(config.out, Path(config.out).with_suffix(".safetensors"))
     write_text(Path(config.out).with_suffix(".history.json"), json.dumps(run.history))
     _plot_history(run.history, validations, Path(config.out).with_suffix(".loss.png"))
     return run.history

@@ -203,8 +203,13 @@ def test_cli_train_then_align_with_the_learned_method(pair_folder, synthetic_fli
     workspace = str(tmp_path / "ws")
     runner.invoke(app, ["ingest", str(synthetic_flight), "-w", workspace, "--no-progress"])
     runner.invoke(app, ["crop", "-w", workspace, "--no-progress"])
-    missing = runner.invoke(app, ["align", "-w", workspace, "--method", "learned", "--no-progress"])
+    missing = runner.invoke(app, ["align", "-w", workspace, "--method", "learned", "--weights", str(tmp_path / "no.pt"),
+                                  "--no-progress"])
     assert missing.exit_code == 2 and "--weights" in missing.output
+    shipped = runner.invoke(app, ["align", "-w", workspace, "--method", "learned", "--no-progress"])
+    assert shipped.exit_code == 0, shipped.output  # no --weights: the cascade with the refiner ums ships
+    records = [json.loads(line) for line in runner.invoke(app, ["manifest", "-w", workspace, "--json"]).stdout.splitlines()]
+    assert all(record["stages"]["align"]["estimate"]["refinement"] for record in records)
     aligned = runner.invoke(app, ["align", "-w", workspace, "--method", "learned", "--weights", str(weights),
                                   "--no-progress"])
     assert aligned.exit_code == 0, aligned.output
