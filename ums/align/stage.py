@@ -104,9 +104,9 @@ def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> 
     decide per frame, and write the aligned images and overlays (pass 2, on the executor)."""
     config = config or AlignConfig()
     if config.method == "learned":
-        from ums.align.learned.inference import cached_matcher
+        from ums.align.learned.inference import cached_model
 
-        cached_matcher(config.weights, config.device)  # fail now, naming --weights, not once per frame
+        cached_model(config.weights, config.device)  # fail now, naming --weights, not once per frame
     report = AlignReport()
     gpu = config.method == "learned" and config.device.startswith("cuda")
     with StageRun(workspace, STAGE, config, gpu=gpu, preload=[__name__]) as run:
@@ -241,13 +241,11 @@ def estimate_frame(task: EstimateTask) -> AlignEstimate:
     estimate = AlignEstimate(ok=True, score=registration.score,
                              converged=bool(registration.details.get("converged", True)),
                              refinement=registration.details.get("refinement"))
-    # the cascade's dense flow keeps its global fit: the flight offset is built from those
-    global_transform = registration.details.get("global_transform")
-    if global_transform is not None:
-        estimate.transform = global_transform
     if registration.transform is not None:
         estimate.transform = registration.transform.tolist()
     else:
+        # a refined frame keeps the cascade's global fit too: the flight offset is built from those
+        estimate.transform = registration.details.get("global_transform")
         path = task.output_dir(STAGE) / "flow.npy"
         buffer = io.BytesIO()
         np.save(buffer, registration.flow.astype(np.float32))
@@ -279,11 +277,11 @@ def with_scale(transform, offset, size: tuple[int, int]) -> list[list[float]]:
     """``transform`` with the scale of the flight's ``offset``, about the frame's centre.
 
     The rig's scale is a constant of the flight, like its offset: the median of the confident
-    frames knows it far better than one frame, whose free scale adds noise (synthetic M30T flights:
-    0.32 px per frame with its own scale, 0.29 with the flight's). Similarity is fitted about the
+    frames knows it better than one frame, whose free scale adds noise (a synthetic M30T flight:
+    0.32 px mean per frame with its own scale, 0.31 with the flight's). Similarity is fitted about the
     image centre, where its scale and translation are nearly independent, so holding the centre
     and swapping the scale is the constrained fit to first order."""
-    _, _, angle, scale = _similarity_parameters(transform)
+    scale = _similarity_parameters(transform)[3]
     flight_scale = _similarity_parameters(offset)[3]
     matrix = np.asarray(transform, np.float64)
     centre = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])

@@ -197,3 +197,31 @@ def test_the_floor_free_disagreement_has_its_known_answer():
     map_3 = flow_from_transform(similarity, h, w)
     perfect_3 = flow_from_transform(np.linalg.inv(similarity), h, w)
     assert np.abs(disagreement(perfect_1, map_1, perfect_3, map_3)[inside]).max() < 1e-3
+
+
+def similarity_flow(degrees: float, scale: float, shift: tuple[float, float], h: int, w: int) -> np.ndarray:
+    c, s = scale * np.cos(np.radians(degrees)), scale * np.sin(np.radians(degrees))
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    return flow_from_transform(np.array([[c, -s, cx - c * cx + s * cy + shift[0]], [s, c, cy - s * cx - c * cy + shift[1]],
+                                         [0, 0, 1.0]]), h, w)
+
+
+def test_the_moving_masks_own_border_does_not_pull_ecc():
+    """A real pair's visible image warped twice (zero outside, its coverage as the mask, as crop's
+    valid.png): the two registrations agree to a tenth of a pixel. With the band inside the mask
+    kept, the mask's border edge pulled the two 5.6 px apart on this pair (bench/RESULTS.md, issue 14)."""
+    from ums.align.flow import compose, disagreement
+
+    ir, vi = real_pair("roadscene", "FLIR_03909.jpg")
+    h, w = ir.shape
+    flows, maps = [], []
+    for degrees, scale, shift in ((1.5, 1.02, (12.0, -8.0)), (-1.0, 0.98, (-15.0, 10.0))):
+        map_k = similarity_flow(degrees, scale, shift, h, w)
+        moving = warp_with_flow(vi, map_k)
+        coverage = warp_with_flow(np.full((h, w), 255, np.uint8), map_k)
+        flows.append(register(ir, moving, moving_mask=coverage).flow)
+        maps.append(map_k)
+    inside = np.ones((h, w), bool)
+    for flow, map_k in zip(flows, maps):
+        inside &= valid_mask(flow, (h, w), erode_px=8) & valid_mask(compose(map_k, flow), (h, w), erode_px=8)
+    assert disagreement(flows[0], maps[0], flows[1], maps[1])[inside].mean() < 0.3

@@ -43,7 +43,7 @@ def save_checkpoint(model: DenseMatcher | ResidualRefiner, path: Path, training:
                        "training": json.loads(json.dumps(training)), "state_dict": model.state_dict()}, path)
 
 
-def checkpoint_format(path: Path) -> str:
+def checkpoint_format(path: Path) -> str | None:
     """REFINER_FORMAT or CHECKPOINT_FORMAT (the dense matcher) for a ``--weights`` file."""
     path = Path(path)
     if not path.is_file():

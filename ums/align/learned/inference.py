@@ -38,21 +38,9 @@ def cached_model(weights, device: str) -> DenseMatcher | ResidualRefiner:
     return _cached_model(str(path), path.stat().st_mtime_ns, device)
 
 
-def cached_matcher(weights, device: str) -> DenseMatcher | ResidualRefiner:
-    return cached_model(weights, device)
-
-
 def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
     """(1, 3, H, W) float in [0, 1], RGB; grey and 16-bit inputs are stretched and replicated."""
-    if image.dtype == np.uint16 or image.max() > 255:
-        low, high = np.percentile(image, (1, 99))
-        image = np.clip((image.astype(np.float32) - low) * (255.0 / max(high - low, 1e-6)), 0, 255)
-    image = image.astype(np.float32) / 255.0
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    else:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+    return torch.from_numpy(_unit_rgb(image)).permute(2, 0, 1)[None].to(device)
 
 
 @torch.no_grad()
@@ -77,19 +65,23 @@ class Residual:
     magnitude_px: float  # mean length of the gated residual there (on every 4th pixel and row)
 
 
+def _unit(image: np.ndarray) -> np.ndarray:
+    """Float32 in [0, 1]: 8-bit values / 255, 16-bit counts stretched over their 1-99 % range."""
+    if image.dtype == np.uint16 or image.max() > 255:
+        low, high = np.percentile(image, (1, 99))
+        return np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1)
+    return image.astype(np.float32) / 255
+
+
 def _unit_grey(image: np.ndarray) -> np.ndarray:
-    """Float [0, 1] grey (16-bit counts stretched over their 1-99 % range), as the refiner trained."""
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if grey.dtype == np.uint16 or grey.max() > 255:
-        low, high = np.percentile(grey, (1, 99))
-        return np.clip((grey.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1)
-    return grey.astype(np.float32) / 255
+    return _unit(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
 
 
 def _unit_rgb(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return np.repeat(_unit_grey(image)[..., None], 3, axis=2)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    """(H, W, 3) RGB in [0, 1]; a grey image replicated."""
+    unit = _unit(image)
+    return np.ascontiguousarray(np.repeat(unit[..., None], 3, axis=2) if unit.ndim == 2
+                                else cv2.cvtColor(unit, cv2.COLOR_BGR2RGB))
 
 
 @torch.no_grad()

@@ -64,18 +64,19 @@ def invert_field(field: np.ndarray, iterations: int = 6) -> np.ndarray:
     return inverse
 
 
-def globally_aligned(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The visible image ECC-registered onto the thermal grid (the cascade's first step) and the
-    mask of where it has content."""
+def globally_aligned(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A grey uint8 thermal and BGR visible pair as training material: the thermal image (float in
+    [0, 1]), the visible image ECC-registered onto the thermal grid (the cascade's first step; RGB
+    float in [0, 1]) and the mask of where it has content."""
     from ums.align.registration import register
 
     try:
         registration = register(ir, vi)
+        aligned = registration.warp(vi)
+        inside = registration.warp(np.full(ir.shape, 255, np.uint8)) == 255
     except RegistrationFailure:
-        return vi, np.full(ir.shape, True)
-    aligned = registration.warp(vi)
-    inside = registration.warp(np.full(ir.shape, 255, np.uint8)) == 255
-    return aligned, inside
+        aligned, inside = vi, np.full(ir.shape, True)
+    return ir.astype(np.float32) / 255, cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB).astype(np.float32) / 255, inside
 
 
 @dataclass
@@ -118,9 +119,7 @@ class ResidualSampler:
             ir, vi = read_pair(ir_path, vi_path)
             if min(ir.shape) < crop:
                 continue
-            aligned, inside = globally_aligned(ir, vi)
-            self.images.append((ir.astype(np.float32) / 255, cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB).astype(np.float32) / 255,
-                                inside))
+            self.images.append(globally_aligned(ir, vi))
         if not self.images:
             raise ValueError(f"align-train: no pair is at least {crop} px on its short side (--crop)")
 

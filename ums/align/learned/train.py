@@ -233,11 +233,9 @@ class ResidualValidator:
         self.cases = []
         for ir_path, vi_path in pairs:
             ir, vi = read_pair(ir_path, vi_path)
-            aligned, inside = globally_aligned(ir, vi)
-            ir_float = ir.astype(np.float32) / 255
-            rgb = cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+            material = globally_aligned(ir, vi)
             usable = (ir.shape[0] // 4 * 4, ir.shape[1] // 4 * 4)  # the net's grid: multiples of 4
-            self.cases += [residual_case(ir_float, rgb, inside, residual_field(usable, rng)) for _ in range(fields)]
+            self.cases += [residual_case(*material, residual_field(usable, rng)) for _ in range(fields)]
 
     @torch.no_grad()
     def __call__(self, model: ResidualRefiner) -> dict[str, float]:

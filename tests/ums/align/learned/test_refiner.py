@@ -159,3 +159,20 @@ def test_the_learned_method_uses_the_shipped_refiner_without_weights():
         pytest.fail(f"the package ships no refiner at {SHIPPED_REFINER}")
     registration = register(ir, vi, "learned")
     assert registration.method == "learned" and "refinement" in registration.details
+
+
+@pytest.mark.parametrize("sigma, size, mode", [(8.0, None, "zeros"), (2.0, 9, "replicate")])
+def test_the_separable_blur_is_the_2d_blur_in_training_and_at_inference(sigma, size, mode):
+    """Trained through torch's 1-D convolutions, run through OpenCV's separable filter: the same
+    numbers as the 2-D Gaussian blur the estimators used, to float rounding."""
+    from ums.align.learned.model import GaussianBlur
+    from ums.align.learned.refiner import SeparableBlur
+
+    x = torch.rand(2, 3, 40, 56)
+    blur = SeparableBlur(sigma, size, mode)
+    reference = GaussianBlur(size or 2 * int(3 * sigma) + 1, sigma, 3, mode)(x)
+    with torch.enable_grad():
+        trained = blur(x)
+    with torch.no_grad():
+        inferred = blur(x)
+    assert torch.allclose(trained, reference, atol=1e-6) and torch.allclose(inferred, reference, atol=1e-6)
