@@ -61,10 +61,11 @@ RUNS_PNG = [
     cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
     cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
 ]
-# No deflate and no filter (OpenCV's default filter search alone costs as much as deflate): a
-# 640x512 colour image is 962 KB in 2 ms instead of 342 KB in 11-16 ms, for intermediate files that
-# one later stage reads and replaces.
-STORED_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+# For intermediate files that one later stage reads and replaces: no compression at all. A 640x512
+# colour image is 0.3 ms as an uncompressed TIFF, 2.3 ms as a stored PNG (libpng still checksums
+# and filters every row) and 11-16 ms deflated; it also decodes in 0.1 ms instead of 0.9
+# (bench/RESULTS.md, issue 13).
+UNCOMPRESSED_TIFF = [cv2.IMWRITE_TIFF_COMPRESSION, 1]
 
 
 def write_image(

@@ -9,13 +9,16 @@ camera (zoom) the thermal frame is cut to the visible footprint. Distortion from
 removed in the same resampling, and the JPEG is decoded at the smallest DCT-scaled size
 (1/2, 1/4, 1/8) that still covers the output resolution.
 
-Outputs per capture in ``crop/<capture_id>/``: ``vis.png`` (BGR), ``ir.png`` (8-bit stretch of the
-raw counts), ``ir16.png`` (raw counts), ``valid.png`` (where the visible frame has data).
+Outputs per capture in ``crop/<capture_id>/``: ``vis.tif`` (BGR, uncompressed: align reads it and
+writes the dataset's visible image), ``ir.png`` (8-bit stretch of the raw counts), ``ir16.png`` (raw
+counts), ``valid.png`` (where the visible frame has data).
 """
 
 from __future__ import annotations
 
 import math
+import mmap
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +27,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.atomic import RUNS_PNG, STORED_PNG, write_bytes, write_image
+from ums.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_bytes, write_image
 from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.records import CaptureRecord, CropResult, FrameRecord
@@ -192,13 +195,36 @@ def resample_visible(visible_path: Path, geometry: CropGeometry, K_v: np.ndarray
 
     Returns the image, its validity mask (255 where the visible frame has data) and the reduction."""
     reduction = decode_reduction(geometry.output_to_visible, output_size, limit)
-    image = cv2.imread(str(visible_path), _REDUCED_FLAGS[reduction])
+    image = decode_mapped(visible_path, _REDUCED_FLAGS[reduction])
     if image is None:
         raise ValueError(f"OpenCV could not decode {visible_path}")
     map_x, map_y = _visible_maps(geometry.output_to_visible, K_v, distortion, reduction, output_size)
     resampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     inside = (map_x >= -0.5) & (map_x <= image.shape[1] - 0.5) & (map_y >= -0.5) & (map_y <= image.shape[0] - 0.5)
     return resampled, inside.astype(np.uint8) * 255, reduction
+
+
+def decode_mapped(path: Path, flags: int) -> np.ndarray | None:
+    """cv2.imdecode of the file's pages mapped in place (None when OpenCV cannot decode it).
+
+    cv2.imread feeds libjpeg through stdio in 4 KB reads, and reading the file into bytes first
+    copies it: on a 3 MB frame here they cost ~3.5 and ~1 ms more than a mapping populated up front
+    (bench/RESULTS.md, issue 13)."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return None
+        with _read_only_map(file) as mapped:
+            encoded = np.frombuffer(mapped, np.uint8)
+            try:
+                return cv2.imdecode(encoded, flags)
+            finally:
+                del encoded  # the mapping cannot close while an array still views it
+
+
+def _read_only_map(file) -> mmap.mmap:
+    if hasattr(mmap, "MAP_POPULATE"):  # Linux: fault every page in at once, not one by one while decoding
+        return mmap.mmap(file.fileno(), 0, flags=mmap.MAP_PRIVATE | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+    return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _visible_maps(output_to_visible: np.ndarray, K_v: np.ndarray, distortion: np.ndarray, reduction: int,
@@ -261,11 +287,12 @@ def process(task: CropTask) -> CropResult:
                                           visible_frame.width, visible_frame.height, config.use_xmp_calibration)
     visible, valid, reduction = resample_visible(Path(visible_frame.path), geometry, K_v, distortion,
                                                  output_size, config.max_decode_reduction)
-    emptiness = _empty_crop_reason(visible, valid)
+    coverage = cv2.countNonZero(valid) / valid.size
+    emptiness = _empty_crop_reason(visible, valid, coverage)
     if emptiness:
         raise ValueError(f"{visible_frame.path}: {emptiness}; the pair is not usable")
     folder = task.output_dir(STAGE)
-    files = {"vis": folder / "vis.png", "ir": folder / "ir.png", "valid": folder / "valid.png"}
+    files = {"vis": folder / "vis.tif", "ir": folder / "ir.png", "valid": folder / "valid.png"}
     ir_out = _resample_thermal(thermal, geometry.output_to_thermal, output_size)
     # derived files: rebuilt from the sources if a power cut ever loses them, so no fsync
     if thermal_raw:
@@ -273,9 +300,9 @@ def process(task: CropTask) -> CropResult:
         _write_counts(files["ir16"], ir_out, thermal_png if ir_out is thermal else None)
         ir_out = stretch_to_uint8(ir_out)
     write_image(files["ir"], ir_out, durable=False)
-    # align reads vis.png once and writes the dataset's visible image; deflate here would cost 14 of
-    # crop's ~80 ms per frame for an intermediate file (bench/RESULTS.md, issue 13)
-    write_image(files["vis"], visible, STORED_PNG, durable=False)
+    # align reads vis.tif once and writes the dataset's visible image: compressing this intermediate
+    # would cost 2-16 of crop's ~70 ms per frame (bench/RESULTS.md, issue 13)
+    write_image(files["vis"], visible, UNCOMPRESSED_TIFF, durable=False)
     write_image(files["valid"], valid, RUNS_PNG, durable=False)
     return CropResult(
         files={key: task.relative(path) for key, path in files.items()},
@@ -287,7 +314,7 @@ def process(task: CropTask) -> CropResult:
         distance_source=geometry.distance_source,
         intrinsics_source=geometry.intrinsics_source,
         decode_reduction=reduction,
-        visible_coverage=float((valid > 0).mean()),
+        visible_coverage=coverage,
         thermal_source="raw" if thermal_raw else "palette preview",
     )
 
@@ -316,9 +343,10 @@ def _check_size(frame: FrameRecord, config: CropConfig) -> None:
         raise ValueError(f"{frame.path}: a {frame.width}x{frame.height} visible frame is too small to crop")
 
 
-def _empty_crop_reason(visible: np.ndarray, valid: np.ndarray) -> str | None:
+def _empty_crop_reason(visible: np.ndarray, valid: np.ndarray, coverage: float | None = None) -> str | None:
     """Why a resampled visible image carries no picture (None when it does)."""
-    coverage = cv2.countNonZero(valid) / valid.size
+    if coverage is None:
+        coverage = cv2.countNonZero(valid) / valid.size
     if coverage < MIN_VISIBLE_COVERAGE:
         return f"the visible frame covers only {coverage:.1%} of the thermal view"
     if _pooled_std(visible, valid) < 0.5:

@@ -9,6 +9,7 @@ import pytest
 
 from ums.camera import CameraProfile, apply_homography, plane_homography
 from ums.crop import (
+    decode_mapped,
     _empty_crop_reason,
     CropConfig,
     capture_distance,
@@ -203,7 +204,7 @@ def test_a_header_claiming_an_absurd_size_is_refused_before_decoding(exact_fligh
     assert "claims 60000x60000 pixels" in issue.message and "refused before decoding" in issue.message
     assert "_0001_W.JPG" in issue.message
     failed = [c for c in ws.captures() if ws.stage_result(c.capture_id, "crop")["status"] == "failed"]
-    assert len(failed) == 1 and not (ws.root / "crop" / failed[0].capture_id / "vis.png").exists()
+    assert len(failed) == 1 and not list((ws.root / "crop" / failed[0].capture_id).glob("vis.*"))
     ws.close()
 
 
@@ -226,3 +227,15 @@ def test_an_empty_or_constant_crop_is_not_a_pair():
     assert "covers only 2.5%" in _empty_crop_reason(constant, sliver)
     textured = np.random.default_rng(0).integers(0, 255, (512, 640, 3), np.uint8)
     assert _empty_crop_reason(textured, covered) is None
+
+
+def test_the_mapped_decode_is_opencvs_and_refuses_what_it_cannot_read(tmp_path):
+    image = np.random.default_rng(3).integers(0, 255, (96, 128, 3), np.uint8)
+    jpeg = tmp_path / "frame.jpg"
+    cv2.imwrite(str(jpeg), image)
+    flags = cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION
+    assert np.array_equal(decode_mapped(jpeg, flags), cv2.imread(str(jpeg), flags))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_bytes(b"not a jpeg at all")
+    assert decode_mapped(tmp_path / "empty.jpg", flags) is None
+    assert decode_mapped(tmp_path / "text.jpg", flags) is None

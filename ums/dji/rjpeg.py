@@ -105,13 +105,33 @@ def _marker_name(marker: int) -> str:
 
 def stretch_to_uint8(counts: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> np.ndarray:
     """Robust percentile stretch of raw counts to 8 bits (the default IR channel for later stages)."""
-    low, high = np.percentile(counts, (low_pct, high_pct))
+    if counts.dtype == np.uint16 and counts.size:
+        low, high = count_percentiles(counts, (low_pct, high_pct))
+    else:
+        low, high = np.percentile(counts, (low_pct, high_pct))
     if high <= low:
         return np.zeros(counts.shape, np.uint8)
     if counts.dtype == np.uint16:
         # the same arithmetic on each of the 65,536 possible counts, then one lookup per pixel: the same
-        # bytes without float passes over the frame (~5 -> ~2 ms per 640x512 frame in crop)
+        # bytes without float passes over the frame (~5 -> ~1 ms per 640x512 frame in crop)
         every_count = np.arange(65536, dtype=np.float32)
-        return np.clip((every_count - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)[counts]
+        lookup = np.clip((every_count - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+        return np.take(lookup, counts)  # np.take: ~2x faster than lookup[counts] here
     scaled = (counts.astype(np.float32) - low) * (255.0 / (high - low))
     return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def count_percentiles(counts: np.ndarray, percents: tuple[float, ...]) -> list[np.float64]:
+    """np.percentile's default (linear) percentiles of uint16 counts, from their histogram: one
+    pass of 65,536 bins instead of np.percentile's partial sort (~0.5 against ~1.5 ms per 640x512
+    frame). The k-th smallest count is the first bin whose running total exceeds k."""
+    cumulative = np.bincount(counts.ravel(), minlength=65536).cumsum()
+    last = counts.size - 1
+    values = []
+    for percent in percents:
+        position = percent / 100 * last
+        below = math.floor(position)
+        low, high = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
+        # float64 scalars as np.percentile returns: the stretch's arithmetic then runs in float64 as before
+        values.append(np.float64(low) + np.float64(high - low) * (position - below))
+    return values

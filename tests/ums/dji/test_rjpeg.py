@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import shared_data
 from ums.dji.jpeg import APP3, insert_segments, read_header, split_payload
-from ums.dji.rjpeg import RawThermalError, extract_raw_thermal, has_flir_container, has_raw_thermal, stretch_to_uint8
+from ums.dji.rjpeg import (RawThermalError, count_percentiles, extract_raw_thermal, has_flir_container, has_raw_thermal,
+                           stretch_to_uint8)
 from ums.dji.writer import encode_dji_jpeg
 
 
@@ -62,6 +63,18 @@ def test_stretch_uses_robust_percentiles():
     assert stretched.dtype == np.uint8 and stretched.min() == 0 and stretched.max() == 255
     assert 100 < stretched[5, 500] < 155
     assert not stretch_to_uint8(np.full((4, 4), 7, np.uint16)).any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_count_percentiles_are_numpys_to_the_last_bit(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(1, 300, 2))
+    counts = (rng.integers(0, 60000) + rng.normal(0, rng.integers(1, 4000), shape)).clip(0, 65535).astype(np.uint16)
+    if seed == 0:
+        counts[...] = rng.integers(0, 3, shape)  # ties everywhere
+    percents = (0.0, 1.0, 37.3, 99.0, 100.0)
+    assert count_percentiles(counts, percents) == list(np.percentile(counts, percents))
+    assert count_percentiles(np.array([5, 9], np.uint16), (50.0,)) == [7.0]
 
 
 def with_raw_block(jpeg: bytes, raw: bytes, marker: int = APP3) -> bytes:
