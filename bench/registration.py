@@ -1,7 +1,7 @@
 """Registration accuracy and speed: one table per dataset.
 
     python bench/registration.py [--pairs-per-set 12] [--fields 2] [--flight-captures 12]
-                                 [--learned | --weights CKPT] [--only floor-free]
+                                 [--learned | --weights CKPT] [--only floor-free] [--control]
 
 Floor-free tables (first, issue 14): each benchmark pair (the first --pairs-per-set of MSRS,
 RoadScene, LLVIP: pairs no training here ever saw) has its visible image warped twice by known
@@ -11,7 +11,10 @@ visible pixel chosen is M_k(x + f_k(x)); the disagreement of the two choices
 (ums.align.flow.disagreement, per-pair mean over the pixels both keep 8 px inside the visible frame)
 does not depend on the pair's own misalignment, so it measures the method and not the data.
 Every method gets the warped visible image's coverage as its mask, as `ums align` passes crop's
-valid.png. Columns: median and p90 over pairs, ms per registration on one core.
+valid.png. Columns: median and p90 over pairs, ms per registration on one core, and the median of
+each set. With --control each table is repeated with the thermal image registered onto warps of
+itself: the same method and warps with all the structure shared, which separates what the method
+cannot do from what the visible images do not show (MSRS and LLVIP are night scenes).
 
 Tables (rows: identity, oracle affine (least-squares fit to the truth: the floor of any global
 model), ECC translation, Euclidean and similarity, and the learned net with --weights):
@@ -205,28 +208,31 @@ ELASTIC_SIGMA_PX, ELASTIC_RMS_PX = (30.0, 80.0), (1.0, 2.0)
 
 @dataclass
 class TwiceWarped:
+    dataset: str
     fixed: np.ndarray
     moving_shape: tuple[int, int]
     warped: list[tuple[np.ndarray, np.ndarray]]  # (moving_k, map_k), k = 1, 2
 
 
-def twice_warped(pairs, elastic: bool, seed: int) -> list[TwiceWarped]:
+def twice_warped(pairs: list[tuple[str, np.ndarray, np.ndarray]], elastic: bool, seed: int) -> list[TwiceWarped]:
+    """``pairs``: (dataset, thermal, visible)."""
     rng = np.random.default_rng([seed, 14, int(elastic)])
     cases = []
-    for ir, vi in pairs:
+    for dataset, ir, vi in pairs:
         warped = []
         for _ in range(2):
             field_k = random_field(ir.shape, rng, SIMILARITY_WARPS)
             if elastic:
                 field_k += smooth_field(ir.shape, rng, rng.uniform(*ELASTIC_SIGMA_PX), rng.uniform(*ELASTIC_RMS_PX))
             warped.append((warp_with_flow(vi, field_k), field_k))
-        cases.append(TwiceWarped(ir, vi.shape[:2], warped))
+        cases.append(TwiceWarped(dataset, ir, vi.shape[:2], warped))
     return cases
 
 
 @dataclass
 class Consistency:
     per_pair: list[float] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
     ms: list[float] = field(default_factory=list)
     failures: int = 0
     refined: int = 0  # the cascade: registrations its refiner changed (the others kept ECC's fit)
@@ -234,8 +240,10 @@ class Consistency:
     def cells(self) -> str:
         d = np.array(self.per_pair)
         refined = f"{self.refined / len(self.ms):8.0%}" if self.refined else f"{'-':>8}"
+        sets = np.array(self.datasets)
+        per_set = " ".join(f"{np.median(d[sets == name]):7.2f}" for name in dict.fromkeys(self.datasets))
         return (f"{np.median(d):7.2f} {np.percentile(d, 90):7.2f} {d.mean():7.2f} {self.failures:5d} "
-                f"{np.mean(self.ms):8.1f} {refined}")
+                f"{np.mean(self.ms):8.1f} {refined} {per_set}")
 
 
 def evaluate_consistency(cases: list[TwiceWarped], methods: dict[str, dict]) -> dict[str, Consistency]:
@@ -262,21 +270,29 @@ def evaluate_consistency(cases: list[TwiceWarped], methods: dict[str, dict]) -> 
                 inside &= valid_mask(compose(map_k, flow), case.moving_shape, erode_px=8)
             apart = disagreement(flows[0], map_1, flows[1], map_2)
             rows[name].per_pair.append(float(apart[inside].mean()) if inside.any() else float("nan"))
+            rows[name].datasets.append(case.dataset)
     return rows
 
 
 def print_consistency(title: str, rows: dict[str, Consistency]) -> None:
-    print(f"\n{title}  ({len(next(iter(rows.values())).per_pair)} pairs, each registered twice)")
-    print(f"{'method':<30} {'median':>7} {'p90':>7} {'mean':>7} {'fail':>5} {'ms/reg':>8} {'refined':>8}")
+    first = next(iter(rows.values()))
+    sets = " ".join(f"{name.split('/')[0][:7]:>7}" for name in dict.fromkeys(first.datasets))
+    print(f"\n{title}  ({len(first.per_pair)} pairs, each registered twice)")
+    print(f"{'method':<30} {'median':>7} {'p90':>7} {'mean':>7} {'fail':>5} {'ms/reg':>8} {'refined':>8} {sets}")
     for name, row in rows.items():
         print(f"{name:<30} {row.cells()}")
 
 
-def floor_free_tables(pairs_per_set: int, seed: int, methods: dict[str, dict]) -> None:
-    pairs = [pair for dataset in BENCH_SETS for pair in aligned_pairs(dataset, pairs_per_set)]
+def floor_free_tables(pairs_per_set: int, seed: int, methods: dict[str, dict], control: bool = False) -> None:
+    pairs = [(dataset, *pair) for dataset in BENCH_SETS for pair in aligned_pairs(dataset, pairs_per_set)]
+    kinds = [("", pairs)]
+    if control:  # the thermal image as its own visible partner: every structure shared
+        kinds.append((", control: thermal onto warps of itself",
+                      [(dataset, ir, cv2.cvtColor(ir, cv2.COLOR_GRAY2BGR)) for dataset, ir, _ in pairs]))
     for elastic, label in ((False, "similarity warps"), (True, "similarity + elastic warps (RMS 1-2 px)")):
-        print_consistency(f"floor-free disagreement (px), {label}",
-                          evaluate_consistency(twice_warped(pairs, elastic, seed), methods))
+        for suffix, kind in kinds:
+            print_consistency(f"floor-free disagreement (px), {label}{suffix}",
+                              evaluate_consistency(twice_warped(kind, elastic, seed), methods))
 
 
 def floor_of(pairs) -> float:
@@ -337,6 +353,8 @@ def main() -> None:
     parser.add_argument("--learned", action="store_true", help="add the learned cascade with the shipped refiner")
     parser.add_argument("--only", choices=["floor-free", "synth-flight"], help="print only these tables")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--control", action="store_true",
+                        help="floor-free tables also for the thermal image onto warps of itself")
     parser.add_argument("--write-train-split", type=Path, metavar="DIR",
                         help="write the pairs the tables do not use (DIR/train, DIR/val) for `ums align-train`, then exit")
     args = parser.parse_args()
@@ -352,7 +370,7 @@ def main() -> None:
         torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, OpenCV {cv2.__version__}, one thread")
     if args.only in (None, "floor-free"):
-        floor_free_tables(args.pairs_per_set, args.seed, METHODS)
+        floor_free_tables(args.pairs_per_set, args.seed, METHODS, args.control)
     if args.only == "synth-flight":
         print_table("synth-flight (crop + align vs groundtruth.json, thermal px)", synth_flight_rows(args.flight_captures))
     if args.only:

@@ -52,8 +52,8 @@ STAGES = ("ingest", "crop", "align", "autolabel")
 # a car and a person in every letterboxed 640x640 frame, as the autolabel tests' detector answers
 DETECTOR_ROWS = [[0, 100, 164, 220, 224, 2, 0.9], [0, 400, 264, 430, 344, 0, 0.7]]
 TARGETS = {"scaling": 1.6, "dask": 0.25, "floor": 1.3}
-# crop's own decode: the pixels at 1/4 size, without applying an EXIF orientation
-FLOOR_FLAGS = cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION
+# crop's own decode flags at 1/4 size (no EXIF orientation applied)
+FLOOR_FLAGS = crop.DECODE_FLAGS[4]
 STARTUP = "start+stop"  # the executor alone, no stage code
 UNLOCKED = shutil.ignore_patterns("ums.lock")  # a copy is a new workspace, not one in use
 

@@ -10,8 +10,10 @@ removed in the same resampling, and the JPEG is decoded at the smallest DCT-scal
 (1/2, 1/4, 1/8) that still covers the output resolution.
 
 Outputs per capture in ``crop/<capture_id>/``: ``vis.tif`` (BGR, uncompressed: align reads it and
-writes the dataset's visible image), ``ir.png`` (8-bit stretch of the raw counts), ``ir16.png`` (raw
-counts), ``valid.png`` (where the visible frame has data).
+writes the dataset's visible image), ``ir.png`` (8-bit stretch of the raw counts), ``valid.png``
+(where the visible frame has data) and ``ir16.png`` (raw counts on the output grid). When the output
+grid is the thermal grid itself (a wide camera), the result's ``ir16`` names ingest's raw-counts
+PNG in ``thermal_raw/`` instead of a copy of it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_bytes, write_image
+from ums.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_image
 from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.records import CaptureRecord, CropResult, FrameRecord
@@ -36,11 +38,12 @@ from ums.runner import CaptureStage, StageReport, Task, run_capture_stage, setti
 from ums.stages import CROP as STAGE
 from ums.workspace import Workspace
 
-# The sensor's own pixel grid, which the intrinsics describe: an EXIF Orientation applied by OpenCV
-# would rotate the pixels away from them. Not parsing it also saves ~12 ms of a 55 ms 1/4 decode.
-_REDUCED_FLAGS = {reduction: flag | cv2.IMREAD_IGNORE_ORIENTATION for reduction, flag in
-                  ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
-                   (8, cv2.IMREAD_REDUCED_COLOR_8))}
+# OpenCV's decode flags by DCT reduction, on the sensor's own pixel grid, which the intrinsics
+# describe: an EXIF Orientation applied by OpenCV would rotate the pixels away from them. Not
+# parsing it also saves ~12 ms of a 55 ms 1/4 decode.
+DECODE_FLAGS = {reduction: flag | cv2.IMREAD_IGNORE_ORIENTATION for reduction, flag in
+                ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                 (8, cv2.IMREAD_REDUCED_COLOR_8))}
 # An XMP focal length this far from the profile's is read as another unit (the thermal cameras of
 # some models write 9100.0 for 9.1 mm) and ignored.
 _FOCAL_TOLERANCE = 0.3
@@ -195,7 +198,7 @@ def resample_visible(visible_path: Path, geometry: CropGeometry, K_v: np.ndarray
 
     Returns the image, its validity mask (255 where the visible frame has data) and the reduction."""
     reduction = decode_reduction(geometry.output_to_visible, output_size, limit)
-    image = decode_mapped(visible_path, _REDUCED_FLAGS[reduction])
+    image = decode_mapped(visible_path, DECODE_FLAGS[reduction])
     if image is None:
         raise ValueError(f"OpenCV could not decode {visible_path}")
     map_x, map_y = _visible_maps(geometry.output_to_visible, K_v, distortion, reduction, output_size)
@@ -279,8 +282,7 @@ def process(task: CropTask) -> CropResult:
     profile = _profile(config.profile)
     visible_frame = capture.frames[config.visible_camera]
     _check_size(visible_frame, config)
-    thermal, thermal_png = _thermal_image(task.workspace_root, capture)
-    thermal_raw = thermal_png is not None
+    thermal, thermal_raw = _thermal_image(task.workspace_root, capture)
     geometry = crop_geometry(capture, profile, config, thermal.shape[:2])
     output_size = (config.output_width, config.output_height)
     K_v, distortion, _ = frame_intrinsics(visible_frame, profile.cameras[config.visible_camera],
@@ -296,8 +298,11 @@ def process(task: CropTask) -> CropResult:
     ir_out = _resample_thermal(thermal, geometry.output_to_thermal, output_size)
     # derived files: rebuilt from the sources if a power cut ever loses them, so no fsync
     if thermal_raw:
-        files["ir16"] = folder / "ir16.png"
-        _write_counts(files["ir16"], ir_out, thermal_png if ir_out is thermal else None)
+        if ir_out is thermal:  # on the thermal grid itself ingest's PNG holds these very counts: no copy
+            files["ir16"] = task.workspace_root / capture.thermal_raw.path
+        else:
+            files["ir16"] = folder / "ir16.png"
+            write_image(files["ir16"], ir_out, durable=False)
         ir_out = stretch_to_uint8(ir_out)
     write_image(files["ir"], ir_out, durable=False)
     # align reads vis.tif once and writes the dataset's visible image: compressing this intermediate
@@ -363,30 +368,20 @@ def _pooled_std(image: np.ndarray, mask: np.ndarray) -> float:
     return math.sqrt(max(variance, 0.0))
 
 
-def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.ndarray, bytes | None]:
-    """Raw counts (uint16) and their PNG as ingest wrote it, when it did; else the palette preview in
-    grey and None."""
+def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.ndarray, bool]:
+    """Raw counts (uint16) from ingest's PNG and True, when it wrote one; else the palette preview in
+    grey and False."""
     if capture.thermal_raw is not None:
         try:
-            encoded = (workspace_root / capture.thermal_raw.path).read_bytes()
-        except OSError:
-            encoded = b""
-        counts = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED) if encoded else None
+            counts = decode_mapped(workspace_root / capture.thermal_raw.path, cv2.IMREAD_UNCHANGED)
+        except OSError:  # gone since ingest: the preview still gives a usable (8-bit) thermal image
+            counts = None
         if counts is not None:
-            return counts, encoded
+            return counts, True
     preview = cv2.imread(capture.frames["T"].path, cv2.IMREAD_GRAYSCALE)
     if preview is None:
         raise ValueError(f"cannot decode the thermal frame {capture.frames['T'].path}")
-    return preview, None
-
-
-def _write_counts(target: Path, counts: np.ndarray, source_png: bytes | None) -> None:
-    """ir16.png. On the thermal grid itself it is ingest's PNG of the same counts: copying its bytes
-    saves the ~8 ms encode (the largest after the visible one), and decodes to the same pixels."""
-    if source_png is not None:
-        write_bytes(target, source_png, durable=False)
-    else:
-        write_image(target, counts, durable=False)
+    return preview, False
 
 
 def _resample_thermal(thermal: np.ndarray, output_to_thermal: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
