@@ -1,7 +1,7 @@
 """Registration accuracy and speed: one table per dataset.
 
     python bench/registration.py [--pairs-per-set 12] [--fields 2] [--flight-captures 12]
-                                 [--learned | --weights CKPT] [--only floor-free] [--control]
+                                 [--learned | --weights CKPT] [--only floor-free] [--control] [--tiles]
 
 Floor-free tables (first, issue 14): each benchmark pair (the first --pairs-per-set of MSRS,
 RoadScene, LLVIP: pairs no training here ever saw) has its visible image warped twice by known
@@ -14,7 +14,8 @@ Every method gets the warped visible image's coverage as its mask, as `ums align
 valid.png. Columns: median and p90 over pairs, ms per registration on one core, and the median of
 each set. With --control each table is repeated with the thermal image registered onto warps of
 itself: the same method and warps with all the structure shared, which separates what the method
-cannot do from what the visible images do not show (MSRS and LLVIP are night scenes).
+cannot do from what the visible images do not show (MSRS and LLVIP are night scenes). --tiles adds
+classical local refinement after ECC (bench/tile_matchers.py) as a check of the learned cascade.
 
 Tables (rows: identity, oracle affine (least-squares fit to the truth: the floor of any global
 model), ECC translation, Euclidean and similarity, and the learned net with --weights):
@@ -110,7 +111,7 @@ def evaluate(cases: list[Case]) -> dict[str, Row]:
         for name, options in METHODS.items():
             start = time.perf_counter()
             try:
-                flow = register(case.fixed, case.moving, **options).flow
+                flow = run_method(options, case.fixed, case.moving).flow
                 failed = False
             except RegistrationFailure:
                 flow, failed = np.zeros_like(case.truth), True
@@ -118,6 +119,13 @@ def evaluate(cases: list[Case]) -> dict[str, Row]:
             corrected = None if case.corrected is None else endpoint_error(flow, case.corrected, mask)
             rows[name].add(endpoint_error(flow, case.truth, mask), seconds, failed, corrected)
     return rows
+
+
+def run_method(options, fixed: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray | None = None):
+    """``options``: register()'s keyword arguments, or a function of (fixed, moving, moving_mask)."""
+    if callable(options):
+        return options(fixed, moving, moving_mask)
+    return register(fixed, moving, moving_mask=moving_mask, **options)
 
 
 def print_table(title: str, rows: dict[str, Row], note: str = "") -> None:
@@ -170,13 +178,17 @@ def aligned_pairs(dataset: str, limit: int) -> list[tuple[np.ndarray, np.ndarray
     return [read_aligned(ir, vi) for ir, vi in pair_paths(dataset)[:limit]]
 
 
-def write_training_split(out: Path, limit: int, every: int = 6) -> None:
+def write_training_split(out: Path, limit: int, every: int = 6, validate_only: tuple[str, ...] = ()) -> None:
     """Pairs this benchmark does not score, for `ums align-train`: out/train and out/val (each
-    ``every``-th), at the benchmark's scale, so a trained net never saw the pairs it is scored on."""
+    ``every``-th), at the benchmark's scale, so a trained net never saw the pairs it is scored on.
+    Pairs of the sets in ``validate_only`` (e.g. LLVIP, whose licence is non-commercial) are written
+    to val only: their train share is left out."""
     rest = ([(d, *p) for d in BENCH_SETS for p in pair_paths(d)[limit:]]
             + [(d, *p) for d in TRAIN_ONLY_SETS for p in pair_paths(d)])
     for index, (dataset, ir_path, vi_path) in enumerate(rest):
         part = out / ("val" if index % every == every - 1 else "train")
+        if part.name == "train" and dataset.split("/")[0] in validate_only:
+            continue
         ir, vi = read_aligned(ir_path, vi_path)
         name = f"{dataset.split('/')[0]}_{ir_path.stem}.png"
         for folder, image in (("ir", ir), ("vi", vi)):
@@ -256,7 +268,7 @@ def evaluate_consistency(cases: list[TwiceWarped], methods: dict[str, dict]) -> 
                 coverage = warp_with_flow(np.full(moving.shape[:2], 255, np.uint8), map_k)
                 start = time.perf_counter()
                 try:
-                    registration = register(case.fixed, moving, moving_mask=coverage, **options)
+                    registration = run_method(options, case.fixed, moving, coverage)
                     flows.append(registration.flow)
                     rows[name].refined += registration.details.get("refinement", "").startswith("refined")
                 except RegistrationFailure:
@@ -353,13 +365,18 @@ def main() -> None:
     parser.add_argument("--learned", action="store_true", help="add the learned cascade with the shipped refiner")
     parser.add_argument("--only", choices=["floor-free", "synth-flight"], help="print only these tables")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--validate-only", action="append", default=[], metavar="SET",
+                        help="with --write-train-split: write this set's pairs to val only (e.g. llvip: its "
+                             "licence is non-commercial); repeatable")
+    parser.add_argument("--tiles", action="store_true",
+                        help="add classical tile refinement after ECC (bench/tile_matchers.py) to the floor-free tables")
     parser.add_argument("--control", action="store_true",
                         help="floor-free tables also for the thermal image onto warps of itself")
     parser.add_argument("--write-train-split", type=Path, metavar="DIR",
                         help="write the pairs the tables do not use (DIR/train, DIR/val) for `ums align-train`, then exit")
     args = parser.parse_args()
     if args.write_train_split is not None:
-        write_training_split(args.write_train_split, args.pairs_per_set)
+        write_training_split(args.write_train_split, args.pairs_per_set, validate_only=tuple(args.validate_only))
         return
     if args.weights is not None or args.learned:
         METHODS["learned"] = dict(method="learned", weights=args.weights, device=args.device)
@@ -370,7 +387,13 @@ def main() -> None:
         torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, OpenCV {cv2.__version__}, one thread")
     if args.only in (None, "floor-free"):
-        floor_free_tables(args.pairs_per_set, args.seed, METHODS, args.control)
+        methods = dict(METHODS)
+        if args.tiles:
+            from tile_matchers import tile_refined
+
+            methods["ECC + tiles, ECC per tile"] = lambda f, m, mask: tile_refined(f, m, mask, "ecc", 64, 32.0)
+            methods["ECC + tiles, NCC per tile"] = lambda f, m, mask: tile_refined(f, m, mask, "ncc", 48, 20.0)
+        floor_free_tables(args.pairs_per_set, args.seed, methods, args.control)
     if args.only == "synth-flight":
         print_table("synth-flight (crop + align vs groundtruth.json, thermal px)", synth_flight_rows(args.flight_captures))
     if args.only:
