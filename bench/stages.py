@@ -12,6 +12,9 @@ starts from a fresh workspace that holds exactly the earlier stages' outputs (co
 clock starts), so nothing is skipped; the time includes starting the executor, as a user's run
 does. Autolabel runs tiny randomly initialised models (tests/ums/autolabel/models.py): its rows
 measure the runner, the I/O and the merge, not a real detector. Ratios: against 1 worker, same stage.
+With --repeat N each row is the median of N runs, and the executors take turns within each
+repetition (1 worker, pool, LocalCluster, running cluster, then again), so that the slow spells of
+a shared VM fall on all of them alike.
 
 Second table: crop's ms per frame on one core (`ums.crop.process`, OpenCV and BLAS on one thread)
 against decoding the same JPEGs at 1/4 size (cv2.IMREAD_REDUCED_COLOR_4, as crop decodes): with
@@ -30,6 +33,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,16 +139,22 @@ class Workspaces:
 
 
 def stage_rows(workspaces: Workspaces, stages: tuple[str, ...], repeat: int, labelling) -> list[tuple[str, str, float, int]]:
+    """Each stage under each executor, ``repeat`` times; the executors take turns within each
+    repetition, so that a shared VM's slow spell falls on all of them alike rather than on one."""
     rows = []
-    for stage, executor in itertools.product(stages, executors()):
-        fresh = [workspaces.fresh(stage) for _ in range(repeat)]
-        roots, done = iter(fresh), []
-        seconds = median_seconds(lambda: done.append(run_stage(stage, next(roots), workspaces.flight, executor.settings,
-                                                                labelling)), repeat)
-        for root in fresh:
-            shutil.rmtree(root)
-        rows.append((stage, executor.name, seconds, done[-1]))
-        print(f"  {stage:<10} {executor.name:<28} {seconds:7.2f} s", flush=True)
+    for stage in stages:
+        seconds: dict[str, list[float]] = {executor.name: [] for executor in executors()}
+        done = 0
+        for _ in range(repeat):
+            for executor in executors():
+                root = workspaces.fresh(stage)
+                start = time.perf_counter()
+                done = run_stage(stage, root, workspaces.flight, executor.settings, labelling)
+                seconds[executor.name].append(time.perf_counter() - start)
+                shutil.rmtree(root)
+        for name, times in seconds.items():
+            rows.append((stage, name, statistics.median(times), done))
+            print(f"  {stage:<10} {name:<28} {statistics.median(times):7.2f} s", flush=True)
     return rows
 
 
