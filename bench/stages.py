@@ -187,6 +187,7 @@ class Floor:
     ratios: dict[str, float]
 
 
+CROP_ROW = "crop (ums.crop.process)"
 FLOOR_DECODES = {
     "decode 1/4 with cv2.imread (the floor)": lambda path: cv2.imread(path, FLOOR_FLAGS),
     "decode 1/4 from the mapped file (crop's)": lambda path: crop.decode_mapped(Path(path), FLOOR_FLAGS),
@@ -213,8 +214,6 @@ def crop_floor(workspaces: Workspaces, repeat: int) -> Floor:
               for name, values in seconds.items()}
     return Floor(len(paths), ms, ratios)
 
-
-CROP_ROW = "crop (ums.crop.process)"
 
 
 def seconds_of(rows, stages: tuple[str, ...], executor: str) -> float:

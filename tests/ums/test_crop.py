@@ -81,6 +81,8 @@ def test_cropped_visible_matches_the_thermal_on_an_identical_pair(tmp_path):
     ws, _ = cropped_workspace(tmp_path / "f", tmp_path / "ws")
     result = ws.stage_results(ws.captures()[0].capture_id)["crop"]
     visible = cv2.imread(str(ws.absolute(result["files"]["vis"])), cv2.IMREAD_GRAYSCALE).astype(float)
+    # on the thermal grid the raw counts are ingest's own PNG, not a copy
+    assert result["files"]["ir16"] == ws.captures()[0].thermal_raw.path
     counts = cv2.imread(str(ws.absolute(result["files"]["ir16"])), cv2.IMREAD_UNCHANGED).astype(float)
     inner = (slice(20, -20), slice(20, -20))
     assert np.corrcoef(visible[inner].ravel(), counts[inner].ravel())[0, 1] > 0.98
@@ -94,6 +96,10 @@ def test_rerun_skips_and_a_changed_setting_redoes(exact_flight, tmp_path):
     result = ws.stage_results(ws.captures()[0].capture_id)["crop"]
     assert result["decode_reduction"] == 2 and result["output_size"] == [1280, 1024]
     assert cv2.imread(str(ws.absolute(result["files"]["vis"]))).shape == (1024, 1280, 3)
+    resampled_counts = ws.absolute(result["files"]["ir16"])
+    assert cv2.imread(str(resampled_counts), cv2.IMREAD_UNCHANGED).shape == (1024, 1280)
+    crop_workspace(ws, QUIET)  # back on the thermal grid: the resampled counts of the run before go
+    assert not resampled_counts.exists()
     ws.close()
 
 
