@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from tsjnet.baselines import BASELINES
 from tsjnet.images import ImagePair, merge_luma, pair_folders, read_image, split_luma, to_uint8
 from tsjnet.model import TSJNet
 from tsjnet.model.checkpoint import load_checkpoint
 from ums.atomic import write_image
-from ums.executors import ExecutorSettings, WorkerLost, open_executor
-from ums.progress import progress_bar
+from ums.executors import ExecutorSettings
+from ums.runner import Outcome, StageReport, Task, TaskMap
 
 OFFICIAL_SIZE = 512
 
@@ -60,8 +60,7 @@ class FuseReport:
     incomplete: bool = False  # a worker died: rerunning fuses the rest
 
 
-@dataclass(frozen=True)
-class FuseTask:
+class FuseTask(Task):
     """One batch for a worker: up to ``batch_size`` pairs and where their fused images go."""
 
     pairs: tuple[ImagePair, ...]
@@ -69,10 +68,9 @@ class FuseTask:
     config: FuseConfig
 
 
-@dataclass
-class FusedBatch:
-    written: list[Path] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+class FusedBatch(BaseModel):
+    written: list[Path] = []
+    problems: list[str] = []
 
 
 @dataclass
@@ -192,34 +190,24 @@ def fuse_folders(infrared_dir: Path, visible_dir: Path, out_dir: Path, config: F
         return report
     build_fuser(config)  # fails here, naming --weights, before any worker starts
     size = max(config.batch_size, 1)
-    tasks = [FuseTask(tuple(todo[start:start + size]), out_dir, config) for start in range(0, len(todo), size)]
-    for batch in _run_batches(tasks, config, report):
-        report.written += batch.written
-        report.problems += batch.problems
+    tasks = [FuseTask(key=todo[start].name, workspace_root=out_dir, file=str(todo[start].infrared),
+                      pairs=tuple(todo[start:start + size]), out_dir=out_dir, config=config)
+             for start in range(0, len(todo), size)]
+    batches = StageReport()
+
+    def record(outcome: Outcome) -> None:
+        if outcome.result is None:
+            report.problems += [issue.message for issue in outcome.issues]
+        else:
+            report.written += outcome.result.written
+            report.problems += outcome.result.problems
+
+    with TaskMap(config, "fuse", gpu=config.device.startswith("cuda"), preload=[__name__],
+                 retry="rerun `tsjnet fuse`") as batch_map:
+        batch_map.map(tasks, fuse_batch, record, f"fuse ({config.method})", batches)
+    report.incomplete = batches.incomplete
+    report.problems += [f"fuse: {notice}" for notice in batches.notices]
     return report
-
-
-def _run_batches(tasks: list[FuseTask], config: FuseConfig, report: FuseReport) -> list[FusedBatch]:
-    """The batches on the configured executor, in task order; a lost worker is reported, not raised."""
-    gpu = config.device.startswith("cuda")
-    settings = config
-    if gpu and config.executor == "local" and not config.workers:
-        settings = config.model_copy(update={"workers": 1})  # local processes would share one GPU
-    executor = open_executor(settings, len(tasks), "fuse", gpu=gpu, preload=[__name__])
-    finished: dict[int, FusedBatch] = {}
-    cancel = True
-    try:
-        stream = executor.run(fuse_batch, tasks)
-        for index, batch in progress_bar(stream, f"fuse ({config.method})", config.show_progress, total=len(tasks)):
-            finished[index] = batch
-        cancel = False
-    except WorkerLost as lost:
-        cancel = False
-        report.incomplete = True
-        report.problems.append(f"fuse: {lost}: {lost.unfinished} batch(es) not fused; rerun to fuse them")
-    finally:
-        executor.close(cancel=cancel)
-    return [finished[index] for index in sorted(finished)]
 
 
 def fuse_batch(task: FuseTask) -> FusedBatch:

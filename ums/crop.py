@@ -18,6 +18,8 @@ PNG in ``thermal_raw/`` instead of a copy of it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import math
 import mmap
 import os
@@ -59,7 +61,7 @@ class CropConfig(ExecutorSettings):
     profile: str = "m30t"
     output_width: int = Field(640, gt=0)
     output_height: int = Field(512, gt=0)
-    visible_camera: str = Field("W", pattern="^[WZV]$", description="which visible frame to use")
+    visible_camera: Literal["W", "Z", "V"] = Field("W", description="which visible frame to use")
     use_xmp_calibration: bool = True
     parallax: bool = True
     max_decode_reduction: int = Field(8, description="1, 2, 4 or 8")

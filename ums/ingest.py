@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -42,7 +42,7 @@ from ums.records import (
     XmpField,
 )
 from ums.executors import ExecutorSettings
-from ums.runner import Outcome, StageReport, StageRun, Task
+from ums.runner import CaptureStage, Outcome, StageContext, StageReport, Task, run_capture_stage
 from ums.stages import INGEST as STAGE
 from ums.workspace import Workspace
 
@@ -71,11 +71,11 @@ class IngestConfig(ExecutorSettings):
 
 
 @dataclass
-class IngestReport:
-    flight_root: str
-    files_seen: int = 0
-    read: int = 0
-    unchanged: int = 0
+class IngestReport(StageReport):
+    """Per source file: read now (``done``), unchanged since the last ingest (``skipped``), failed
+    (retried next run) or not run; then what the files make."""
+
+    flight_root: str = ""
     unreadable: int = 0
     ignored: int = 0
     duplicates: int = 0
@@ -83,22 +83,26 @@ class IngestReport:
     captures: int = 0
     paired: int = 0
     thermal_raw: int = 0
-    issues: list[Issue] = field(default_factory=list)
-    runner: StageReport = field(default_factory=StageReport)  # the executor's news (a lost worker)
 
     @property
-    def notices(self) -> list[str]:
-        return self.runner.notices
+    def files_seen(self) -> int:
+        return self.planned
 
     @property
-    def incomplete(self) -> bool:
-        return self.runner.incomplete
+    def read(self) -> int:
+        return self.done
+
+    @property
+    def unchanged(self) -> int:
+        return self.skipped
 
     def rows(self) -> list[tuple[str, int]]:
-        return [
-            ("JPEG files", self.files_seen),
-            ("read now", self.read),
-            ("unchanged since last ingest", self.unchanged),
+        rows = [("JPEG files", self.files_seen), ("read now", self.read), ("unchanged since last ingest", self.unchanged)]
+        if self.failed:
+            rows.append(("failed (rerun to retry)", self.failed))
+        if self.not_run:
+            rows.append(("not run (rerun to resume)", self.not_run))
+        return rows + [
             ("unreadable or not DJI", self.unreadable),
             ("duplicates skipped", self.duplicates),
             ("removed since last ingest", self.removed),
@@ -123,24 +127,75 @@ def ingest_flight(
     if not scan.candidates:
         raise _nothing_to_ingest(root, scan, [])
     flight_root = str(root)
-    report = IngestReport(flight_root)
-    with StageRun(workspace, STAGE, config, preload=[__name__], details={"flight_root": flight_root}) as run:
-        candidates, report.ignored = scan.candidates, scan.ignored
-        report.files_seen = len(candidates)
-        probes, file_issues = _probe_all(workspace, run, flight_root, candidates, config, report)
-        kept, duplicate_issues = drop_duplicates(probes)
-        report.duplicates = len(duplicate_issues)
-        captures, capture_issues = group_captures(kept, root, config.timestamp_tolerance_s)
-        removed_issues = _report_removed(workspace, flight_root, {str(p) for p, _ in candidates})
-        report.removed = len(removed_issues)
-        report.issues = scan.issues + file_issues + duplicate_issues + capture_issues + removed_issues
-        if not report.runner.not_run:  # a lost worker left files unread: group them on the rerun
-            workspace.replace_flight(flight_root, captures, report.issues, scope=flight_root)
-        report.captures = len(captures)
-        report.paired = sum(1 for c in captures if _is_pair(c))
-        report.thermal_raw = sum(1 for c in captures if c.thermal_raw is not None)
-        run.summary.update(report.rows())
-    return report
+    stage = CaptureStage(
+        STAGE, partial(_read_tasks, scan), read_file, current=partial(_known_file, flight_root),
+        record=partial(_record_read, flight_root), finish=partial(_group_flight, scan),
+        details=lambda config: {"flight_root": flight_root})
+    return run_capture_stage(workspace, stage, config, IngestReport(flight_root=flight_root, ignored=scan.ignored))
+
+
+def _read_tasks(scan: FlightScan, workspace: Workspace, config: IngestConfig) -> list[ReadTask]:
+    return [ReadTask(key=str(path), file=str(path), workspace_root=workspace.root, name=name,
+                     extract_thermal_raw=config.extract_thermal_raw) for path, name in scan.candidates]
+
+
+def _known_file(flight_root: str, context: StageContext, task: ReadTask) -> FileProbe | str | None:
+    """What the workspace knows of an unchanged file: its probe, or why it was unreadable."""
+    known = context.state.get("known")
+    if known is None:
+        known = context.state["known"] = context.workspace.known_files(flight_root)
+    previous = known.get(task.key)
+    reusable = _reusable(context.workspace, previous, task.path, context.config)
+    if reusable is not None and not previous["present"]:
+        context.workspace.mark_file_present(task.key)
+    return reusable
+
+
+def _record_read(flight_root: str, context: StageContext, outcome: Outcome) -> None:
+    """Commit a file's record as it arrives; keep its probe for grouping. A file whose reading
+    raised is not recorded, so the next run reads it again."""
+    report: IngestReport = context.report
+    probes = context.state.setdefault("probes", {})
+    path, read = outcome.task.path, outcome.result
+    report.count(outcome)
+    if read is None:
+        return
+    if outcome.current:
+        if isinstance(read, str):
+            report.issues.append(_issue(path, read))
+            report.unreadable += 1
+        else:
+            probes[path] = read
+        return
+    if read.probe is None:
+        context.workspace.record_unreadable(flight_root, str(path), read.size, read.mtime_ns, read.sha256, read.error)
+        report.issues.append(_issue(path, read.error))
+        report.unreadable += 1
+    else:
+        context.workspace.record_probe(flight_root, read.probe)
+        probes[path] = read.probe
+
+
+def _group_flight(scan: FlightScan, context: StageContext) -> None:
+    """Group the flight's probes into captures and record them (not after a lost worker: the rerun
+    reads the rest and groups them all)."""
+    workspace, report = context.workspace, context.report
+    probes = context.state.get("probes", {})
+    ordered = [probes[path] for path, _ in scan.candidates if path in probes]
+    file_issues = [issue for probe in ordered for issue in probe.issues]
+    kept, duplicate_issues = drop_duplicates(ordered)
+    report.duplicates = len(duplicate_issues)
+    root = Path(report.flight_root)
+    captures, capture_issues = group_captures(kept, root, context.config.timestamp_tolerance_s)
+    removed_issues = _report_removed(workspace, report.flight_root, {str(p) for p, _ in scan.candidates})
+    report.removed = len(removed_issues)
+    unread = report.issues  # failures and unreadable files, in plan order
+    report.issues = scan.issues + unread + file_issues + duplicate_issues + capture_issues + removed_issues
+    if not report.not_run:
+        workspace.replace_flight(report.flight_root, captures, report.issues, scope=report.flight_root)
+    report.captures = len(captures)
+    report.paired = sum(1 for c in captures if _is_pair(c))
+    report.thermal_raw = sum(1 for c in captures if c.thermal_raw is not None)
 
 
 def check_flight(flight_dir: str | os.PathLike[str]) -> Path:
@@ -158,7 +213,11 @@ def check_flight(flight_dir: str | os.PathLike[str]) -> Path:
     rejected: list[tuple[Path, str]] = []
     for path, name in ordered:
         # extract_thermal_raw=False: nothing is written, so no workspace is needed
-        read = read_file(ReadTask(key=str(path), file=str(path), workspace_root=root, name=name, extract_thermal_raw=False))
+        try:
+            read = read_file(ReadTask(key=str(path), file=str(path), workspace_root=root, name=name, extract_thermal_raw=False))
+        except Exception as exc:  # noqa: BLE001 - ingest itself records it; here it only is no answer
+            rejected.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
         if read.probe is not None:
             return root
         rejected.append((path, read.error or "not a DJI capture"))
@@ -264,55 +323,6 @@ class FileRead(StageResult):
     error: str | None
 
 
-def _probe_all(
-    workspace: Workspace,
-    run: StageRun,
-    flight_root: str,
-    candidates: list[tuple[Path, CaptureName]],
-    config: IngestConfig,
-    report: IngestReport,
-) -> tuple[list[FileProbe], list[Issue]]:
-    """Reuse what the workspace knows about unchanged files; read the rest on the executor,
-    committing each file's record as it arrives."""
-    known = workspace.known_files(flight_root)
-    probes: dict[Path, FileProbe] = {}
-    issues: list[Issue] = []
-    tasks: list[ReadTask] = []
-    for path, name in candidates:
-        previous = known.get(str(path))
-        reusable = _reusable(workspace, previous, path, config)
-        if reusable is None:
-            tasks.append(ReadTask(key=str(path), file=str(path), workspace_root=workspace.root, name=name,
-                                  extract_thermal_raw=config.extract_thermal_raw))
-            continue
-        report.unchanged += 1
-        if not previous["present"]:
-            workspace.mark_file_present(str(path))
-        if isinstance(reusable, str):
-            issues.append(_issue(path, reusable))
-            report.unreadable += 1
-        else:
-            probes[path] = reusable
-
-    def commit(outcome: Outcome) -> None:
-        report.read += 1
-        path, read = outcome.task.path, outcome.result
-        if read is None:  # read_file catches what it expects; anything else is still this file's fault
-            read = FileRead(size=0, mtime_ns=0, sha256=None, probe=None, error=outcome.issues[0].message)
-        if read.probe is None:
-            workspace.record_unreadable(flight_root, str(path), read.size, read.mtime_ns, read.sha256, read.error)
-            issues.append(_issue(path, read.error))
-            report.unreadable += 1
-        else:
-            workspace.record_probe(flight_root, read.probe)
-            probes[path] = read.probe
-
-    run.map(tasks, read_file, commit, STAGE, report.runner)
-    ordered = [probes[path] for path, _ in candidates if path in probes]
-    issues.extend(issue for probe in ordered for issue in probe.issues)
-    return ordered, issues
-
-
 def _reusable(workspace: Workspace, previous, path: Path, config: IngestConfig) -> FileProbe | str | None:
     """The stored probe (or unreadable reason) of an unchanged file; None when it must be read."""
     if previous is None:
@@ -362,7 +372,9 @@ def read_file(task: ReadTask) -> FileRead:
         probe = probe_header(header, path, task.name, stat, digest)
     except (JpegError, SkipFile) as exc:
         return unreadable(error=_unreadable_reason(data, exc))
-    except Exception as exc:  # noqa: BLE001 - one malformed file must never stop the batch
+    except MemoryError:
+        raise  # the machine's state, not the file's: failed now and read again by the next run
+    except Exception as exc:  # noqa: BLE001 - a parser's error on malformed metadata is the file's, kept
         return unreadable(error=f"unexpected {type(exc).__name__} while reading metadata: {exc}")
     if task.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
         _extract_thermal(task.workspace_root, header, probe)

@@ -23,8 +23,18 @@ _PRIVATE_XMP_NAME = re.compile(r"latitude|longt?itude|serial", re.IGNORECASE)
 
 def manifest_records(workspace: Workspace, redact: bool = False) -> Iterator[dict[str, Any]]:
     for capture in workspace.manifest():
-        record = capture.model_dump(mode="json")
+        record = without_write_times(capture.model_dump(mode="json"))
         yield redact_record(record, str(workspace.root)) if redact else record
+
+
+def without_write_times(record: dict[str, Any]) -> dict[str, Any]:
+    """Each stage's output stamps as size and SHA-256 only: when a file was written says nothing
+    about the dataset, and would make two runs' manifests differ."""
+    for result in record.get("stages", {}).values():
+        outputs = result.get("outputs") if isinstance(result, dict) else None
+        if isinstance(outputs, dict):
+            result["outputs"] = {path: {"size": stamp["size"], "sha256": stamp["sha256"]} for path, stamp in outputs.items()}
+    return record
 
 
 def manifest_lines(workspace: Workspace, redact: bool = False) -> Iterator[str]:

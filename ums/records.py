@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ums.stamps import FileStamp
+
 IssueLevel = Literal["error", "warning", "info"]
 
 
@@ -201,6 +203,9 @@ class StageResult(BaseModel):
 
     status: Literal["done", "failed"] = Field("done", exclude=True)
     issues: list[Issue] = Field(default_factory=list, exclude=True)
+    # stamps of the files the result names (set by the runner in the worker): a rerun redoes a
+    # capture whose outputs were truncated or altered since
+    outputs: dict[str, FileStamp] | None = None
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -42,16 +42,70 @@ def test_a_task_that_raises_becomes_an_issue_and_the_batch_goes_on(tmp_path, wor
         assert (report.planned, report.done, report.failed, report.skipped) == (6, 5, 1, 0)
         [issue] = report.issues
         assert issue.stage == "square" and issue.capture_id == "c003" and issue.file == "/flight/c003.JPG"
-        assert issue.message == "square failed: value 3 is bad input"
+        assert issue.message == "square failed: value 3 is bad input (rerun `ums square` to retry)"
         assert ws.stage_result("c003", "square")["status"] == "failed"
-        assert ws.stage_result("c004", "square") | {"pid": 0} == {
+        stored = ws.stage_result("c004", "square")
+        assert stored["outputs"]["square/c004/square.txt"]["size"] == 2
+        assert stored["outputs"]["square/c004/square.txt"]["sha256"] == hashlib.sha256(b"16").hexdigest()
+        assert stored | {"pid": 0, "outputs": None} == {
             "status": "done", "fingerprint": "v1", "square": 16, "pid": 0, "files": {"square": "square/c004/square.txt"},
-            "threads": {"opencv": 1, "torch": 1, "openblas": 1, "openmp": 1}}
+            "threads": {"opencv": 1, "torch": 1, "openblas": 1, "openmp": 1}, "outputs": None}
         assert [i.capture_id for i in ws.issues("square")] == ["c003"]
         # a rerun skips what is done and retries what failed (its input may have been fixed)
         again = run_capture_stage(ws, SQUARE, SquareConfig(workers=workers, show_progress=False), StageReport())
         assert (again.done, again.failed, again.skipped) == (1, 0, 5)
         assert ws.issues("square") == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "same size, other bytes", "remove"])
+def test_a_damaged_output_is_redone_by_the_next_run(tmp_path, damage):
+    with square_workspace(tmp_path / "ws") as ws:
+        config = SquareConfig(workers=1, show_progress=False)
+        run_capture_stage(ws, SQUARE, config, StageReport())
+        output = tmp_path / "ws" / "square" / "c005" / "square.txt"
+        if damage == "truncate":
+            output.write_text("2")
+        elif damage == "remove":
+            output.unlink()
+        else:
+            output.write_text("99")
+        again = run_capture_stage(ws, SQUARE, config, StageReport())
+        assert (again.planned, again.done, again.skipped, again.failed) == (6, 1, 5, 0)
+        assert output.read_text() == "25"
+
+
+def test_a_copied_output_with_the_same_bytes_is_still_current(tmp_path):
+    with square_workspace(tmp_path / "ws") as ws:
+        config = SquareConfig(workers=1, show_progress=False)
+        run_capture_stage(ws, SQUARE, config, StageReport())
+        output = tmp_path / "ws" / "square" / "c005" / "square.txt"
+        os.utime(output, ns=(1, 1))  # a restore from backup: new time, same bytes
+        again = run_capture_stage(ws, SQUARE, config, StageReport())
+        assert (again.done, again.skipped) == (0, 6)
+
+
+def test_a_task_whose_input_was_damaged_fails_naming_the_stage_to_rerun(tmp_path):
+    from ums.records import StageResult
+    from ums.runner import Task, execute
+    from ums.stamps import stamp
+
+    source = tmp_path / "crop" / "c1" / "vis.tif"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"x" * 100)
+    task = Task(key="c1", workspace_root=tmp_path, capture_id="c1", inputs={"crop/c1/vis.tif": stamp(source)},
+                inputs_stage="crop")
+    calls = []
+
+    def process(task: Task) -> StageResult:
+        calls.append(task)
+        return StageResult()
+
+    assert execute(process, "align", "rerun `ums align`", task).status == "done"
+    source.write_bytes(b"x" * 40)
+    outcome = execute(process, "align", "rerun `ums align`", task)
+    assert outcome.status == "failed" and len(calls) == 1  # never processed on a damaged input
+    assert outcome.issues[0].message == ("align failed: crop/c1/vis.tif has 40 bytes where 100 were written (truncated "
+                                         "or replaced): run `ums crop` (it redoes damaged outputs), then this stage again")
 
 
 def test_two_workers_share_the_tasks(tmp_path):

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -29,7 +29,18 @@ from ums.align.registration import DEFAULT_MOTION, MIN_CONSISTENT, register
 from ums.atomic import write_bytes, write_image
 from ums.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
 from ums.executors import ExecutorSettings
-from ums.runner import Outcome, StageReport, StageRun, Task, commit_capture_outcome, settings_fingerprint
+from ums.runner import (
+    CaptureStage,
+    Outcome,
+    Pass,
+    StageContext,
+    StageReport,
+    Task,
+    outputs_current,
+    record_capture_outcome,
+    run_capture_stage,
+    settings_fingerprint,
+)
 from ums.stages import ALIGN as STAGE
 from ums.stages import CROP as CROP_STAGE
 from ums.workspace import Workspace
@@ -40,12 +51,12 @@ class AlignConfig(ExecutorSettings):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: str = Field("ecc", pattern="^(ecc|learned)$", description="ecc: global ECC; learned: ECC then "
+    method: Literal["ecc", "learned"] = Field("ecc", description="ecc: global ECC; learned: ECC then "
                         "the residual refiner (the cascade)")
     weights: Path | None = Field(None, description="learned: a refiner or dense-matcher checkpoint "
                                  "(ums align-train); none: the refiner shipped with ums")
     device: str = "cpu"
-    motion: str = Field(DEFAULT_MOTION, pattern="^(translation|euclidean|similarity)$",
+    motion: Literal["translation", "euclidean", "similarity"] = Field(DEFAULT_MOTION,
                         description="ECC's global model (also the cascade's first step)")
     flight_scale: bool = Field(True, description="give each frame its flight's scale (the median of the confident "
                                "frames) in place of its own")
@@ -56,11 +67,14 @@ class AlignConfig(ExecutorSettings):
     max_offset_deviation_px: float = Field(6.0, gt=0, description="a confident frame farther than "
                                            "this from the flight offset falls back to the offset")
     min_confident_frames: int = Field(3, ge=1, description="frames needed for a flight offset")
-    overlay: str = Field("checkerboard", pattern="^(checkerboard|edges)$")
+    overlay: Literal["checkerboard", "edges"] = "checkerboard"
 
 
 @dataclass
 class AlignReport(StageReport):
+    """Per capture: its decision (when aligned), or failed, or not run; ``done``/``skipped`` say
+    whether its images were written now or kept."""
+
     frame: int = 0
     flight_offset: int = 0
     unconfident: int = 0
@@ -73,10 +87,11 @@ class AlignReport(StageReport):
             ("aligned by the flight offset", self.flight_offset),
             ("flagged: low confidence, no offset", self.unconfident),
             ("failed", self.failed),
-            ("estimates reused", self.reused),
         ]
         if self.not_run:
             rows.append(("not run (rerun to resume)", self.not_run))
+        rows += [("images written now", self.done), ("images kept (already written)", self.skipped),
+                 ("estimates reused", self.reused)]
         for flight, offset in self.offsets.items():
             if offset is None:
                 rows.append((f"flight offset {flight}", "none (too few confident frames)"))
@@ -100,104 +115,108 @@ class RenderTask(Task):
 
 
 def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> AlignReport:
-    """Register every cropped pair (pass 1, on the executor), find each flight's rig offset (here),
-    decide per frame, and write the aligned images and overlays (pass 2, on the executor)."""
+    """Register every cropped pair (pass 1, on the executor), find each flight's rig offset (in the
+    driver), decide per frame, and write the aligned images and overlays (pass 2, on the executor)."""
     config = config or AlignConfig()
     if config.method == "learned":
         from ums.align.learned.inference import cached_model
 
         cached_model(config.weights, config.device)  # fail now, naming --weights, not once per frame
-    report = AlignReport()
-    gpu = config.method == "learned" and config.device.startswith("cuda")
-    with StageRun(workspace, STAGE, config, gpu=gpu, preload=[__name__]) as run:
-        workspace.replace_issues(STAGE, "workspace", [])  # issues live per capture now
-        tasks = plan(workspace, config)
-        report.planned = len(tasks)
-        if not tasks:
-            report.notices.append("nothing to align: no cropped pair (run `ums crop` first)")
-        estimates = _estimate_all(workspace, run, tasks, report)
-        offsets = flight_offsets([(t.capture_id, t.flight) for t in tasks if t.key in estimates], estimates, config)
-        report.offsets = {flight: offsets.get(flight) for flight in sorted({t.flight for t in tasks})}
-        renders = []
-        for task in tasks:
-            if task.key not in estimates:
-                continue  # not estimated: a lost worker; the rerun resumes it
-            decision = decide(estimates[task.key], offsets.get(task.flight), config, task.crop.output_size)
-            setattr(report, decision.decision, getattr(report, decision.decision) + 1)
-            render_task = _render_task(task, decision, config)
-            if decision.decision == "failed":
-                _commit_decision(workspace, task, estimates[task.key], decision, None, report)
-            elif _render_current(workspace, render_task):
-                previous = workspace.stage_result(task.key, STAGE)
-                _commit_decision(workspace, task, estimates[task.key], decision, previous["files"], report)
-            else:
-                renders.append((task, render_task))
-        by_key = {render.key: (task, render) for task, render in renders}
-
-        def commit_render(outcome: Outcome) -> None:
-            task, render = by_key[outcome.task.key]
-            if outcome.result is None:
-                report.failed += 1
-                report.issues.extend(outcome.issues)
-                commit_capture_outcome(workspace, STAGE, outcome)
-                return
-            _commit_decision(workspace, task, estimates[task.key], render.decision, outcome.result.files, report,
-                             render.fingerprint)
-
-        run.map([render for _, render in renders], render_outputs, commit_render, "align: write", report)
-        run.summary.update(report.rows())
-    return report
+    return run_capture_stage(workspace, ALIGN, config, AlignReport())
 
 
 def plan(workspace: Workspace, config: AlignConfig) -> list[EstimateTask]:
     return [
         EstimateTask(key=capture.capture_id, capture_id=capture.capture_id, workspace_root=workspace.root,
                      fingerprint=_fingerprint(crop, config), file=capture.frames["T"].path,
+                     inputs=crop.get("outputs", {}), inputs_stage=CROP_STAGE,
                      crop=CropResult.model_validate(crop), config=config, flight=capture.flight_root)
         for capture, crop in workspace.captures_with(CROP_STAGE)
     ]
 
 
-def _estimate_all(workspace: Workspace, run: StageRun, tasks: list[EstimateTask],
-                  report: AlignReport) -> dict[str, AlignEstimate]:
-    """Each frame's own estimate: reused when its crop and the settings are unchanged, else computed
-    and stored at once (status ``estimated``), so a killed run does not redo it."""
-    estimates: dict[str, AlignEstimate] = {}
-    todo = []
+# -- pass 1: each frame's own estimate -------------------------------------------------------------
+def stored_estimate(context: StageContext, task: EstimateTask) -> AlignEstimate | None:
+    """A frame's estimate is kept while its crop and the registration settings are unchanged."""
+    previous = context.workspace.stage_result(task.key, STAGE)
+    if previous and previous.get("fingerprint") == task.fingerprint and "estimate" in previous:
+        return AlignEstimate.model_validate(previous["estimate"])
+    return None
+
+
+def record_estimate(context: StageContext, outcome: Outcome) -> None:
+    """Keep the estimate for pass 2 and store a new one at once (status ``estimated``), so a killed
+    run does not redo it. A frame whose registration raised is failed now and retried next run."""
+    report: AlignReport = context.report
+    estimates = context.state.setdefault("estimates", {})
+    if outcome.current:
+        estimates[outcome.task.key] = outcome.result
+        report.reused += 1
+    elif outcome.result is None:
+        record_capture_outcome(context, outcome)
+    else:
+        estimates[outcome.task.key] = outcome.result
+        context.workspace.record_outcome(outcome.task.key, STAGE, "estimated",
+                                         {"fingerprint": outcome.task.fingerprint, "estimate": outcome.result.stored()}, [])
+
+
+# -- between the passes: the flight's offset, and each frame's decision ----------------------------
+def plan_renders(context: StageContext, estimated: Pass) -> Pass:
+    """In the driver: each flight's rig offset from its frames' estimates, each frame's decision, and
+    the render pass for the frames that have a transform."""
+    config, report = context.config, context.report
+    estimates: dict[str, AlignEstimate] = context.state.get("estimates", {})
+    tasks = [task for task in estimated.tasks if task.key in estimates]  # not estimated: failed, or not run
+    offsets = flight_offsets([(t.capture_id, t.flight) for t in tasks], estimates, config)
+    report.offsets = {flight: offsets.get(flight) for flight in sorted({t.flight for t in estimated.tasks})}
+    renders = []
     for task in tasks:
-        previous = workspace.stage_result(task.key, STAGE)
-        if previous and previous.get("fingerprint") == task.fingerprint and "estimate" in previous:
-            estimates[task.key] = AlignEstimate.model_validate(previous["estimate"])
-            report.reused += 1
+        decision = decide(estimates[task.key], offsets.get(task.flight), config, task.crop.output_size)
+        if decision.decision == "failed":
+            _store_decision(context, task, decision, None)
+            report.failed += 1
         else:
-            todo.append(task)
+            renders.append(_render_task(task, decision, config))
+    context.state["estimate_tasks"] = {task.key: task for task in tasks}
+    return Pass(renders, render_outputs, rendered_files, record_render, "align: write")
 
-    def store(outcome: Outcome) -> None:
-        estimate = outcome.result or AlignEstimate(ok=False, reason=outcome.issues[0].message)
-        estimates[outcome.task.key] = estimate
-        workspace.record_outcome(outcome.task.key, STAGE, "estimated",
-                                 {"fingerprint": outcome.task.fingerprint, "estimate": estimate.stored()}, [])
 
-    run.map(todo, estimate_frame, store, "align: register", report)
-    return estimates
+# -- pass 2: the aligned image and the overlay -----------------------------------------------------
+def rendered_files(context: StageContext, render: RenderTask) -> AlignFiles | None:
+    """The images written for the same geometry, while intact."""
+    previous = context.workspace.stage_result(render.key, STAGE)
+    if previous is None or previous.get("render_fingerprint") != render.fingerprint:
+        return None
+    previous = {**previous, "fingerprint": render.fingerprint}
+    if not outputs_current(context.workspace, previous, render):
+        return None
+    return AlignFiles(files=previous["files"], outputs=previous.get("outputs"))
+
+
+def record_render(context: StageContext, outcome: Outcome) -> None:
+    report: AlignReport = context.report
+    render: RenderTask = outcome.task
+    if outcome.result is None:
+        record_capture_outcome(context, outcome)
+        return
+    _store_decision(context, context.state["estimate_tasks"][render.key], render.decision, outcome.result,
+                    render.fingerprint)
+    setattr(report, render.decision.decision, getattr(report, render.decision.decision) + 1)
+    report.count(outcome)
 
 
 def _render_task(task: EstimateTask, decision: AlignDecision, config: AlignConfig) -> RenderTask:
     geometry = json.dumps({"transform": decision.transform, "flow": decision.flow, "overlay": config.overlay})
     fingerprint = hashlib.sha256(f"{task.fingerprint}|{geometry}".encode()).hexdigest()[:16]
     return RenderTask(key=task.key, capture_id=task.capture_id, workspace_root=task.workspace_root,
-                      fingerprint=fingerprint, file=task.file, crop_files=task.crop.files, decision=decision,
-                      overlay=config.overlay)
+                      fingerprint=fingerprint, file=task.file, inputs=task.inputs, inputs_stage=task.inputs_stage,
+                      crop_files=task.crop.files, decision=decision, overlay=config.overlay)
 
 
-def _render_current(workspace: Workspace, render: RenderTask) -> bool:
-    previous = workspace.stage_result(render.key, STAGE)
-    return (previous is not None and previous["status"] == "done" and previous.get("render_fingerprint") == render.fingerprint
-            and all(workspace.absolute(path).exists() for path in previous.get("files", {}).values()))
-
-
-def _commit_decision(workspace: Workspace, task: EstimateTask, estimate: AlignEstimate, decision: AlignDecision,
-                     files: dict[str, str] | None, report: AlignReport, render_fingerprint: str | None = None) -> None:
+def _store_decision(context: StageContext, task: EstimateTask, decision: AlignDecision, files: AlignFiles | None,
+                    render_fingerprint: str | None = None) -> None:
+    """A frame's stage result: its estimate, its decision and (when rendered) its images."""
+    estimate = context.state["estimates"][task.key]
     issues = []
     if decision.decision == "failed":
         issues.append(Issue(stage=STAGE, file=task.file, capture_id=task.capture_id,
@@ -208,18 +227,22 @@ def _commit_decision(workspace: Workspace, task: EstimateTask, estimate: AlignEs
     result = {"fingerprint": task.fingerprint, "estimate": estimate.stored(),
               **decision.model_dump(mode="json", exclude_none=True)}
     if files is not None:
-        previous = workspace.stage_result(task.key, STAGE) or {}
-        result["files"] = files
-        result["render_fingerprint"] = render_fingerprint or previous.get("render_fingerprint")
-    report.issues.extend(issues)
-    workspace.record_outcome(task.key, STAGE, "failed" if decision.decision == "failed" else "done", result, issues)
+        result.update(files.stored(), render_fingerprint=render_fingerprint)
+    context.report.issues.extend(issues)
+    context.workspace.record_outcome(task.key, STAGE, "failed" if decision.decision == "failed" else "done", result, issues)
+
+
+def _uses_gpu(config: AlignConfig) -> bool:
+    return config.method == "learned" and config.device.startswith("cuda")
 
 
 def _load(workspace_root: Path, files: dict[str, str], key: str, flags: int) -> np.ndarray:
+    """A crop output; one that does not decode is crop's to redo, not a registration failure to keep."""
     path = workspace_root / files[key]
     image = cv2.imread(str(path), flags)
     if image is None:
-        raise RegistrationFailure(f"cannot read the cropped image {path}")
+        raise ValueError(f"cannot decode the cropped image {files[key]}: run `ums crop` (it redoes damaged "
+                         "outputs), then `ums align`")
     return image
 
 
@@ -228,10 +251,10 @@ def estimate_frame(task: EstimateTask) -> AlignEstimate:
 
     Global models keep their 3x3 transform; dense (learned) flows go to ``align/<id>/flow.npy``."""
     config, files = task.config, task.crop.files
+    fixed = _load(task.workspace_root, files, "ir", cv2.IMREAD_GRAYSCALE)
+    moving = _load(task.workspace_root, files, "vis", cv2.IMREAD_COLOR)
+    valid = _load(task.workspace_root, files, "valid", cv2.IMREAD_GRAYSCALE)
     try:
-        fixed = _load(task.workspace_root, files, "ir", cv2.IMREAD_GRAYSCALE)
-        moving = _load(task.workspace_root, files, "vis", cv2.IMREAD_COLOR)
-        valid = _load(task.workspace_root, files, "valid", cv2.IMREAD_GRAYSCALE)
         options = dict(motion=config.motion, levels=config.levels, moving_mask=valid)
         if config.method == "learned":
             options.update(weights=config.weights, device=config.device, min_consistent=config.min_consistent)
@@ -383,3 +406,7 @@ def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
     return settings_fingerprint(config, crop["fingerprint"], str(version),
                                 exclude={"score_threshold", "max_offset_deviation_px", "min_confident_frames", "flight_scale",
                                          "overlay", "device"})
+
+
+ALIGN = CaptureStage(STAGE, plan, estimate_frame, current=stored_estimate, record=record_estimate, then=plan_renders,
+                     gpu=_uses_gpu, nothing_to_do="no cropped pair (run `ums crop` first)")

@@ -12,7 +12,7 @@ The format is recognised from the file (``format: auto``) or named.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weights: Path | None = Field(None, description="the detector file (--detector)")
-    format: str = Field("auto", pattern="^(auto|ultralytics|yolov7-onnx)$")
+    format: Literal["auto", "ultralytics", "yolov7-onnx"] = "auto"
     taxonomy: str = Field("coco", description="labels/<taxonomy>.yaml names the model's class ids")
     confidence: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.45, gt=0, lt=1)

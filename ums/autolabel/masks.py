@@ -10,7 +10,7 @@ segment-anything's own builder with the architecture given in the config, as tes
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -37,7 +37,7 @@ class SamConfig(BaseModel):
     architecture: dict[str, Any] | None = Field(None, description="encoder sizes for model_type custom")
     # Which image SAM segments: the visible one (sharper edges by day), the thermal one (people and
     # vehicles stand out at night), or per box the modality whose detector scored it higher.
-    image: str = Field("visible", pattern="^(visible|thermal|best)$")
+    image: Literal["visible", "thermal", "best"] = "visible"
     device: str = "cpu"
 
     @field_validator("checkpoint")

@@ -9,6 +9,8 @@ modality gave it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from ensemble_boxes import weighted_boxes_fusion
@@ -21,11 +23,11 @@ from ums.detections import Detections, box_iou
 class MergeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: str = Field("wbf", pattern="^(wbf|nms)$")
+    method: Literal["wbf", "nms"] = "wbf"
     # 0.4 rather than WBF's usual 0.55: "aligned" IR/visible pairs are off by pixels, and on the
     # MSRS labels drawn per view 0.4 merged best (AP@0.5 0.517 vs 0.490 at 0.55; bench/RESULTS.md)
     iou_threshold: float = Field(0.4, gt=0, lt=1)
-    score_rule: str = Field("max", pattern="^(max|avg)$", description="WBF score of a fused box")
+    score_rule: Literal["max", "avg"] = Field("max", description="WBF score of a fused box")
     min_score: float = Field(0.0, ge=0, le=1)
     weights: dict[str, float] = Field(default_factory=lambda: {"visible": 1.0, "thermal": 1.0})
 

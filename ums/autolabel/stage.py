@@ -12,7 +12,6 @@ and ``preview.jpg`` (boxes and masks drawn on both images, for people to look at
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +29,16 @@ from ums.previews import preview
 from ums.autolabel.merge import MergeConfig, merge_modalities
 from ums.records import AutolabelResult, LabelRecord
 from ums.executors import ExecutorSettings
-from ums.runner import Outcome, StageReport, StageRun, Task, commit_capture_outcome
+from ums.runner import (
+    CaptureStage,
+    Outcome,
+    StageContext,
+    StageReport,
+    Task,
+    outputs_current,
+    record_capture_outcome,
+    run_capture_stage,
+)
 from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import AUTOLABEL as STAGE
 from ums.taxonomy import DATASET_TAXONOMY as TARGET_TAXONOMY
@@ -56,6 +64,8 @@ class AutolabelConfig(ExecutorSettings):
 class AutolabelReport(StageReport):
     labels: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
+    other_models: dict[str, int] = field(default_factory=dict)  # pairs kept that another model labelled
+    class_names: list[str] = field(default_factory=lambda: load_taxonomy(TARGET_TAXONOMY).names, repr=False)
 
     @property
     def labelled(self) -> int:
@@ -80,32 +90,7 @@ class AutolabelTask(Task):
 def autolabel_workspace(workspace: Workspace, config: AutolabelConfig) -> AutolabelReport:
     """Label every aligned pair not labelled yet (all of them with ``force``)."""
     _models(config.detector, config.sam if config.masks else None)  # fails here, naming --detector, not once per pair
-    report = AutolabelReport()
-    names = load_taxonomy(TARGET_TAXONOMY).names
-    gpu = any(device.startswith("cuda") for device in (config.detector.device, config.sam.device))
-    with StageRun(workspace, STAGE, config, gpu=gpu, preload=[__name__]) as run:
-        workspace.replace_issues(STAGE, "workspace", [])  # issues live per capture now
-        tasks = plan(workspace, config)
-        report.planned = len(tasks)
-        todo = [task for task in tasks if config.force or not _labelled(workspace, task)]
-        report.skipped = len(tasks) - len(todo)
-        report.notices += _other_model_notice(workspace, tasks, todo)
-        if not tasks:
-            report.notices.append("nothing to label: no aligned pair (run `ums align` first)")
-
-        def commit(outcome: Outcome) -> None:
-            if outcome.result is not None:
-                result = outcome.result
-                result.written = workspace.replace_auto_labels(outcome.task.key, result.labels, select=drop_repeats)
-                report.labels += result.written
-                for label in result.labels:
-                    report.per_class[names[label.class_id]] = report.per_class.get(names[label.class_id], 0) + 1
-            commit_capture_outcome(workspace, STAGE, outcome)
-            report.count(outcome)
-
-        run.map(todo, process, commit, STAGE, report)
-        run.summary.update(report.rows())
-    return report
+    return run_capture_stage(workspace, AUTOLABEL, config, AutolabelReport())
 
 
 def plan(workspace: Workspace, config: AutolabelConfig) -> list[AutolabelTask]:
@@ -113,10 +98,51 @@ def plan(workspace: Workspace, config: AutolabelConfig) -> list[AutolabelTask]:
     return [
         AutolabelTask(key=capture.capture_id, capture_id=capture.capture_id, workspace_root=workspace.root,
                       fingerprint=model, file=capture.frames["T"].path, align_files=align["files"],
+                      inputs=align.get("outputs") or {}, inputs_stage=ALIGN_STAGE,
                       protected=[label for label in workspace.labels(capture.capture_id) if label.protected],
                       config=config, model=model)
         for capture, align in workspace.captures_with(ALIGN_STAGE)
     ]
+
+
+def labelled(context: StageContext, task: AutolabelTask) -> dict | None:
+    """A labelled pair stays as it is, whatever model labelled it, unless ``force``: relabelling
+    replaces automatic labels a person may already have looked at."""
+    if context.config.force:
+        return None
+    previous = context.workspace.stage_result(task.key, STAGE)
+    if previous is None or previous["status"] != "done":
+        return None
+    return previous if outputs_current(context.workspace, {**previous, "fingerprint": task.fingerprint}, task) else None
+
+
+def record_labels(context: StageContext, outcome: Outcome) -> None:
+    """The new automatic labels (human and reviewed ones untouched), then the stage result."""
+    report: AutolabelReport = context.report
+    if outcome.current:
+        model = outcome.result.get("model")
+        if model and model != outcome.task.model:
+            report.other_models[model] = report.other_models.get(model, 0) + 1
+    elif outcome.result is not None:
+        result = outcome.result
+        result.written = context.workspace.replace_auto_labels(outcome.task.key, result.labels, select=drop_repeats)
+        report.labels += result.written
+        for label in result.labels:
+            name = report.class_names[label.class_id]
+            report.per_class[name] = report.per_class.get(name, 0) + 1
+    record_capture_outcome(context, outcome)
+
+
+def other_model_notice(context: StageContext) -> None:
+    """Say when the pairs kept were labelled by another model than the one asked for now."""
+    report: AutolabelReport = context.report
+    model = _model_name(context.config)
+    report.notices += [f"{count} pair(s) were labelled by {name}, not {model}: pass --force to relabel them "
+                       "(human and reviewed labels stay)" for name, count in sorted(report.other_models.items())]
+
+
+def _uses_gpu(config: AutolabelConfig) -> bool:
+    return any(device.startswith("cuda") for device in (config.detector.device, config.sam.device))
 
 
 def process(task: AutolabelTask) -> AutolabelResult:
@@ -163,22 +189,6 @@ def _load_models(detector_json: str, sam_json: str | None):
     return detector, load_sam(SamConfig.model_validate_json(sam_json)) if sam_json else None
 
 
-def _labelled(workspace: Workspace, task: AutolabelTask) -> bool:
-    previous = workspace.stage_result(task.key, STAGE)
-    return previous is not None and previous["status"] == "done"
-
-
-def _other_model_notice(workspace: Workspace, tasks: list[AutolabelTask], todo: list[AutolabelTask]) -> list[str]:
-    """Say when the pairs kept were labelled by another model than the one asked for now."""
-    running = {task.key for task in todo}
-    others = Counter(
-        (workspace.stage_result(task.key, STAGE) or {}).get("model") for task in tasks if task.key not in running
-    )
-    model = tasks[0].model if tasks else ""
-    return [f"{count} pair(s) were labelled by {name}, not {model}: pass --force to relabel them "
-            "(human and reviewed labels stay)" for name, count in sorted(others.items(), key=str) if name and name != model]
-
-
 def _pair_images(task: AutolabelTask) -> tuple[np.ndarray, np.ndarray]:
     thermal = cv2.imread(str(task.workspace_root / task.align_files["ir"]), cv2.IMREAD_GRAYSCALE)
     visible = cv2.imread(str(task.workspace_root / task.align_files["vis"]), cv2.IMREAD_COLOR)
@@ -219,3 +229,7 @@ def _model_name(config: AutolabelConfig) -> str:
 
     name = describe(config.detector.weights)
     return f"{name}+{describe(config.sam.checkpoint)}" if config.masks else name
+
+
+AUTOLABEL = CaptureStage(STAGE, plan, process, current=labelled, record=record_labels, finish=other_model_notice,
+                         gpu=_uses_gpu, nothing_to_do="no aligned pair (run `ums align` first)")

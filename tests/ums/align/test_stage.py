@@ -11,6 +11,7 @@ from ums.camera import apply_homography
 from ums.crop import CropConfig, crop_workspace
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_records
+from ums.stamps import stamp
 from ums.workspace import Workspace
 
 QUIET = AlignConfig(show_progress=False)
@@ -66,6 +67,7 @@ def test_featureless_frame_falls_back_to_the_flight_offset(synthetic_flight, tmp
     night = ws.captures()[1]
     vis_path = ws.absolute(ws.stage_results(night.capture_id)["crop"]["files"]["vis"])
     cv2.imwrite(str(vis_path), np.full((512, 640, 3), 7, np.uint8))  # a black night frame
+    restamp_crop(ws, night.capture_id)  # as if crop had written it
     report = align_workspace(ws, AlignConfig(show_progress=False, min_confident_frames=3))
     result = ws.stage_results(night.capture_id)["align"]
     assert result["decision"] == "flight_offset" and "failed" in result["reason"]
@@ -74,6 +76,67 @@ def test_featureless_frame_falls_back_to_the_flight_offset(synthetic_flight, tmp
     report = align_workspace(ws, AlignConfig(show_progress=False, min_confident_frames=4))
     assert report.failed == 1 and "no structure" in report.issues[0].message
     assert ws.stage_results(night.capture_id)["align"]["status"] == "failed"
+    ws.close()
+
+
+def restamp_crop(ws: Workspace, capture_id: str) -> None:
+    crop = ws.stage_result(capture_id, "crop")
+    status = crop.pop("status")
+    crop["outputs"] = {path: stamp(ws.absolute(path)).model_dump() for path in crop["outputs"]}
+    ws.record_stage_result(capture_id, "crop", status, crop)
+
+
+def test_a_truncated_crop_output_fails_its_frame_only_and_heals_with_crop_then_align(synthetic_flight, tmp_path):
+    ws, first = aligned_workspace(synthetic_flight, tmp_path / "ws")
+    flight = str(synthetic_flight.resolve())
+    damaged = ws.captures()[2].capture_id
+    vis = ws.absolute(ws.stage_result(damaged, "crop")["files"]["vis"])
+    vis.write_bytes(vis.read_bytes()[:1000])
+    ws.record_outcome(damaged, "align", "failed", {"fingerprint": "", "reason": "forced redo"}, [])
+    offsets = []
+    for _ in range(2):  # the same answer twice: nothing new, nothing changes
+        report = align_workspace(ws, QUIET)
+        assert (report.planned, report.frame + report.flight_offset + report.unconfident, report.failed) == (4, 3, 1)
+        assert report.planned == report.done + report.skipped + report.failed + report.not_run
+        offsets.append(report.offsets[flight])
+        [issue] = report.issues
+        assert issue.capture_id == damaged and "ums crop" in issue.message and "truncated" in issue.message
+        assert ws.stage_result(damaged, "align")["status"] == "failed"
+    recropped = crop_workspace(ws, CropConfig(show_progress=False))
+    assert (recropped.done, recropped.skipped) == (1, 3)
+    healed = align_workspace(ws, QUIET)
+    assert offsets[0] == offsets[1]
+    assert (healed.failed, healed.done + healed.skipped, healed.issues) == (0, 4, [])
+    assert healed.offsets[flight] == first.offsets[flight]  # the frame's estimate counts again
+    assert ws.stage_result(damaged, "align")["status"] == "done"
+    ws.close()
+
+
+def test_a_registration_that_raises_is_failed_not_kept_and_the_rerun_retries_it(synthetic_flight, tmp_path, monkeypatch):
+    from ums.align import stage
+
+    ws = Workspace.open(tmp_path / "ws")
+    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+    crop_workspace(ws, CropConfig(show_progress=False))
+    real_register, calls = stage.register, []
+
+    def register_once_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("cannot allocate 2.1 GB")
+        return real_register(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "register", register_once_out_of_memory)
+    in_process = AlignConfig(show_progress=False, workers=1)  # where the patch is
+    report = align_workspace(ws, in_process)
+    assert (report.planned, report.done, report.failed) == (4, 3, 1)
+    [issue] = report.issues
+    assert "unexpected MemoryError: cannot allocate 2.1 GB" in issue.message and "rerun `ums align`" in issue.message
+    failed = issue.capture_id
+    assert "estimate" not in ws.stage_result(failed, "align")  # never taken for a registration that failed
+    again = align_workspace(ws, in_process)
+    assert (again.failed, again.reused, again.done + again.skipped) == (0, 3, 4)
+    assert ws.stage_result(failed, "align")["decision"] == "frame"
     ws.close()
 
 
