@@ -6,9 +6,11 @@ A process killed at any instant leaves either the old file, the new file, or a s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -29,15 +31,61 @@ def write_bytes(target: Path, data: bytes, durable: bool = True) -> Path:
     (it costs several milliseconds per file).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(target)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temporary, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except OSError as exc:
+        _discard(temporary)  # on a full disk, a half-written temporary holds the very space a rerun needs
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceLeft(errno.ENOSPC, _no_space_message(target, len(data))) from exc
+        raise
     return target
+
+
+class NoSpaceLeft(OSError):
+    """A full disk (or quota): the message names the file, the space it needed and the space left."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _no_space_message(target: Path, size: int) -> str:
+    return (f"no space left on the disk for {target} (it needs {human_bytes(size)}; {human_bytes(free_bytes(target.parent))} "
+            "free there): free space on that disk, then rerun the same command")
+
+
+def human_bytes(count: float) -> str:
+    """``0 B``, ``512 B``, ``1.5 KB``, ``64.0 MB``, ``2.1 GB``: sizes in messages."""
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        count /= 1024
+        if count < 1024 or unit == "GB":
+            break
+    return f"{count:.1f} {unit}"
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk holding ``folder`` (or its nearest existing parent); 0 when unknown."""
+    for candidate in (folder, *folder.parents):  # the folder itself may not exist yet
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return 0
+
+
+def _discard(temporary: Path) -> None:
+    try:
+        temporary.unlink(missing_ok=True)
+    except OSError:
+        pass  # the next writer's remove_stale_temporaries takes it
 
 
 def write_text(target: Path, text: str) -> Path:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DASK_CONNECT_TIMEOUT_S = 10
 DRIVER_WATCH_S = 1.0  # how often a pool worker checks that its driver still lives
@@ -53,6 +53,14 @@ class ExecutorSettings(BaseModel):
     scheduler: str | None = Field(None, description="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     scheduler_file: Path | None = Field(None, description="scheduler file written by `dask scheduler --scheduler-file`")
     show_progress: bool = True
+
+    @model_validator(mode="after")
+    def _workers_are_local(self) -> ExecutorSettings:
+        # silently ignoring --workers would leave a user believing it limits a shared cluster
+        if self.workers and (self.scheduler or self.scheduler_file):
+            raise ValueError("workers applies to processes this command starts; a running Dask cluster has the "
+                             "workers it was started with: drop --workers (or start `dask worker --nworkers N` there)")
+        return self
 
 
 ONE_THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -103,10 +111,12 @@ def single_threaded() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _pool_worker_init(driver_pid: int) -> None:
-    """Each pool worker: one thread per library for its whole life; Ctrl-C is the driver's; and it
-    leaves when the driver dies."""
+def _pool_worker_init(driver_pid: int, devices=None) -> None:
+    """Each pool worker: one thread per library for its whole life; Ctrl-C is the driver's; it
+    leaves when the driver dies; and on a GPU stage it takes one GPU of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if devices is not None:  # before CUDA starts in this process: the worker then sees only its GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
     os.environ.update(dict.fromkeys(ONE_THREAD_ENVIRONMENT, "1"))  # for libraries a task loads later
     pin_threads()
     threading.Thread(target=_exit_with, args=(driver_pid,), name="ums-driver-watch", daemon=True).start()
@@ -117,10 +127,24 @@ def _exit_with(driver_pid: int) -> None:
     (kill -9, the out-of-memory killer): nothing else would ever end it, nor its forkserver."""
     while True:
         time.sleep(DRIVER_WATCH_S)
-        try:
-            os.kill(driver_pid, 0)
-        except ProcessLookupError:
+        if not _alive(driver_pid):
             os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A killed driver whose own parent has not reaped it yet (one that
+    is blocked reading the driver's pipes, which these workers hold open) is a zombie: it answers
+    a signal-0 probe like a live process, so its state is read as well."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no procfs: the signal probe is all there is
+    return state not in (b"Z", b"X")
 
 
 def _call_single_threaded(function: Callable[[T], R], task: T) -> R:
@@ -176,15 +200,20 @@ class LocalPoolExecutor:
     """A process pool on this machine (forkserver: forking a process that runs threads can
     deadlock the child; the server preloads the stage's module so workers start fast)."""
 
-    def __init__(self, workers: int, preload: Sequence[str]):
+    def __init__(self, workers: int, preload: Sequence[str], gpus: Sequence[int] | None = None):
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["ums.executors", *preload])
         else:
             context = multiprocessing.get_context("spawn")
         self.workers = workers
+        devices = None
+        if gpus is not None:
+            devices = context.Queue()
+            for index in gpus:
+                devices.put(index)
         self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init,
-                                         initargs=(os.getpid(),))
+                                         initargs=(os.getpid(), devices))
 
     def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
         futures = {self._pool.submit(function, task): index for index, task in enumerate(tasks)}
@@ -217,11 +246,16 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         self._cluster = None
+        self._own_client = True
         self.name = name  # the batch's name: task keys and messages
         self.gpu = gpu
-        address = settings.scheduler
+        address = settings.scheduler or (None if settings.scheduler_file else configured_scheduler())
+        existing = None if (address or settings.scheduler_file) else existing_client()
         try:
-            if address or settings.scheduler_file:
+            if existing is not None:  # the API called from a session that already holds a client
+                where = f"this process's Dask client ({existing.scheduler.address})"
+                self.client, self._own_client = existing, False
+            elif address or settings.scheduler_file:
                 where = address or f"the scheduler file {settings.scheduler_file}"
                 self.client = Client(address, scheduler_file=str(settings.scheduler_file) if settings.scheduler_file else None,
                                      timeout=f"{DASK_CONNECT_TIMEOUT_S}s", set_as_default=False)
@@ -234,8 +268,20 @@ class DaskExecutor:
             self.close()
             raise ExecutorError(f"cannot reach the Dask scheduler ({where}) within {DASK_CONNECT_TIMEOUT_S} s: {exc}; "
                                 "is `dask scheduler` running there, and is the address right?") from exc
+        self._require_single_threaded_workers(where)
         if gpu:
             self._require_gpu_workers(where)
+
+    def _require_single_threaded_workers(self, where: str) -> None:
+        """Refuse workers with several threads: each task pins OpenCV, torch and BLAS to one thread
+        for its duration, and tasks running side by side in one process would undo each other's
+        settings, so results would depend on the cluster."""
+        threads = sorted({info.get("nthreads", 1) for info in self.client.scheduler_info().get("workers", {}).values()})
+        if threads and threads[-1] > 1:
+            self.close()
+            raise ExecutorError(f"the workers of {where} run {threads[-1]} threads each; ums needs single-threaded "
+                                "workers so that results never depend on the cluster: start them with "
+                                "`dask worker ... --nthreads 1` (and --nworkers N for several per machine)")
 
     def _require_gpu_workers(self, where: str) -> None:
         workers = self.client.scheduler_info().get("workers", {})
@@ -265,10 +311,27 @@ class DaskExecutor:
 
     def close(self, cancel: bool = False) -> None:
         client, cluster = getattr(self, "client", None), self._cluster
-        if client is not None:
+        if client is not None and self._own_client:
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def configured_scheduler() -> str | None:
+    """A scheduler address from Dask's own configuration (DASK_SCHEDULER_ADDRESS, dask.yaml)."""
+    import dask
+
+    return dask.config.get("scheduler-address", None)
+
+
+def existing_client():
+    """The Dask client this process made its default, if any."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def default_workers() -> int:
@@ -279,7 +342,27 @@ def open_executor(settings: ExecutorSettings, n_tasks: int, name: str, gpu: bool
     """The executor ``settings`` ask for, sized to ``n_tasks`` (a small local batch runs in process)."""
     if settings.executor == "dask":
         return DaskExecutor(settings, settings.workers or default_workers(), gpu, name)
+    if gpu:
+        workers = min(gpu_workers(settings, name), n_tasks)
+        return LocalPoolExecutor(workers, preload, gpus=range(workers)) if workers > 1 else InProcessExecutor()
     workers = min(settings.workers or default_workers(), n_tasks)
     if workers <= 1:
         return InProcessExecutor()
     return LocalPoolExecutor(workers, preload)
+
+
+def gpu_workers(settings: ExecutorSettings, name: str) -> int:
+    """One local worker per GPU: more would load a model per process onto one card."""
+    gpus = max(gpu_count(), 1)  # none: one worker, whose model loader says there is no GPU
+    if settings.workers > gpus:
+        raise ExecutorError(f"`{name}` runs on the GPU and this machine has {gpus} GPU(s): one worker per GPU, so "
+                            f"--workers {settings.workers} cannot be honoured (drop --workers, or use --workers {gpus})")
+    return settings.workers or gpus
+
+
+def gpu_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()

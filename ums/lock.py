@@ -30,7 +30,9 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self, stage: str, wait_s: float = 0.0) -> bool:
-        """Take the lock (True), or find it still held by another after ``wait_s`` seconds (False)."""
+        """Take the lock (True), or find it still held by another after ``wait_s`` seconds (False).
+
+        Raises the OSError of a lock file that cannot be opened (a folder, a read-only workspace)."""
         if self.depth:
             self.depth += 1
             return True
@@ -40,7 +42,10 @@ class WriterLock:
             os.close(fd)
             return False
         self._fd, self.depth = fd, 1
-        _write_owner(fd, stage)
+        try:
+            _write_owner(fd, stage)
+        except OSError:
+            pass  # a full disk: the lock holds all the same, and a refused writer reads "does not say which"
         return True
 
     def release(self) -> None:

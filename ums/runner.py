@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ums.atomic import NoSpaceLeft
 from ums.executors import ExecutorSettings, InProcessExecutor, WorkerLost, open_executor
 from ums.progress import progress_bar
 from ums.records import Issue, StageResult
@@ -85,6 +86,8 @@ def execute(process: Callable[[Task], StageResult], stage: str, retry: str, task
         check_inputs(task)
         result = process(task)
         stamp_outputs(task, result)
+    except NoSpaceLeft:
+        raise  # the disk's, not the capture's: every task after it would fail alike, so the run stops with one line
     except Exception as exc:  # noqa: BLE001 - one bad capture never stops the batch
         return Outcome(task, None, [failure_issue(stage, task, exc, retry)])
     issues = [issue.model_copy(update={"stage": stage, "capture_id": issue.capture_id or task.capture_id,

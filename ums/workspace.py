@@ -8,9 +8,12 @@ instant leaves a workspace that the next run can read and resume.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ums.atomic import remove_stale_temporaries
+from ums.atomic import free_bytes, human_bytes, remove_stale_temporaries
 from ums.lock import LOCK_NAME, WriterLock, describe_owner
 from ums.records import CaptureManifest, CaptureRecord, FileProbe, Issue, LabelRecord
 
@@ -109,11 +112,27 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class WorkspaceError(RuntimeError):
-    pass
+    """A workspace that cannot be used as asked; the message is one line naming the file and the next step."""
 
 
 class WorkspaceBusy(WorkspaceError):
     """Another live run holds the workspace's writer lock."""
+
+
+class WorkspaceReadOnly(WorkspaceError):
+    """The workspace cannot be written (read-only folder, file or mount); commands that only read still work."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
+class WorkspaceFull(WorkspaceError):
+    """The disk under the workspace is full: the write that failed was not recorded."""
+
+
+class WorkspaceDamaged(WorkspaceError):
+    """``ums.sqlite`` is not a readable SQLite database (garbage, truncated, damaged pages)."""
 
 
 def resolve_workspace_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -133,25 +152,84 @@ class Workspace:
         self.root = root
         self._db = connection
         self._writer = WriterLock(root / LOCK_NAME)
+        self.read_only_reason: str | None = None  # why the workspace cannot be written, when it cannot
+
+    @property
+    def read_only(self) -> bool:
+        return self.read_only_reason is not None
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | os.PathLike[str] | None = None, create: bool = True) -> Workspace:
+        """Open (with ``create``, make) the workspace at ``root``; read-only when it cannot be written.
+
+        A read-only workspace serves every reader; its first write raises :class:`WorkspaceReadOnly`.
+        Every way the folder or its database can be unusable is a :class:`WorkspaceError`."""
         path = resolve_workspace_path(root)
         database = path / DATABASE_NAME
-        if not database.exists() and not create:
+        exists = _check_location(path, database)
+        if not exists and not create:
             raise WorkspaceError(
                 f"no workspace at {path} (no {DATABASE_NAME}); run `ums ingest FLIGHT_DIR "
                 f"--workspace {path}` first, or pass --workspace / set UMS_WORKSPACE"
             )
-        path.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(database, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        _enable_wal(connection)
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        workspace = cls(path, connection)
-        workspace._migrate()
+        if not exists:
+            _make_folder(path)
+        reason = _read_only_reason(path, database if exists else None)
+        if reason and not exists:
+            raise WorkspaceReadOnly(f"cannot create a workspace in {path}: {reason}; pass --workspace a folder "
+                                    "you can write", reason)
+        if reason is None:
+            try:
+                return cls._open_writable(path, database)
+            except WorkspaceReadOnly as refused:  # e.g. a -shm file another user owns: reading still works
+                reason = refused.reason
+        return cls._open_read_only(path, database, reason)
+
+    @classmethod
+    def _open_writable(cls, path: Path, database: Path) -> Workspace:
+        connection = _connect(path, str(database))
+        try:
+            _enable_wal(connection)
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            workspace = cls(path, connection)
+            workspace._migrate()
+        except BaseException:
+            connection.close()
+            raise
+        return workspace
+
+    @classmethod
+    def _open_read_only(cls, path: Path, database: Path, reason: str) -> Workspace:
+        """Open with ``mode=ro``; where SQLite cannot open the write-ahead log's index in a folder it
+        cannot write, read the file as it is (``immutable=1``), which is exact only while no -wal file
+        holds changes not yet in it (a writer must create one first, and cannot here)."""
+        uri = f"{database.as_uri()}?mode=ro"
+        connection = _connect(path, uri)
+        try:
+            if not _can_read(connection):
+                connection.close()
+                if _log_pending(database):
+                    raise WorkspaceReadOnly(
+                        f"cannot read workspace {path}: {reason}, and {DATABASE_NAME}-wal holds changes SQLite can only "
+                        "read with write access to the folder; make it writable for one `ums status` (which merges "
+                        "them), or copy the workspace to a writable folder", reason)
+                connection = _connect(path, f"{uri}&immutable=1")
+            connection.execute("PRAGMA foreign_keys=ON")
+            workspace = cls(path, connection)
+            workspace.read_only_reason = reason
+            version = workspace.schema_version
+        except BaseException:
+            connection.close()
+            raise
+        if version < SCHEMA_VERSION:
+            workspace.close()
+            raise WorkspaceReadOnly(f"workspace {path} was written by an older ums and must be upgraded, which "
+                                    f"writes to it, but {reason}; {_MAKE_WRITABLE}", reason)
+        if version > SCHEMA_VERSION:
+            workspace.close()
+            raise _newer_schema(path, version)
         return workspace
 
     def close(self) -> None:
@@ -174,10 +252,7 @@ class Workspace:
                     self._apply_migration(version)
                     version += 1
         if version > SCHEMA_VERSION:
-            raise WorkspaceError(
-                f"workspace {self.root} has schema version {version}, newer than this ums "
-                f"({SCHEMA_VERSION}); upgrade ums"
-            )
+            raise _newer_schema(self.root, version)
 
     def _apply_migration(self, version: int) -> None:
         for statement in _statements(MIGRATIONS[version]):
@@ -194,10 +269,16 @@ class Workspace:
 
         The first entry deletes stale temporaries: with the lock held no other writer is alive, so
         every temporary left is a killed writer's. Raises :class:`WorkspaceBusy` when another run
-        still holds the lock after ``wait_s`` seconds.
+        still holds the lock after ``wait_s`` seconds, :class:`WorkspaceReadOnly` on a read-only
+        workspace, and a :class:`WorkspaceError` when ``ums.lock`` cannot be opened (a folder, say).
         """
         first = self._writer.depth == 0
-        if not self._writer.acquire(stage, wait_s):
+        self._refuse_if_read_only(f"`{stage}` writes to it")
+        try:
+            acquired = self._writer.acquire(stage, wait_s)
+        except OSError as exc:
+            raise _lock_error(self.root, exc) from exc
+        if not acquired:
             raise WorkspaceBusy(
                 f"workspace {self.root} is in use by {describe_owner(self._writer.owner())}; "
                 "wait for it to finish or use another workspace"
@@ -211,17 +292,37 @@ class Workspace:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._refuse_if_read_only("this command writes to it")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A COMMIT that failed (disk full) may leave the transaction open; the next one could not begin.
+            self._roll_back()
             raise
-        self._db.execute("COMMIT")
+
+    def _roll_back(self) -> None:
+        if not self._db.in_transaction:
+            return  # SQLite already rolled back (it does on some errors, such as a full disk)
+        try:
+            self._db.execute("ROLLBACK")
+        except (sqlite3.Error, WorkspaceError):
+            pass  # the error being raised says what went wrong; closing the connection rolls back anyway
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only_reason is not None:
+            raise WorkspaceReadOnly(f"workspace {self.root} is read-only ({self.read_only_reason}): {what}; "
+                                    f"{_MAKE_WRITABLE}", self.read_only_reason)
 
     def stage_dir(self, stage: str) -> Path:
+        """The folder a stage writes its files into, made when missing."""
         folder = self.root / stage
-        folder.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_read_only(f"this command writes into {folder}")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _folder_error(self.root, folder, exc) from exc
         return folder
 
     def absolute(self, relative: str) -> Path:
@@ -510,15 +611,110 @@ class Workspace:
             )
 
 
+# -- opening ---------------------------------------------------------------------------------------
+_MAKE_WRITABLE = ("make it writable (chmod -R u+w, or remount the disk read-write) or copy it to a writable folder "
+                  "and pass that with --workspace")
+
+
+def _check_location(path: Path, database: Path) -> bool:
+    """Whether ``database`` exists; refuses, in one line, a ``path`` that cannot be a workspace folder."""
+    folder = _stat(path, path)
+    if folder is not None and not stat.S_ISDIR(folder.st_mode):
+        raise WorkspaceError(f"workspace {path} is a file, not a folder: pass --workspace (or set UMS_WORKSPACE to) "
+                             "a folder, new or an existing workspace")
+    found = _stat(database, path) if folder is not None else None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        raise WorkspaceError(f"{database} is not a file (a folder?), so {path} is not a usable workspace: move it "
+                             "aside, or pass --workspace another folder")
+    return found is not None
+
+
+def _stat(target: Path, root: Path) -> os.stat_result | None:
+    try:
+        return target.stat()
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise WorkspaceError(f"workspace {root}: a folder above it is a file; pass --workspace a folder") from None
+    except OSError as exc:
+        raise WorkspaceError(f"cannot read workspace {root} ({exc.strerror}): check its permissions, or pass "
+                             "--workspace another folder") from exc
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise WorkspaceReadOnly(f"cannot create workspace folder {path} ({exc.strerror}): pass --workspace a "
+                                    "folder you can write", exc.strerror) from exc
+        raise _folder_error(path, path, exc) from exc
+
+
+def _read_only_reason(path: Path, database: Path | None) -> str | None:
+    """Why this process cannot write the workspace, or None. ``os.access`` asks as the real user, and
+    root passes it except on a read-only mount, which is when root cannot write either."""
+    if not os.access(path, os.W_OK):
+        return "it is on a read-only disk or mount" if _on_read_only_mount(path) else "its folder is not writable by you"
+    if database is not None and not os.access(database, os.W_OK):
+        return f"{DATABASE_NAME} is not writable by you"
+    return None
+
+
+def _on_read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _connect(root: Path, database: str) -> sqlite3.Connection:
+    try:
+        connection = sqlite3.connect(database, timeout=30, isolation_level=None, factory=_Connection,
+                                     uri=database.startswith("file:"))
+    except sqlite3.DatabaseError as exc:
+        raise _storage_error(root, exc) or WorkspaceError(f"cannot open {root / DATABASE_NAME} ({exc})") from exc
+    connection.workspace_root = root
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+def _can_read(connection: sqlite3.Connection) -> bool:
+    """False where SQLite cannot open a WAL database's index (-shm) in a folder it cannot write."""
+    try:
+        sqlite3.Connection.execute(connection, "SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if _primary_code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            return False
+        raise _storage_error(connection.workspace_root, exc) or exc
+    except sqlite3.DatabaseError as exc:
+        raise _storage_error(connection.workspace_root, exc) or exc
+    return True
+
+
+def _log_pending(database: Path) -> bool:
+    try:
+        return database.with_name(f"{DATABASE_NAME}-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _newer_schema(root: Path, version: int) -> WorkspaceError:
+    return WorkspaceError(f"workspace {root} has schema version {version}, newer than this ums ({SCHEMA_VERSION}); upgrade ums")
+
+
 def _enable_wal(connection: sqlite3.Connection) -> None:
     for delay in (*WAL_RETRY_DELAYS_S, None):
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            # the plain sqlite3 call: its busy error is retried here, not translated
+            sqlite3.Connection.execute(connection, "PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
             if delay is None or not _is_busy(exc):
-                raise
+                raise _storage_error(connection.workspace_root, exc) or exc
             time.sleep(delay)
+        except sqlite3.DatabaseError as exc:
+            raise _storage_error(connection.workspace_root, exc) or exc
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -527,3 +723,122 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 
 def _statements(script: str) -> list[str]:
     return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+# -- storage failures as one line ------------------------------------------------------------------
+# Room kept free beyond what the write-ahead log holds: a checkpoint copies the log's pages into
+# ums.sqlite, which can grow by that much, and the next stage's records and files need room too.
+DISK_MARGIN_BYTES = 64 * 2**20
+
+
+def _primary_code(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _storage_error(root: Path, error: sqlite3.Error) -> WorkspaceError | None:
+    """The one-line error for a failure of the database's storage; None for a bug in a statement."""
+    code = _primary_code(error)
+    database = root / DATABASE_NAME
+    if code == sqlite3.SQLITE_FULL:
+        return WorkspaceFull(_disk_full_message(root, f"{DATABASE_NAME} could not grow"))
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return WorkspaceDamaged(
+            f"workspace database {database} is damaged ({error}): restore it from a backup, or move {DATABASE_NAME} "
+            f"and any {DATABASE_NAME}-wal and {DATABASE_NAME}-shm aside and run `ums ingest FLIGHT_DIR --workspace "
+            f"{root}` again for each flight, then the later stages, which redo every capture (labels added or "
+            "edited in `ums review` were only in the database)")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+        reason = f"SQLite cannot write {DATABASE_NAME}: {error}"
+        return WorkspaceReadOnly(f"workspace {root} is read-only ({reason}); {_MAKE_WRITABLE}", reason)
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return WorkspaceError(f"cannot open {database} ({error}): check that you can read and write {root} and its "
+                              f"{DATABASE_NAME}* files, or pass --workspace another folder")
+    if code == sqlite3.SQLITE_IOERR:
+        return WorkspaceError(f"disk error on {database} ({error}; {human_bytes(free_bytes(root))} free there): "
+                              "check the disk (and its free space), then rerun the same command")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return WorkspaceError(f"{database} is locked by another process ({error}): wait for the other ums command "
+                              "to finish, then rerun")
+    return None
+
+
+def _disk_full_message(root: Path, what: str) -> str:
+    try:
+        log = (root / f"{DATABASE_NAME}-wal").stat().st_size
+    except OSError:
+        log = 0
+    needed = DISK_MARGIN_BYTES + log
+    return (f"disk full: {what} in workspace {root}, whose disk has {human_bytes(free_bytes(root))} free; free at "
+            f"least {human_bytes(needed)} there, then rerun the same command (what was not recorded is redone)")
+
+
+def _folder_error(root: Path, folder: Path, error: OSError) -> WorkspaceError:
+    """A folder of the workspace that could not be made, as one line."""
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"cannot create {folder}: {error.strerror}"
+        return WorkspaceReadOnly(f"workspace {root} is read-only ({reason}); {_MAKE_WRITABLE}", reason)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WorkspaceFull(_disk_full_message(root, f"no room to create {folder}"))
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return WorkspaceError(f"cannot create folder {folder}: it or a folder above it is a file; move that file "
+                              "aside, or pass --workspace another folder")
+    return WorkspaceError(f"cannot create folder {folder} ({error.strerror}); pass --workspace another folder")
+
+
+def _lock_error(root: Path, error: OSError) -> WorkspaceError:
+    """The writer lock file that could not be opened, as one line."""
+    lock = root / LOCK_NAME
+    if error.errno == errno.EISDIR:
+        return WorkspaceError(f"{lock} is a folder, not the writer lock file ums keeps there: move it aside "
+                              f"(mv {lock} {lock}.moved), then rerun the command")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"cannot open {LOCK_NAME} for writing: {error.strerror}"
+        return WorkspaceReadOnly(f"workspace {root} is read-only ({reason}); {_MAKE_WRITABLE}", reason)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WorkspaceFull(_disk_full_message(root, f"no room for {LOCK_NAME}"))
+    return WorkspaceError(f"cannot open the writer lock {lock} ({error.strerror}): move it aside, then rerun the command")
+
+
+def _translating(method):
+    """``method`` of a cursor, raising a storage failure as its WorkspaceError (bugs stay sqlite3 errors)."""
+
+    @functools.wraps(method)
+    def translated(cursor, *args):
+        try:
+            return method(cursor, *args)
+        except sqlite3.DatabaseError as exc:
+            error = _storage_error(cursor.connection.workspace_root, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    return translated
+
+
+class _Cursor(sqlite3.Cursor):
+    """Raises a full disk, a damaged file or a read-only database as a WorkspaceError, wherever the
+    failure shows: SQLite reads pages lazily, so a damaged one may show only while rows are fetched."""
+
+    execute = _translating(sqlite3.Cursor.execute)
+    executemany = _translating(sqlite3.Cursor.executemany)
+    executescript = _translating(sqlite3.Cursor.executescript)
+    fetchone = _translating(sqlite3.Cursor.fetchone)
+    fetchmany = _translating(sqlite3.Cursor.fetchmany)
+    fetchall = _translating(sqlite3.Cursor.fetchall)
+    __next__ = _translating(sqlite3.Cursor.__next__)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose cursors are :class:`_Cursor` (``Connection.execute`` would make plain ones)."""
+
+    workspace_root: Path
+
+    def cursor(self, factory: type[sqlite3.Cursor] = _Cursor) -> sqlite3.Cursor:
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        return self.cursor().executemany(sql, parameters)

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def loopback_cluster(workers: int, folder: Path, pythonpath: Path | None = None) -> Iterator[str]:
+def loopback_cluster(workers: int, folder: Path, pythonpath: Path | None = None, threads: int = 1) -> Iterator[str]:
     """Yield the scheduler's address once every worker has joined; stop them all on exit.
 
     ``pythonpath`` lets workers import code that is not installed (a test's own stage), as a cluster
@@ -32,7 +32,7 @@ def loopback_cluster(workers: int, folder: Path, pythonpath: Path | None = None)
     scheduler = subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                                   "--no-dashboard"], cwd=folder, **quiet)
     processes = [scheduler] + [
-        subprocess.Popen([str(DASK), "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+        subprocess.Popen([str(DASK), "worker", address, "--host", "127.0.0.1", "--nthreads", str(threads), "--no-dashboard",
                           "--name", f"w{i}"], cwd=Path.cwd(), **quiet) for i in range(workers)]
     try:
         from distributed import Client

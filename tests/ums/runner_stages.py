@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
 from pathlib import Path
 
-from ums.atomic import write_text
+from ums.atomic import NoSpaceLeft, write_text
 from ums.records import CaptureRecord, StageResult
 from ums.executors import ExecutorSettings
 from ums.runner import CaptureStage, Task
@@ -18,6 +19,7 @@ STAGE = "square"
 
 class SquareConfig(ExecutorSettings):
     fail_on: list[int] = []  # these values raise, as bad input would
+    no_space_on: list[int] = []  # these values find the disk full
     die_marker: str | None = None  # while this file exists, the worker given value 2 kills itself
     seconds: float = 0.0  # per task, to give a test time to interrupt
     pid_dir: str | None = None  # each task leaves its worker's pid here as it starts
@@ -54,6 +56,8 @@ def process(task: SquareTask) -> SquareResult:
         (Path(task.config.pid_dir) / str(os.getpid())).touch()
     if task.value in task.config.fail_on:
         raise ValueError(f"value {task.value} is bad input")
+    if task.value in task.config.no_space_on:
+        raise NoSpaceLeft(errno.ENOSPC, "no space left on the disk for square.txt (it needs 2 B; 0 B free there)")
     time.sleep(task.config.seconds)
     out = task.output_dir(STAGE) / "square.txt"
     write_text(out, str(task.value ** 2))

@@ -245,3 +245,28 @@ def test_the_mapped_decode_is_opencvs_and_refuses_what_it_cannot_read(tmp_path):
     (tmp_path / "text.jpg").write_bytes(b"not a jpeg at all")
     assert decode_mapped(tmp_path / "empty.jpg", flags) is None
     assert decode_mapped(tmp_path / "text.jpg", flags) is None
+
+
+def test_a_crop_that_raises_once_is_failed_and_the_rerun_retries_it(exact_flight, tmp_path, monkeypatch):
+    from ums import crop
+
+    ws = Workspace.open(tmp_path / "ws")
+    ingest_flight(ws, exact_flight, IngestConfig(show_progress=False))
+    real_decode, calls = crop.decode_mapped, []
+
+    def decode_out_of_memory_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MemoryError("cannot allocate 36 MB")
+        return real_decode(*args)
+
+    monkeypatch.setattr(crop, "decode_mapped", decode_out_of_memory_once)
+    in_process = CropConfig(show_progress=False, workers=1)  # where the patch is
+    report = crop_workspace(ws, in_process)
+    assert (report.planned, report.done, report.failed) == (2, 1, 1)
+    [issue] = report.issues
+    assert issue.message == "crop failed: unexpected MemoryError: cannot allocate 36 MB (rerun `ums crop` to retry)"
+    assert ws.stage_result(issue.capture_id, "crop")["status"] == "failed"
+    again = crop_workspace(ws, in_process)
+    assert (again.done, again.skipped, again.failed, again.issues) == (1, 1, 0, [])
+    ws.close()

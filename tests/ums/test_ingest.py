@@ -370,3 +370,27 @@ def test_worker_processes_and_one_process_agree(synthetic_flight, tmp_path):
             manifests.append(_comparable(list(manifest_records(ws))))
         assert report.read == 24 and report.captures == 12
     assert manifests[0] == manifests[1]
+
+
+def test_a_file_whose_reading_raises_once_is_failed_and_read_again_by_the_rerun(synthetic_flight, tmp_path, monkeypatch):
+    from ums import ingest as ingest_module
+
+    real_read_header, calls = ingest_module.read_header, []
+
+    def read_header_out_of_memory_once(data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("cannot allocate")
+        return real_read_header(data)
+
+    monkeypatch.setattr(ingest_module, "read_header", read_header_out_of_memory_once)
+    in_process = IngestConfig(show_progress=False, workers=1)  # where the patch is
+    with Workspace.open(tmp_path / "ws") as ws:
+        report = ingest_flight(ws, synthetic_flight, in_process)
+        assert (report.planned, report.done, report.failed, report.skipped) == (8, 7, 1, 0)
+        [issue] = [i for i in report.issues if i.level == "error"]
+        assert issue.message == "ingest failed: unexpected MemoryError: cannot allocate (rerun `ums ingest` to retry)"
+        assert issue.file not in ws.known_files(str(synthetic_flight.resolve()))  # nothing kept: read again next time
+        again = ingest_flight(ws, synthetic_flight, in_process)
+        assert (again.done, again.skipped, again.failed, again.captures, again.paired) == (1, 7, 0, 4, 4)
+        assert [i for i in again.issues if i.level == "error"] == []

@@ -108,6 +108,18 @@ def test_a_task_whose_input_was_damaged_fails_naming_the_stage_to_rerun(tmp_path
                                          "or replaced): run `ums crop` (it redoes damaged outputs), then this stage again")
 
 
+def test_a_full_disk_stops_the_run_with_what_finished_recorded_and_the_rerun_completes(tmp_path):
+    from ums.atomic import NoSpaceLeft
+
+    with square_workspace(tmp_path / "ws") as ws:
+        with pytest.raises(NoSpaceLeft, match="0 B free"):
+            run_capture_stage(ws, SQUARE, SquareConfig(workers=1, no_space_on=[3], show_progress=False), StageReport())
+        assert [ws.stage_result(f"c{i:03d}", "square") is not None for i in range(6)] == [True] * 3 + [False] * 3
+        assert ws.runs("square")[-1]["finished_at"] is not None  # the run record is closed, not left open
+        again = run_capture_stage(ws, SQUARE, SquareConfig(workers=1, show_progress=False), StageReport())
+        assert (again.done, again.skipped, again.failed) == (3, 3, 0)
+
+
 def test_two_workers_share_the_tasks(tmp_path):
     with square_workspace(tmp_path / "ws", 8) as ws:
         run_capture_stage(ws, SQUARE, SquareConfig(workers=2, seconds=0.2, show_progress=False), StageReport())

@@ -105,3 +105,34 @@ def test_boxes_only_and_clear_errors(aligned, config, tmp_path):
     boxes_only = runner.invoke(app, ["autolabel", "-w", workspace, "--detector", str(config.detector.weights),
                                      "--no-masks", "--force", "--no-progress"])
     assert boxes_only.exit_code == 0 and "automatic labels written" in boxes_only.output
+
+
+def test_a_pair_whose_labelling_raises_once_is_failed_and_the_rerun_retries_it(aligned, config, monkeypatch):
+    from ums.autolabel import stage
+
+    real_pair_images, calls = stage._pair_images, []
+
+    def pair_images_out_of_memory_once(task):
+        calls.append(task.key)
+        if len(calls) == 2:
+            raise MemoryError("cannot allocate")
+        return real_pair_images(task)
+
+    monkeypatch.setattr(stage, "_pair_images", pair_images_out_of_memory_once)
+    in_process = config.model_copy(update={"workers": 1})  # where the patch is
+    report = autolabel_workspace(aligned, in_process)
+    assert (report.planned, report.done, report.failed, report.labels) == (4, 3, 1, 6)
+    [issue] = report.issues
+    assert issue.message == "autolabel failed: unexpected MemoryError: cannot allocate (rerun `ums autolabel` to retry)"
+    assert aligned.labels(issue.capture_id) == []
+    again = autolabel_workspace(aligned, in_process)
+    assert (again.done, again.skipped, again.failed, again.labels) == (1, 3, 0, 2)
+
+
+def test_a_damaged_aligned_image_fails_its_pair_naming_align(aligned, config):
+    capture = aligned.captures()[1].capture_id
+    vis = aligned.absolute(aligned.stage_result(capture, "align")["files"]["vis"])
+    vis.write_bytes(vis.read_bytes()[:500])
+    report = autolabel_workspace(aligned, config.model_copy(update={"workers": 1}))
+    assert (report.done, report.failed) == (3, 1)
+    assert "run `ums align`" in report.issues[0].message and report.issues[0].capture_id == capture
