@@ -114,3 +114,43 @@ def test_labels_load_as_taxonomies_or_mappings():
     for key in mappings:
         source, target = key.split("->")
         assert load_mapping(source, target).table, key
+
+
+# presets: a shipped variant of a stage's settings, holding only keys whose values differ from the model's
+PRESETS = {"train-tiny.yaml"}
+
+
+def _changed(loaded, defaults, prefix: str = "") -> list[str]:
+    if isinstance(loaded, dict) and isinstance(defaults, dict):
+        return [key for name in loaded for key in _changed(loaded[name], defaults.get(name), f"{prefix}{name}.")]
+    return [] if loaded == defaults else [prefix.rstrip(".")]
+
+
+@pytest.mark.parametrize("relative", sorted(p.relative_to(PIPELINES).as_posix() for p in PIPELINES.glob("*.yaml")))
+def test_each_stage_yaml_holds_its_models_defaults_and_a_preset_only_what_differs(relative):
+    """The pydantic model is the one home of a default: the shipped YAML of a stage must load to
+    exactly the model's defaults (the CLI starts from the YAML, the API from the model), and a
+    preset must not repeat a default, which would silently pin it when the model's changes."""
+    model = _model_for(Path(relative))
+    path = PIPELINES / relative
+    loaded = load_config(model, path).model_dump(mode="json")
+    defaults = model().model_dump(mode="json")
+    if relative in PRESETS:
+        written = yaml.safe_load(path.read_text(encoding="utf-8"))
+        repeated = [key for key in _leaf_keys(written) if _value_at(defaults, key) == _value_at(loaded, key)]
+        assert repeated == [], f"{relative} repeats defaults: {repeated}"
+    else:
+        assert _changed(loaded, defaults) == []
+
+
+def _leaf_keys(values: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in values.items():
+        keys += _leaf_keys(value, f"{prefix}{name}.") if isinstance(value, dict) and value else [f"{prefix}{name}"]
+    return keys
+
+
+def _value_at(values: dict, dotted: str):
+    for part in dotted.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
