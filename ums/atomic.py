@@ -7,7 +7,6 @@ A process killed at any instant leaves either the old file, the new file, or a s
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import shutil
@@ -162,6 +161,3 @@ def _writer_alive(path: Path) -> bool:
         return True  # another user's live process
     return True
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -49,10 +49,6 @@ class Detections:
         kept.taxonomy = mapping.target.name
         return kept
 
-    def with_provenance(self, modality: str) -> Detections:
-        return Detections(self.boxes, self.scores, self.classes, self.taxonomy,
-                          [{modality: float(s)} for s in self.scores])
-
     @classmethod
     def from_yolo_txt(cls, path: Path, width: int, height: int, taxonomy: str) -> Detections:
         """A YOLO label file (``cls cx cy w h`` normalised; empty or without a final newline is fine)."""

@@ -53,11 +53,6 @@ def matcher_flow(model: DenseMatcher, fixed: np.ndarray, moving: np.ndarray) -> 
     return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
-def predict_flow(fixed: np.ndarray, moving: np.ndarray, weights, device: str = "cpu") -> np.ndarray:
-    """The dense matcher's flow from the checkpoint at ``weights`` (loaded once per file version)."""
-    return matcher_flow(cached_model(weights, device), fixed, moving)
-
-
 @dataclass
 class Residual:
     flow: np.ndarray  # (H, W, 2) thermal -> ECC-aligned visible, gated by its consistency
