@@ -254,6 +254,9 @@ class AlignFiles(StageResult):
 class AutolabelResult(StageResult):
     model: str
     detections: dict[str, int]  # per modality, after mapping to the UMS taxonomy
+    # per modality, each detection as [x0, y0, x1, y1, score, UMS class id]: what the review queue
+    # weighs the merged labels against (a class the modalities disagree on, a detection no label kept)
+    per_modality: dict[str, list[list[float]]] = Field(default_factory=dict)
     merged: int
     written: int = 0  # set by the driver: labels actually added
     masks: bool

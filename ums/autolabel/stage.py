@@ -166,7 +166,13 @@ def process(task: AutolabelTask) -> AutolabelResult:
     fresh = drop_repeats(labels, task.protected)
     files = _write_outputs(task, visible, thermal, task.protected + fresh)
     return AutolabelResult(model=task.model, detections={k: len(v) for k, v in per_modality.items()},
+                           per_modality={k: detection_rows(v) for k, v in per_modality.items()},
                            merged=len(merged), masks=masks is not None, files=files, labels=fresh)
+
+
+def detection_rows(detections: Detections) -> list[list[float]]:
+    return [[*(round(float(v), 2) for v in box), round(float(score), 4), int(cls)]
+            for box, score, cls in zip(detections.boxes, detections.scores, detections.classes)]
 
 
 def drop_repeats(labels: list[LabelRecord], kept: list[LabelRecord]) -> list[LabelRecord]:
