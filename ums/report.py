@@ -15,7 +15,8 @@ from ums.atomic import write_text
 from ums.dji.filenames import VISIBLE_LETTERS
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.records import CaptureRecord, Issue
-from ums.stages import ALIGN, AUTOLABEL
+from ums.queue import review_order
+from ums.stages import ALIGN, AUTOLABEL, QUEUE
 from ums.workspace import Workspace
 
 THUMBNAIL_HEIGHT = 200
@@ -113,21 +114,53 @@ def write_html_report(workspace: Workspace, page_size: int = PAGE_SIZE) -> Path:
         cards = "".join(_capture_card(workspace, capture) for capture in chunk)
         body = f"<h2>{heading}</h2>{nav}<div class=\"cards\">{cards}</div>{nav}"
         if number == 1:
-            body = f"<table>{_summary_rows(summary)}</table>{body}{_issues_table(summary)}"
+            body = f"<table>{_summary_rows(summary)}</table>{_review_first_link(workspace)}{body}{_issues_table(summary)}"
         title = "UMS workspace" + ("" if number == 1 else f" · captures page {number}")
-        write_text(folder / page_name(number), f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>{STYLE}</style></head><body>
-<h1>UMS workspace <small>{html.escape(workspace.root.name)}</small></h1>
-{body}
-</body></html>
-""")
+        _write_page(folder / page_name(number), title, workspace, body)
+    _write_page(folder / REVIEW_FIRST_PAGE, "UMS workspace · review first", workspace,
+                _review_first_body(workspace, page_size))
     for stale in folder.glob("page-*.html"):
         # a report of fewer captures than the last one must not leave pages behind that nothing links to
         number = stale.stem.removeprefix("page-")
         if not number.isdigit() or int(number) > pages:
             stale.unlink()
     return folder / page_name(1)
+
+
+REVIEW_FIRST_PAGE = "review-first.html"
+
+
+def _write_page(path: Path, title: str, workspace: Workspace, body: str) -> None:
+    write_text(path, f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>{STYLE}</style></head><body>
+<h1>UMS workspace <small>{html.escape(workspace.root.name)}</small></h1>
+{body}
+</body></html>
+""")
+
+
+def _review_first_link(workspace: Workspace) -> str:
+    weighed = len(workspace.captures_with(QUEUE))
+    if not weighed:
+        return "<p>Review first: no capture weighed yet (run <code>ums queue</code>).</p>"
+    return f'<p><a href="{REVIEW_FIRST_PAGE}">Review first</a>: the captures most likely to hold label errors.</p>'
+
+
+def _review_first_body(workspace: Workspace, limit: int) -> str:
+    """The review queue's order, with each capture's priority and the evidence behind it."""
+    entries = review_order(workspace, limit=limit)
+    if not entries:
+        return ("<h2>Review first</h2><p>Nothing to rank: run <code>ums queue</code> after <code>ums autolabel</code> "
+                "(or <code>ums labels import</code>); reviewed captures leave the queue.</p>")
+    captures = {capture.capture_id: capture for capture in workspace.captures()}
+    cards = []
+    for rank, entry in enumerate(entries, 1):
+        reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in entry.reasons[:8])
+        cards.append(f"<div><h3>{rank}. expected errors {entry.priority:.2f}</h3><ul>{reasons}</ul>"
+                     f"{_capture_card(workspace, captures[entry.capture_id])}</div>")
+    return (f'<h2>Review first ({len(entries)} captures, most likely to hold a label error first)</h2>'
+            f'<p><a href="index.html">‹ the workspace</a></p><div class="cards">{"".join(cards)}</div>')
 
 
 def _summary_rows(summary: WorkspaceSummary) -> str:

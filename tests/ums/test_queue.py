@@ -103,3 +103,21 @@ def test_cleanlab_ranks_the_same_captures(labelled):
     ranked = review_order(ws, rank="cleanlab")
     assert sorted(entry.capture_id for entry in ranked) == sorted(c.capture_id for c in ws.captures())
     assert all(0.0 <= entry.priority <= 1.0 for entry in ranked)
+
+
+def test_the_report_has_a_review_first_page_in_queue_order(labelled):
+    from ums.report import REVIEW_FIRST_PAGE, write_html_report
+
+    ws, truth = labelled
+    spoiled = ws.captures()[2].capture_id
+    spoil(ws, spoiled, truth[2]["objects"])
+    index = write_html_report(ws)
+    assert "run <code>ums queue</code>" in index.read_text()
+    queue_workspace(ws, QUIET)
+    index = write_html_report(ws)
+    assert REVIEW_FIRST_PAGE in index.read_text()
+    page = (index.parent / REVIEW_FIRST_PAGE).read_text()
+    order = [entry.capture_id for entry in review_order(ws)]
+    positions = [page.index(f'id="capture-{capture_id}"') for capture_id in order]
+    assert positions == sorted(positions) and order[0] == spoiled
+    assert "size unlike its class" in page

@@ -61,8 +61,9 @@ def test_every_capture_is_on_a_page_with_captions_and_its_registration(aligned):
     write_html_report(ws, page_size=1)  # 4 pages, 3 of them made stale by the next report
     index = write_html_report(ws, page_size=3)
     folder = index.parent
-    assert sorted(p.name for p in folder.glob("*.html")) == ["index.html", "page-2.html"]
-    pages = {p.name: p.read_text() for p in folder.glob("*.html")}
+    assert sorted(p.name for p in folder.glob("*.html")) == ["index.html", "page-2.html", "review-first.html"]
+    pages = {p.name: p.read_text() for p in folder.glob("*.html") if p.name != "review-first.html"}
+    assert "Nothing to rank: run <code>ums queue</code>" in (folder / "review-first.html").read_text()
     cards = {name: _cards(text) for name, text in pages.items()}
     assert [len(cards["index.html"]), len(cards["page-2.html"])] == [3, 1]
     assert sorted(c for page in cards.values() for c in page) == sorted(captures)
