@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ums.taxonomy import ClassMapping
+
+if TYPE_CHECKING:
+    from ums.records import LabelRecord
+
+REPEAT_IOU = 0.5  # an automatic box this close to a kept one is the same object
 
 
 @dataclass
@@ -72,3 +78,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     area = lambda boxes: (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # noqa: E731
     return intersection / np.maximum(area(a)[:, None] + area(b)[None, :] - intersection, 1e-9)
+
+
+def drop_repeats(labels: list[LabelRecord], kept: list[LabelRecord]) -> list[LabelRecord]:
+    """New automatic labels minus those that repeat a kept (human or reviewed) box, whatever its class:
+    a human who relabelled a car as a truck must not get the car back next to it."""
+    if not kept:
+        return labels
+    kept_boxes = np.array([label.box for label in kept]).reshape(-1, 4)
+    return [label for label in labels if not (box_iou(np.array([label.box]), kept_boxes)[0] >= REPEAT_IOU).any()]

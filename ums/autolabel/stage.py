@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from ums.atomic import write_image
-from ums.detections import Detections, box_iou
+from ums.detections import Detections, drop_repeats
 from ums.autolabel.detectors import DetectorConfig, load_detector
 from ums.autolabel.masks import SamConfig, load_sam, segment_boxes
 from ums.masks import decode_rle, encode_rle, semantic_map
@@ -44,9 +44,6 @@ from ums.stages import AUTOLABEL as STAGE
 from ums.taxonomy import DATASET_TAXONOMY as TARGET_TAXONOMY
 from ums.taxonomy import load_mapping, load_taxonomy
 from ums.workspace import Workspace
-
-REPEAT_IOU = 0.5  # an automatic box this close to a kept one is the same object
-
 
 class AutolabelConfig(ExecutorSettings):
     """Settings of ``ums autolabel`` (``pipelines/autolabel.yaml`` holds the defaults)."""
@@ -173,15 +170,6 @@ def process(task: AutolabelTask) -> AutolabelResult:
 def detection_rows(detections: Detections) -> list[list[float]]:
     return [[*(round(float(v), 2) for v in box), round(float(score), 4), int(cls)]
             for box, score, cls in zip(detections.boxes, detections.scores, detections.classes)]
-
-
-def drop_repeats(labels: list[LabelRecord], kept: list[LabelRecord]) -> list[LabelRecord]:
-    """New automatic labels minus those that repeat a kept (human or reviewed) box, whatever its class:
-    a human who relabelled a car as a truck must not get the car back next to it."""
-    if not kept:
-        return labels
-    kept_boxes = np.array([label.box for label in kept]).reshape(-1, 4)
-    return [label for label in labels if not (box_iou(np.array([label.box]), kept_boxes)[0] >= REPEAT_IOU).any()]
 
 
 def _models(detector_config: DetectorConfig, sam_config: SamConfig | None):
