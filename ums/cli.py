@@ -8,21 +8,35 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import ums  # noqa: F401  (applies the offline settings before anything else is imported)
 from ums.cli_options import (
+    CliGroup,
+    CliTyper,
     ExecutorOption,
     SchedulerFileOption,
     SchedulerOption,
     WorkersOption,
+    choice_option,
     config_default,
+    config_option,
+    device_problem,
+    error_text,
     executor_overrides,
+    fail,
+    interrupted,
+    print_error,
+    shown,
+    version_option,
 )
 from ums.config import ConfigError, default_config_path, load_config
 from ums.workspace import Workspace, WorkspaceError
 
-app = typer.Typer(
+app = CliTyper(
+    name="ums",
+    cls=CliGroup,
     help="Build registered, labelled IR/visible datasets from DJI M30T flights.",
     no_args_is_help=True,
     add_completion=False,
@@ -31,32 +45,72 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 
 WorkspaceOption = typer.Option(
-    None, "--workspace", "-w", envvar="UMS_WORKSPACE",
+    None, "--workspace", "-w", envvar="UMS_WORKSPACE", metavar="DIR",
     help="Workspace folder [default: ./ums-workspace].",
 )
+ProgressOption = typer.Option(True, help="Show a progress bar.")
+# what each stage needs done first: named when a run finds nothing to do
+PREVIOUS_STAGE = {"crop": "ums ingest", "align": "ums crop", "autolabel": "ums align"}
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+@app.callback()
+def main(version: bool = version_option("ums", ums.__version__)) -> None:
+    """Build registered, labelled IR/visible datasets from DJI M30T flights."""
 
 
 def _finish(report, stage: str) -> None:
-    """Print what the run could not do, and exit non-zero when it did nothing or left work undone."""
-    for notice in report.notices:
-        console.print(f"[yellow]{notice}[/yellow]")
+    """Print what the run could not do. Exit 0 when every planned task is done or skipped; exit 1,
+    with one line of the real counts, when any failed or was not run, or when there was nothing to do."""
+    if getattr(report, "planned", None) != 0:  # with nothing planned, the error line says it
+        for notice in report.notices:
+            console.print(f"[yellow]{escape(notice)}[/yellow]")
+    shortfall = _shortfall(report, stage)
+    if shortfall:
+        fail(shortfall, 1)
+
+
+def _shortfall(report, stage: str) -> str | None:
+    planned = getattr(report, "planned", None)
+    failed, not_run = getattr(report, "failed", 0), getattr(report, "not_run", 0)
+    if planned == 0:
+        before = PREVIOUS_STAGE.get(stage)
+        return f"nothing to {stage}: no capture is ready for it" + (f" (run `{before}` first)" if before else "")
+    if failed and not_run:
+        return (f"{failed} of {planned} {stage} tasks failed and {not_run} were not run (`ums status --issues` lists why; "
+                f"rerun `ums {stage}` to retry and resume them)")
+    if failed:
+        counted = f"all {planned}" if failed == planned else f"{failed} of {planned}"
+        return f"{counted} {stage} tasks failed (`ums status --issues` lists why; rerun `ums {stage}` to retry them)"
+    if not_run:
+        return f"{not_run} of {planned} {stage} tasks were not run (rerun `ums {stage}` to resume)"
     if report.incomplete:
-        raise typer.Exit(1)
-    if getattr(report, "planned", None) == 0:
-        raise typer.Exit(1)
-    if getattr(report, "failed", 0) and not (report.done or report.skipped):
-        console.print(f"[red]every {stage} task failed[/red]: `ums status --issues` lists why")
-        raise typer.Exit(1)
+        return f"{stage} did not finish (rerun `ums {stage}` to resume)"
+    return None
 
 
-def _interrupted(stage: str) -> None:
-    console.print(f"[yellow]{stage} interrupted[/yellow]: what finished is recorded; rerun the same command to resume")
-    raise typer.Exit(130)
+def _check_devices(settings, stage: str) -> None:
+    """A device this machine lacks fails now, before the run starts. A Dask cluster's workers may
+    have GPUs this machine lacks, so there the workers decide; ECC runs on the CPU whatever is set."""
+    if getattr(settings, "executor", "local") == "dask" or (stage == "align" and settings.method != "learned"):
+        return
+    for key, device in _devices(settings):
+        problem = device_problem(device)
+        if problem:
+            fail(problem if key == "device" else f"{problem.removesuffix(')')}; setting {key})")
+
+
+def _devices(settings, prefix: str = "") -> list[tuple[str, str]]:
+    """Every ``device`` setting, nested ones included (autolabel: detector.device, sam.device)."""
+    from pydantic import BaseModel
+
+    found = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if name == "device" and isinstance(value, str):
+            found.append((prefix + name, value))
+        elif isinstance(value, BaseModel):
+            found += _devices(value, f"{prefix}{name}.")
+    return found
 
 
 def _table(title: str, rows: list[tuple[str, object]]) -> Table:
@@ -72,9 +126,9 @@ def _table(title: str, rows: list[tuple[str, object]]) -> Table:
 def ingest(
     flight_dir: Path = typer.Argument(..., help="A flight folder: an SD card's DCIM or any folder below it."),
     workspace: Optional[Path] = WorkspaceOption,
-    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/ingest.yaml]."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    max_issues: int = typer.Option(20, help="Issues to print (all are recorded)."),
+    config: Optional[Path] = config_option("ingest"),
+    progress: bool = ProgressOption,
+    max_issues: int = typer.Option(20, min=0, help="Issues to print (all are recorded)."),
     workers: Optional[int] = WorkersOption,
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
@@ -91,10 +145,10 @@ def ingest(
         check_flight(flight_dir)  # before Workspace.open creates the workspace: a run that finds nothing leaves none
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
-    except (ConfigError, FileNotFoundError, NothingToIngest, WorkspaceError, ExecutorError) as exc:
-        _fail(str(exc))
+    except (ConfigError, OSError, NothingToIngest, WorkspaceError, ExecutorError) as exc:
+        fail(exc)
     except KeyboardInterrupt:
-        _interrupted("ingest")
+        interrupted("ingest")
     console.print(_table(f"ingest {report.flight_root}", report.rows()))
     _issue_lines(report.issues, max_issues)
     _finish(report, "ingest")
@@ -111,8 +165,8 @@ def status(
     try:
         with Workspace.open(workspace, create=False) as ws:
             summary = summarize(ws)
-    except WorkspaceError as exc:
-        _fail(str(exc))
+    except (WorkspaceError, OSError) as exc:
+        fail(exc)
     Console().print(_table("ums status", summary.rows()))
     if issues:
         for issue in summary.issues:
@@ -129,28 +183,27 @@ def manifest(
     from ums.manifest import manifest_lines, manifest_records
 
     try:
-        ws = Workspace.open(workspace, create=False)
-    except WorkspaceError as exc:
-        _fail(str(exc))
-    with ws:
-        if json_lines:
-            for line in manifest_lines(ws, redact):
-                sys.stdout.write(line + "\n")
-            return
-        table = Table("capture", "time", "frames", "raw thermal", "issues")
-        for record in manifest_records(ws, redact):
-            raw = record["thermal_raw"]
-            table.add_row(record["capture_id"], record["timestamp"] or "-",
-                          " ".join(sorted(record["frames"])),
-                          "x".join(map(str, raw["shape"])) if raw else "-", str(len(record["issues"])))
-        Console().print(table)
+        with Workspace.open(workspace, create=False) as ws:
+            if json_lines:
+                for line in manifest_lines(ws, redact):
+                    sys.stdout.write(line + "\n")
+                return
+            table = Table("capture", "time", "frames", "raw thermal", "issues")
+            for record in manifest_records(ws, redact):
+                raw = record["thermal_raw"]
+                table.add_row(record["capture_id"], record["timestamp"] or "-",
+                              " ".join(sorted(record["frames"])),
+                              "x".join(map(str, raw["shape"])) if raw else "-", str(len(record["issues"])))
+    except (WorkspaceError, OSError) as exc:
+        fail(exc)
+    Console().print(table)
 
 
 def _issue_lines(issues, limit: int) -> None:
     by_severity = sorted(issues, key=lambda i: ("error", "warning", "info").index(i.level))
     for issue in by_severity[:limit]:
         colour = "red" if issue.level == "error" else "yellow"
-        console.print(f"[{colour}]{issue.level}[/{colour}] {issue.describe()}")
+        console.print(f"[{colour}]{issue.level}[/{colour}] {escape(issue.describe())}")
     if len(issues) > limit:
         console.print(f"... and {len(issues) - limit} more: `ums status --issues`")
 
@@ -163,12 +216,13 @@ def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path
     try:
         settings = load_config(config_model, config or default_config_path(stage),
                                show_progress=progress and sys.stderr.isatty(), **executor, **overrides)
+        _check_devices(settings, stage)
         with Workspace.open(workspace, create=False) as ws:
             report = run(ws, settings)
-    except (ConfigError, FileNotFoundError, ValueError, WorkspaceError, ExecutorError) as exc:
-        _fail(str(exc))
+    except (ConfigError, OSError, ValueError, WorkspaceError, ExecutorError) as exc:
+        fail(exc)
     except KeyboardInterrupt:
-        _interrupted(stage)
+        interrupted(stage)
     console.print(_table(f"ums {stage}", report.rows()))
     _issue_lines(report.issues or [], 20)
     _finish(report, stage)
@@ -177,10 +231,11 @@ def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path
 @app.command()
 def crop(
     workspace: Optional[Path] = WorkspaceOption,
-    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/crop.yaml]."),
-    size: Optional[str] = typer.Option(None, help="Output size WxH on the thermal grid, e.g. 1280x1024.",
-                                       show_default=f"{config_default('crop', 'output_width')}x{config_default('crop', 'output_height')}"),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    config: Optional[Path] = config_option("crop"),
+    size: Optional[str] = typer.Option(None, metavar="WxH", help=shown(
+        "Output size on the thermal grid, e.g. 1280x1024.",
+        f"{config_default('crop', 'output_width')}x{config_default('crop', 'output_height')}")),
+    progress: bool = ProgressOption,
     workers: Optional[int] = WorkersOption,
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
@@ -194,7 +249,7 @@ def crop(
         try:
             width, height = (int(v) for v in size.lower().split("x"))
         except ValueError:
-            _fail(f"--size must read WIDTHxHEIGHT (e.g. 640x512), not {size!r}")
+            fail(f"--size {size!r} is no size (write WIDTHxHEIGHT, e.g. --size 640x512)")
     _run_workspace_stage("crop", CropConfig, crop_workspace, workspace, config, progress,
                          executor_overrides(workers, executor, scheduler, scheduler_file),
                          output_width=width, output_height=height)
@@ -203,15 +258,16 @@ def crop(
 @app.command()
 def align(
     workspace: Optional[Path] = WorkspaceOption,
-    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/align.yaml]."),
-    method: Optional[str] = typer.Option(None, help="ecc (classical) or learned.", show_default=config_default("align", "method")),
-    motion: Optional[str] = typer.Option(None, help="ECC model: translation, euclidean or similarity.",
-                                         show_default=config_default("align", "motion")),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint of the learned method (from `ums align-train`).",
-                                           show_default=config_default("align", "weights")),
-    device: Optional[str] = typer.Option(None, help="Device of the learned method: cpu, cuda, cuda:1 ...",
-                                         show_default=config_default("align", "device")),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    config: Optional[Path] = config_option("align"),
+    method: Optional[str] = choice_option("ums.align.stage:AlignConfig.method", "ecc (classical) or learned (ECC, then "
+                                          "the residual net).", shown_default=config_default("align", "method")),
+    motion: Optional[str] = choice_option("ums.align.stage:AlignConfig.motion", "ECC's global motion model.",
+                                          shown_default=config_default("align", "motion")),
+    weights: Optional[Path] = typer.Option(None, metavar="FILE", help=shown(
+        "Checkpoint of the learned method (from `ums align-train`).", config_default("align", "weights") + ": the net shipped with ums")),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help=shown(
+        "Device of the learned method: cpu, cuda, cuda:1 ...", config_default("align", "device"))),
+    progress: bool = ProgressOption,
     workers: Optional[int] = WorkersOption,
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
@@ -227,42 +283,47 @@ def align(
 
 @app.command("align-train")
 def align_train(
-    pairs: list[Path] = typer.Option(..., "--pairs", help="Folder of aligned pairs (ir/ + vi/); repeatable."),
-    out: Path = typer.Option(..., help="Checkpoint to write (.pt); a .loss.png curve is written beside it."),
-    model: str = typer.Option("dense", help="dense: the SuperFusion-style net from scratch; refiner: the residual "
-                                            "net of the learned cascade (after ECC; what `ums align --method learned` ships)."),
+    pairs: list[Path] = typer.Option(..., "--pairs", metavar="DIR", help="Folder of aligned pairs (ir/ + vi/); repeatable."),
+    out: Path = typer.Option(..., metavar="FILE", help="Checkpoint to write (.pt); a .loss.png curve is written beside it."),
+    model: str = choice_option("ums.align.learned.train:AlignTrainConfig.model", "dense: the SuperFusion-style net from "
+                               "scratch; refiner: the residual net of the learned cascade (after ECC; what `ums align "
+                               "--method learned` ships).", "dense"),
     steps: int = typer.Option(1000, help="Optimiser steps."),
     batch: int = typer.Option(16, help="Pairs per step."),
     crop: int = typer.Option(256, help="Training crop size (multiple of 8)."),
     width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published size."),
     spread: float = typer.Option(8.0, help="Refiner: sigma (level px) of the confidence-weighted averaging of its flows; 0: none."),
-    readout: str = typer.Option("soft-argmax", help="Cost-volume readout: soft-argmax, or regress (the published 1.82 M-parameter net)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    readout: str = choice_option("ums.align.learned.train:AlignTrainConfig.readout", "Cost-volume readout: soft-argmax, "
+                                 "or regress (the published 1.82 M-parameter net).", "soft-argmax"),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda ..."),
     seed: int = typer.Option(0, help="Random seed of the warps, crops and initial weights."),
-    translation_px: Optional[float] = typer.Option(None, help="Largest synthetic translation (px).",
-                                                   show_default="each regime's own: 16 drone-like, 15 SuperFusion-like"),
-    val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", help="Held-out aligned pairs to score; repeatable.",
-                                                   show_default="none"),
+    translation_px: Optional[float] = typer.Option(None, help=shown("Largest synthetic translation (px).",
+                                                                    "each regime's own: 16 drone-like, 15 SuperFusion-like")),
+    val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", metavar="DIR",
+                                                   help=shown("Held-out aligned pairs to score; repeatable.", "none")),
     val_every: int = typer.Option(0, help="Steps between validations (0: after the last step only)."),
     save_every: int = typer.Option(0, help="Steps between resumable training-state saves (0: at the end)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the training state beside --out."),
-    max_seconds: Optional[float] = typer.Option(None, help="Stop after this much wall time; --resume continues.",
-                                                show_default="no limit"),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    max_seconds: Optional[float] = typer.Option(None, help=shown("Stop after this much wall time; --resume continues.", "no limit")),
+    progress: bool = ProgressOption,
 ) -> None:
     """Train a learned registration net (the cascade's refiner or the dense net) on synthetic warps of aligned pairs."""
     from ums.align.learned.train import AlignTrainConfig, train_registration
 
+    problem = device_problem(device)
+    if problem:
+        fail(problem)
     try:
-        settings = AlignTrainConfig(pairs=pairs, out=out, model=model, steps=steps, batch=batch, crop=crop, width=width,
-                                    spread=spread,
-                                    readout=readout, device=device, seed=seed, translation_px=translation_px,
-                                    val_pairs=val_pairs or [], val_every=val_every,
-                                    save_every=save_every, resume=resume, max_seconds=max_seconds,
-                                    show_progress=progress and sys.stderr.isatty())
+        settings = load_config(AlignTrainConfig, None, pairs=pairs, out=out, model=model, steps=steps, batch=batch,
+                               crop=crop, width=width, spread=spread, readout=readout, device=device, seed=seed,
+                               translation_px=translation_px, val_pairs=val_pairs or [], val_every=val_every,
+                               save_every=save_every, resume=resume, max_seconds=max_seconds,
+                               show_progress=progress and sys.stderr.isatty())
         history = train_registration(settings)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    except (ValueError, OSError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted("align-train")
     if history:
         console.print(f"trained to step {len(history)}: end-point error {history[0]['epe']:.2f} -> "
                       f"{history[-1]['epe']:.2f} px")
@@ -274,24 +335,26 @@ def align_train(
 @app.command()
 def autolabel(
     workspace: Optional[Path] = WorkspaceOption,
-    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/autolabel.yaml]."),
-    detector: Optional[Path] = typer.Option(None, "--detector", show_default="none: required",
-                                            help="Detector: an ultralytics model or YOLOv7 ONNX export, "
-                                                 "or a name from `ums weights list`."),
-    detector_format: Optional[str] = typer.Option(None, help="auto, ultralytics or yolov7-onnx.",
-                                                  show_default=config_default("autolabel", "detector.format")),
-    taxonomy: Optional[str] = typer.Option(None, help="labels/ file naming the detector's classes.",
-                                           show_default=config_default("autolabel", "detector.taxonomy")),
-    sam: Optional[Path] = typer.Option(None, "--sam", show_default="none: required unless --no-masks",
-                                       help="SAM checkpoint (official sam_vit_b/l/h), or sam_vit_b/l/h (`ums weights`)."),
-    sam_type: Optional[str] = typer.Option(None, help="vit_b, vit_l or vit_h.", show_default=config_default("autolabel", "sam.model_type")),
-    sam_image: Optional[str] = typer.Option(None, help="Image SAM segments: visible, thermal or best.",
-                                            show_default=config_default("autolabel", "sam.image")),
+    config: Optional[Path] = config_option("autolabel"),
+    detector: Optional[Path] = typer.Option(None, "--detector", metavar="FILE|NAME", help=shown(
+        "Detector: an ultralytics model or YOLOv7 ONNX export, or a name from `ums weights list`.", "none: required")),
+    detector_format: Optional[str] = choice_option("ums.autolabel.detectors:DetectorConfig.format", "What --detector is "
+                                                   "(auto: recognised from the file).",
+                                                   shown_default=config_default("autolabel", "detector.format")),
+    taxonomy: Optional[str] = typer.Option(None, metavar="NAME", help=shown(
+        "labels/ file naming the detector's classes.", config_default("autolabel", "detector.taxonomy"))),
+    sam: Optional[Path] = typer.Option(None, "--sam", metavar="FILE|NAME", help=shown(
+        "SAM checkpoint (official sam_vit_b/l/h), or sam_vit_b/l/h (`ums weights`).", "none: required unless --no-masks")),
+    sam_type: Optional[str] = choice_option("ums.autolabel.masks:ARCHITECTURES", "SAM architecture of --sam.",
+                                            shown_default=config_default("autolabel", "sam.model_type")),
+    sam_image: Optional[str] = choice_option("ums.autolabel.masks:SamConfig.image", "Image SAM segments (best: per box, "
+                                             "the modality whose detector scored it higher).",
+                                             shown_default=config_default("autolabel", "sam.image")),
     masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
-    device: Optional[str] = typer.Option(None, help="Device of the detector and SAM: cpu, cuda, cuda:1 ...",
-                                         show_default=config_default("autolabel", "detector.device")),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help=shown(
+        "Device of the detector and SAM: cpu, cuda, cuda:1 ...", config_default("autolabel", "detector.device"))),
     force: Optional[bool] = typer.Option(None, "--force", help="Replace unreviewed automatic labels."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = ProgressOption,
     workers: Optional[int] = WorkersOption,
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
@@ -310,12 +373,12 @@ def autolabel(
 @app.command()
 def review(
     workspace: Optional[Path] = WorkspaceOption,
-    port: int = typer.Option(5151, help="Port of the FiftyOne App (bound to 127.0.0.1)."),
+    port: int = typer.Option(5151, min=1, max=65535, help="Port of the FiftyOne App (bound to 127.0.0.1)."),
     launch: bool = typer.Option(True, "--launch/--no-launch", help="Serve the App after building the dataset."),
     sync: bool = typer.Option(False, "--sync", help="Bring the reviewer's tags, edits, deletions and additions back."),
 ) -> None:
     """Review pairs and labels in the FiftyOne App; --sync brings the review back as human labels."""
-    from ums.review import build_review_dataset, launch_app, sync_review
+    from ums.review import NothingToReview, build_review_dataset, launch_app, sync_review
 
     try:
         with Workspace.open(workspace, create=False) as ws:
@@ -328,18 +391,23 @@ def review(
             console.print(f"review dataset {dataset.name}: {len(dataset.select_group_slices(['infrared', 'visible']))} "
                           f"samples in {len(dataset.distinct('capture_id'))} capture groups; saved views: "
                           f"{', '.join(dataset.list_saved_views())}")
-    except (FileNotFoundError, RuntimeError, WorkspaceError) as exc:
-        _fail(str(exc))
+    except NothingToReview as exc:
+        fail(exc, 1)
+    except (OSError, RuntimeError, WorkspaceError) as exc:
+        fail(exc)
     if launch:
         console.print(f"FiftyOne App: http://127.0.0.1:{port}/ (Ctrl-C to stop; then `ums review --sync`)")
-        launch_app(dataset, port)
+        try:
+            launch_app(dataset, port)
+        except KeyboardInterrupt:  # Ctrl-C is how the App is meant to stop: no interruption to report
+            console.print("FiftyOne App stopped: `ums review --sync` brings the review back")
 
 
 @app.command()
 def split(
     workspace: Optional[Path] = WorkspaceOption,
-    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/split.yaml]."),
-    seed: Optional[int] = typer.Option(None, help="Random seed.", show_default=config_default("split", "seed")),
+    config: Optional[Path] = config_option("split"),
+    seed: Optional[int] = typer.Option(None, help=shown("Random seed.", config_default("split", "seed"))),
 ) -> None:
     """train / val / test by blocks of consecutive captures, stratified, rejected pairs left out."""
     from ums.split import SplitConfig, split_workspace
@@ -348,8 +416,8 @@ def split(
         settings = load_config(SplitConfig, config or default_config_path("split"), seed=seed)
         with Workspace.open(workspace, create=False) as ws:
             report = split_workspace(ws, settings)
-    except (ConfigError, WorkspaceError) as exc:
-        _fail(str(exc))
+    except (ConfigError, WorkspaceError, OSError) as exc:
+        fail(exc)
     # strata read `class:car: 3`: with emoji codes on, rich would print `class🚗 3`
     plain = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
     plain.print(_table("ums split", report.rows()))
@@ -359,21 +427,30 @@ def split(
 
 @app.command()
 def export(
-    out: Path = typer.Argument(..., help="Folder to write the export into."),
-    format: str = typer.Option(..., "--format", "-f", help="msrs (for tsjnet train), coco, yolo, voc or semantic."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write the export into: new, empty, or an earlier "
+                                                         "export of this workspace in this format."),
+    format: str = choice_option("ums.export:FORMATS", "The layout (msrs: what tsjnet train reads).", ..., "--format", "-f"),
     redact: bool = typer.Option(False, help="Drop GPS and laser-range-finder positions, serial numbers and absolute "
                                             "paths from exported metadata."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete what OUT holds first (needed for a folder that "
+                                                               "is not this workspace's export in this format)."),
     workspace: Optional[Path] = WorkspaceOption,
 ) -> None:
     """Aligned pairs and their labels: the MSRS layout with a dataset card, COCO, YOLO, VOC or semantic PNGs."""
-    from ums.export import export_workspace
+    from ums.export import NothingToExport, export_workspace
 
     try:
         with Workspace.open(workspace, create=False) as ws:
-            report = export_workspace(ws, out, format, redact)
-    except (ValueError, WorkspaceError) as exc:
-        _fail(str(exc))
+            report = export_workspace(ws, out, format, redact, overwrite)
+    except NothingToExport as exc:
+        fail(exc, 1)
+    except (ValueError, WorkspaceError, OSError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted("export")
     plain = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)  # messages quote `ums split` etc. verbatim
+    if report.cleared:
+        plain.print(f"--overwrite: deleted the {report.cleared} entries {out} held")
     splits = ", ".join(f"{name} {count}" for name, count in report.splits.items())
     plain.print(f"exported {report.pairs} pairs ({splits}) and {report.labels} labels as {format} to {out}")
     if report.removed_temporaries:
@@ -384,13 +461,13 @@ def export(
 
 @app.command("synth-flight")
 def synth_flight_command(
-    out: Path = typer.Argument(..., help="Folder to write the flight into (DCIM/... + groundtruth.json)."),
-    pairs: Optional[Path] = typer.Option(None, help="Aligned IR/visible pairs (ir/ + vi/), e.g. ../shared/data/llvip/train.",
-                                         show_default="procedural scenes"),
-    n: Optional[int] = typer.Option(None, "--n", help="Number of captures.", show_default=config_default("synth-flight", "n")),
-    seed: Optional[int] = typer.Option(None, help="Random seed.", show_default=config_default("synth-flight", "seed")),
-    config: Optional[Path] = typer.Option(None, help="YAML settings [default: pipelines/synth-flight.yaml]."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write the flight into (DCIM/... + groundtruth.json)."),
+    pairs: Optional[Path] = typer.Option(None, metavar="DIR", help=shown(
+        "Aligned IR/visible pairs (ir/ + vi/), e.g. ../shared/data/llvip/train.", "procedural scenes")),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help=shown("Number of captures.", config_default("synth-flight", "n"))),
+    seed: Optional[int] = typer.Option(None, help=shown("Random seed.", config_default("synth-flight", "seed"))),
+    config: Optional[Path] = config_option("synth-flight"),
+    progress: bool = ProgressOption,
 ) -> None:
     """Write a synthetic M30T flight (W + T frames, DJI metadata) with exact ground truth."""
     from ums.synth import SynthFlightConfig, synth_flight
@@ -399,8 +476,10 @@ def synth_flight_command(
         settings = load_config(SynthFlightConfig, config or default_config_path("synth-flight"),
                                n=n, seed=seed, pairs=pairs, show_progress=progress and sys.stderr.isatty())
         truth = synth_flight(out, settings)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    except (ConfigError, OSError, ValueError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted("synth-flight")
     console.print(f"wrote {settings.n} captures under {out}; ground truth: {truth}")
 
 
@@ -415,30 +494,35 @@ def report(
     try:
         with Workspace.open(workspace, create=False) as ws:
             page = write_html_report(ws, page_size)
-    except WorkspaceError as exc:
-        _fail(str(exc))
+    except (WorkspaceError, OSError) as exc:
+        fail(exc)
     console.print(f"report: {page}")
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo-out"), help="Folder for the synthetic flight and its workspace."),
-    n: int = typer.Option(6, "--n", help="Number of captures."),
+    out: Path = typer.Option(Path("demo-out"), metavar="DIR", help="Folder for the synthetic flight and its workspace."),
+    n: int = typer.Option(6, "--n", min=1, help="Number of captures."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The whole pipeline on an embedded default: a procedural flight through every stage, then a report."""
     from ums.demo import run_demo
 
-    result = run_demo(out, n=n, show_progress=progress and sys.stderr.isatty())
+    try:
+        result = run_demo(out, n=n, show_progress=progress and sys.stderr.isatty())
+    except (WorkspaceError, ConfigError, OSError, ValueError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted("demo")
     if isinstance(result.autolabel, str):
         console.print(f"[yellow]autolabel {result.autolabel}[/yellow]")
     console.print(_table("ums demo", result.rows()))
     console.print(f"open {result.report} in a browser")
 
 
-weights_app = typer.Typer(help="Public model weights by name (--detector yolov8x, --sam sam_vit_b): list, download (the only "
-                               "command that uses the network), verify, path. Files live in UMS_HOME [~/.cache/ums].",
-                          no_args_is_help=True, rich_markup_mode=None)
+weights_app = CliTyper(help="Public model weights by name (--detector yolov8x, --sam sam_vit_b): list, download (the only "
+                             "command that uses the network), verify, path. Files live in UMS_HOME [~/.cache/ums].",
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(weights_app, name="weights")
 WEIGHT_COLUMNS = ("name", "for", "size", "licence", "source", "hash", "present")
 
@@ -452,8 +536,8 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="One JSON ob
 
     try:
         rows = listing()
-    except WeightsError as exc:
-        _fail(str(exc))
+    except (WeightsError, OSError) as exc:
+        fail(exc)
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
@@ -467,29 +551,31 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="One JSON ob
 
 
 @weights_app.command("download")
-def weights_download(names: list[str] = typer.Argument(..., help="Names from `ums weights list`.")) -> None:
+def weights_download(names: list[str] = typer.Argument(..., metavar="NAME", help="Names from `ums weights list`.")) -> None:
     """Fetch weights into UMS_HOME: resumable, size- and SHA-256-checked. UMS_WEIGHTS_MIRROR=URL fetches
     <URL>/<file name> instead of the publisher's address."""
-    failed = [name for name in names if not _download_one(name)]
+    from ums.weights import WeightsError, lookup
+
+    try:
+        entries = [lookup(name) for name in names]  # every name is known before anything is fetched
+    except WeightsError as exc:
+        fail(exc)
+    failed = [entry.name for entry in entries if not _download_one(entry)]
     if failed:
-        console.print(f"[red]not downloaded[/red]: {' '.join(failed)}")
         raise typer.Exit(1)
 
 
-def _download_one(name: str) -> bool:
-    from rich.markup import escape
-
-    from ums.weights import WeightsError, download, lookup, next_step
+def _download_one(entry) -> bool:
+    from ums.weights import WeightsError, download, next_step
 
     try:
-        entry = lookup(name)
-        path = download(entry, on_progress=_byte_progress(name) if sys.stderr.isatty() else None)
-    except WeightsError as exc:
-        console.print(f"[red]{name}[/red]: {escape(str(exc))}")
+        path = download(entry, on_progress=_byte_progress(entry.name) if sys.stderr.isatty() else None)
+    except (WeightsError, OSError) as exc:
+        print_error(f"{entry.name}: {error_text(exc)}")
         return False
-    console.print(f"{name}: {path}")
+    console.print(f"{entry.name}: {escape(str(path))}")
     if next_step(entry):
-        console.print(f"  next: {next_step(entry)}")
+        console.print(f"  next: {escape(next_step(entry))}")
     return True
 
 
@@ -502,39 +588,39 @@ def _byte_progress(name: str):
 
 
 @weights_app.command("verify")
-def weights_verify(names: Optional[list[str]] = typer.Argument(None, help="Names [default: every file present].")) -> None:
-    """Check weights against their sizes and SHA-256 (a hash never recorded is recorded now); exit 1 on a mismatch."""
-    from rich.markup import escape
-
+def weights_verify(names: Optional[list[str]] = typer.Argument(None, metavar="NAME", help="Names [default: every file present].")) -> None:
+    """Check weights against what is published of them (size, SHA-256), that they are PyTorch checkpoints,
+    and against the SHA-256 recorded at download (recorded now if never); exit 1 on a mismatch."""
     from ums.weights import WeightsError, verify, weights_home
 
     try:
         verdicts = verify(names)
-    except WeightsError as exc:
-        _fail(str(exc))
-    for verdict in verdicts:
-        console.print(f"{verdict.name}: {'[green]ok[/green]' if verdict.ok else '[red]FAILED[/red]'} {escape(verdict.message)}")
+    except (WeightsError, OSError) as exc:
+        fail(exc)
     if not verdicts:
-        console.print(f"no registered weights in {weights_home()}")
+        fail(f"no registered weight file in {weights_home()} (fetch one with `ums weights download NAME`, or set UMS_HOME "
+              "to where they are)", 1)
+    for verdict in verdicts:
+        if verdict.ok:
+            console.print(f"{verdict.name}: [green]ok[/green] {escape(verdict.message)}")
+        else:
+            print_error(f"{verdict.name}: {verdict.message} ({verdict.next_step})")
     if not all(verdict.ok for verdict in verdicts):
         raise typer.Exit(1)
 
 
 @weights_app.command("path")
-def weights_path(name: str = typer.Argument(..., help="A name from `ums weights list`.")) -> None:
+def weights_path(name: str = typer.Argument(..., metavar="NAME", help="A name from `ums weights list`.")) -> None:
     """Print the file NAME stands for wherever a weight path is taken; exit 1 while it is absent."""
     from ums.weights import UnknownWeights, local_path, lookup, missing_message, weights_home
 
     try:
         entry = lookup(name)
     except UnknownWeights as exc:
-        _fail(str(exc))
+        fail(exc)
     path = local_path(entry, weights_home())
     typer.echo(str(path))
     if not path.is_file():
-        console.print(f"[yellow]{name} is absent[/yellow]: {missing_message(entry, weights_home())}")
-        raise typer.Exit(1)
+        fail(f"{name} is absent: {missing_message(entry, weights_home())}", 1)
 
 
-def main() -> None:  # pragma: no cover - console-script entry point
-    app()

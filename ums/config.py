@@ -19,7 +19,12 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
-    pass
+    """Settings that cannot be used: the message is one line naming each bad setting, where it came
+    from and what to do; ``problems`` holds one entry per bad setting."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def default_config_path(stage: str) -> Path | None:
@@ -28,23 +33,41 @@ def default_config_path(stage: str) -> Path | None:
     return path if path.exists() else None
 
 
-def load_config(model: type[ConfigT], path: str | Path | None = None, **overrides: Any) -> ConfigT:
-    """``model`` from its defaults, then ``path`` (YAML), then non-None ``overrides``."""
+def load_config(model: type[ConfigT], path: str | Path | None = None, /, **overrides: Any) -> ConfigT:
+    """``model`` from its defaults, then ``path`` (YAML), then non-None ``overrides`` (positional-only
+    parameters, so that a setting may be called ``model`` or ``path``)."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc} (check the --config path)") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot read config {path}: not valid YAML{_yaml_place(exc)} (fix its syntax)") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must be a mapping of settings")
+            raise ConfigError(f"config {path} must be a mapping of settings, e.g. `seed: 3` on its own line "
+                              f"(it holds a {type(loaded).__name__})")
         values.update(loaded)
     _deep_update(values, overrides)
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_describe_errors(model, exc, values, path, overrides)) from exc
+        problems = _describe_errors(model, exc, values, path, overrides)
+        raise ConfigError(f"{'; '.join(problems)} ({_next_step(problems, path)})", problems) from exc
+
+
+def _yaml_place(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}" if problem else where
+
+
+def _next_step(problems: list[str], path: Path | None) -> str:
+    if path is not None and any(problem.split(":")[0].endswith(f" in {path}") for problem in problems):
+        return f"correct it in {path}"
+    return "`--help` says what each option takes"
 
 
 def _deep_update(values: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -66,8 +89,9 @@ _MAX_VALUE_CHARS = 80
 
 
 def _describe_errors(model: type[BaseModel], exc: ValidationError, given: dict[str, Any], path: Path | None,
-                     overrides: dict[str, Any]) -> str:
-    """One line per bad setting: pydantic's own text spreads each over three lines, in its terms."""
+                     overrides: dict[str, Any]) -> list[str]:
+    """One entry per bad setting: pydantic's own text spreads each over three lines, in its terms,
+    with a link to its documentation."""
     stage = re.sub(r"(?<!^)(?=[A-Z])", "-", model.__name__.removesuffix("Config")).lower() or model.__name__
     lines: dict[tuple[str, ...], list[str]] = {}
     heads: dict[tuple[str, ...], str] = {}
@@ -89,7 +113,7 @@ def _describe_errors(model: type[BaseModel], exc: ValidationError, given: dict[s
         else:
             message = _MESSAGE_PREFIX.sub("", _MESSAGE_SUBJECT.sub("", " ".join(error["msg"].split())))
         lines.setdefault(parts, []).append(message)
-    return "\n".join(f"{heads[parts]}: {'; or '.join(dict.fromkeys(messages))}" for parts, messages in lines.items())
+    return [f"{heads[parts]}: {' or '.join(dict.fromkeys(messages))}" for parts, messages in lines.items()]
 
 
 def _setting_path(error: Any, given: dict[str, Any]) -> tuple[str, ...]:

@@ -21,6 +21,11 @@ name them in ``unsplit.txt``. Warnings are recorded as issues of stage ``export`
 
 An export first deletes the temporaries that killed writers (``.<name>.<pid>.tmp``, :mod:`ums.atomic`) left in
 the folder, so a rerun after a crash equals a clean export.
+
+The folder must be new, empty, or an earlier export of the same workspace in the same format (its first
+file, ``.ums-export.json``, says so, even when that export was killed): anything else would merge two
+datasets or two layouts into one. ``overwrite`` deletes what the folder holds first. The workspace's own
+folder, a folder inside it and a folder holding it are always refused.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import EXPORT
 from ums.stages import REVIEW as REVIEW_STAGE
 from ums.stages import SPLIT as SPLIT_STAGE
-from ums.atomic import remove_stale_temporaries, temporary_path, write_image, write_text
+from ums.atomic import TEMP_SUFFIX, remove_stale_temporaries, temporary_path, write_image, write_text
 from ums.masks import decode_rle, semantic_map
 from ums.dataset_card import write_metadata_and_card, write_msrs
 from ums.records import CaptureRecord, Issue, LabelRecord
@@ -49,9 +54,18 @@ from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
 FORMATS = ("msrs", "coco", "yolo", "voc", "semantic")
+EXPORT_MARK = ".ums-export.json"  # which workspace and format a folder holds an export of
 PAIR_FOLDERS = {"msrs": ("ir", "vi")}
 SPLIT_LAYOUTS = ("coco", "yolo")  # the formats whose files are per split; the others only list the splits
 MODALITIES = {"infrared": "data.yaml", "visible": "data-visible.yaml"}  # YOLO: one data yaml per modality
+
+
+class ExportError(ValueError):
+    """A folder the export will not write into; the message says what to do instead."""
+
+
+class NothingToExport(RuntimeError):
+    """No pair to export: nothing is aligned, or review rejected every aligned capture."""
 
 
 @dataclass
@@ -77,6 +91,7 @@ class ExportReport:
     labels: int = 0
     splits: dict[str, int] = field(default_factory=dict)  # pairs per split, unsplit ones under "unsplit"
     removed_temporaries: int = 0
+    cleared: int = 0  # entries ``overwrite`` deleted first
     issues: list[Issue] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, object]]:
@@ -85,17 +100,121 @@ class ExportReport:
                 ("stale temporaries removed", self.removed_temporaries), ("warnings", len(self.issues))]
 
 
-def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bool = False) -> ExportReport:
+def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bool = False,
+                     overwrite: bool = False) -> ExportReport:
+    """Export into ``out``; raises :class:`ExportError` for a folder it must not write into and
+    :class:`NothingToExport` when no pair would be exported (both before anything is written)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out)
+    check_destination(workspace, out, fmt, overwrite)
+    if not _exportable(workspace):
+        raise NothingToExport(_nothing_to_export(workspace))
     with workspace.recorded_run(EXPORT, {"out": str(out.resolve()), "format": fmt, "redact": redact}) as summary:
-        report = ExportReport(out, fmt, removed_temporaries=len(remove_stale_temporaries(out, only_dead_writers=True)))
+        cleared = clear_folder(out) if overwrite else 0
+        write_text(out / EXPORT_MARK, json.dumps(export_mark(workspace, fmt), sort_keys=True) + "\n")
+        report = ExportReport(out, fmt, removed_temporaries=len(remove_stale_temporaries(out, only_dead_writers=True)),
+                              cleared=cleared)
         _export(workspace, out, fmt, redact, report)
         workspace.replace_issues(EXPORT, "workspace", report.issues)
         summary.update(report.rows())
         summary["warnings"] = [issue.message for issue in report.issues]
     return report
+
+
+def export_mark(workspace: Workspace, fmt: str) -> dict[str, str]:
+    return {"workspace": str(workspace.root.resolve()), "format": fmt}
+
+
+def check_destination(workspace: Workspace, out: Path, fmt: str, overwrite: bool) -> None:
+    """Refuse a folder whose contents an export would silently mix with, or delete, other data."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder (name a new or empty folder for the export)")
+    target, root = out.resolve(), workspace.root.resolve()
+    elsewhere = root.parent / f"{root.name}-export"
+    if target == root or root in target.parents:
+        raise ExportError(f"{out} is inside the workspace {root} (export to a folder outside it, e.g. {elsewhere})")
+    if target in root.parents:
+        raise ExportError(f"{out} holds the workspace {root} (export to a folder of its own, e.g. {elsewhere})")
+    if not _holds_anything(out):
+        return
+    if overwrite:
+        home = Path.home().resolve()
+        if target == home or target in home.parents:
+            raise ExportError(f"--overwrite would delete everything in {out} (name a folder of the export's own)")
+        return
+    if _earlier_export(workspace, out, fmt):
+        return
+    raise ExportError(f"{out} is not empty and {_what_is_there(workspace, out, fmt)} (choose a new or empty folder, "
+                      "or add --overwrite to delete what it holds first)")
+
+
+def _holds_anything(out: Path) -> bool:
+    """Whether ``out`` holds more than the temporaries of a killed export (which may have died
+    writing its very first file, the mark)."""
+    if not out.exists():
+        return False
+    return any(not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)) for entry in out.iterdir())
+
+
+def _read_mark(out: Path) -> dict | None:
+    try:
+        mark = json.loads((out / EXPORT_MARK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def _earlier_export(workspace: Workspace, out: Path, fmt: str) -> bool:
+    """An export of this workspace in this format: marked so, or written before exports were marked
+    (its dataset card names the format and every capture it lists is one of the workspace's)."""
+    mark = _read_mark(out)
+    if mark is not None:
+        return mark == export_mark(workspace, fmt)
+    try:
+        card = (out / "README.md").read_text(encoding="utf-8")
+        listed = [json.loads(line)["capture_id"] for line in (out / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    known = {capture.capture_id for capture in workspace.captures()}
+    return card.startswith("# UMS dataset export") and f"--format {fmt}`" in card and bool(listed) and set(listed) <= known
+
+
+def _what_is_there(workspace: Workspace, out: Path, fmt: str) -> str:
+    mark = _read_mark(out)
+    if mark is None:
+        return "is no ums export"
+    if mark.get("workspace") != str(workspace.root.resolve()):
+        return f"holds an export of another workspace ({mark.get('workspace')})"
+    return f"holds a {mark.get('format')} export of this workspace, which a {fmt} export would mix with"
+
+
+def clear_folder(out: Path) -> int:
+    """Delete what ``out`` holds (links themselves, never what they point to); the number of entries."""
+    if not out.exists():
+        return 0
+    entries = list(out.iterdir())
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return len(entries)
+
+
+def _exportable(workspace: Workspace) -> list[tuple[CaptureRecord, dict]]:
+    """The aligned captures review has not rejected."""
+    return [(capture, aligned) for capture, aligned in workspace.captures_with(ALIGN_STAGE)
+            if "reject" not in (workspace.stage_result(capture.capture_id, REVIEW_STAGE) or {}).get("tags", [])]
+
+
+def _nothing_to_export(workspace: Workspace) -> str:
+    aligned = len(workspace.captures_with(ALIGN_STAGE))
+    if not aligned:
+        return (f"nothing to export: no capture in {workspace.root} is aligned yet (run `ums crop`, then `ums align`, "
+                "on this workspace first)")
+    return (f"nothing to export: review rejected all {aligned} aligned captures (take the reject tag off in "
+            "`ums review`, then run `ums review --sync`)")
 
 
 def _export(workspace: Workspace, out: Path, fmt: str, redact: bool, report: ExportReport) -> None:
@@ -130,9 +249,7 @@ def _split_warnings(pairs: list[ExportedPair], fmt: str) -> list[Issue]:
 def _copy_pairs(workspace: Workspace, out: Path, fmt: str) -> list[ExportedPair]:
     folders = PAIR_FOLDERS.get(fmt, ("infrared", "visible"))
     pairs = []
-    for capture, aligned in workspace.captures_with(ALIGN_STAGE):
-        if "reject" in (workspace.stage_result(capture.capture_id, REVIEW_STAGE) or {}).get("tags", []):
-            continue
+    for capture, aligned in _exportable(workspace):
         labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
         split = (workspace.stage_result(capture.capture_id, SPLIT_STAGE) or {}).get("split")
         pair = ExportedPair(capture, "", "", (0, 0), labels, split if split in SPLITS else None)

@@ -32,6 +32,10 @@ LOW_SCORE = 0.5
 SLICES = ("infrared", "visible")
 
 
+class NothingToReview(RuntimeError):
+    """The workspace has no aligned pair yet: a review dataset would have no slice to show."""
+
+
 def use_workspace_database(workspace: Workspace) -> Path:
     """Put FiftyOne's database inside the workspace unless the user chose one; must run before
     fiftyone is imported (it reads its settings once)."""
@@ -78,6 +82,9 @@ def connect_fiftyone(workspace: Workspace):
 
 def build_review_dataset(workspace: Workspace):
     """Create or refresh the persistent grouped dataset; returns it."""
+    if not workspace.captures_with(ALIGN_STAGE):  # checked before FiftyOne's database is started for nothing
+        raise NothingToReview(f"nothing to review: no capture in {workspace.root} is aligned yet "
+                              "(run `ums crop`, then `ums align`, on this workspace first)")
     fo = connect_fiftyone(workspace)
     from fiftyone import ViewField as F
 

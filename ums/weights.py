@@ -9,9 +9,14 @@ published, and how a copy is checked (``ums weights list | download | verify | p
   ``UMS_HOME`` or fails with the command to run: nothing is ever fetched implicitly.
 - ``UMS_WEIGHTS_MIRROR`` (a base URL) replaces every origin with ``<mirror>/<file name>``: a
   site's own copy for machines behind a firewall, and the tests' local server.
-- Integrity: the exact size where it is known, torchvision's SHA-256 prefix from the file
-  name, and for every file the full SHA-256 recorded on first download in
-  ``UMS_HOME/hashes.json`` (trust on first use: none of these publishers gives a full hash).
+- Integrity: what the registry can know about each file, and nothing is called verified beyond it:
+  the exact size and full SHA-256 of the SAM files; torchvision's approximate size and the SHA-256
+  prefix its file names carry; for every file, that it is a PyTorch checkpoint (a wrong or truncated
+  download is not); and the full SHA-256 recorded on first download in ``UMS_HOME/hashes.json``,
+  which shows later changes only (trust on first use: for the ultralytics, YOLOv7 and TSJNet files
+  no size or hash is published).
+- A download reaches its final name only whole and checked: a body cut short (a dropped connection,
+  a truncated chunked response) stays in ``<file>.part`` for the next run to complete.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +41,9 @@ CHUNK = 1 << 20
 TIMEOUT_S = 60
 # torchvision's _file_size is MiB rounded to 3 decimals: allow the rounding and a little more
 APPROX_TOLERANCE_MIB = 0.001
+# the start of torch.save's legacy (pre-zip) format: pickle protocol 2, then torch's magic number
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 Progress = Callable[[int, int | None], None]
 
@@ -56,6 +65,7 @@ class Weight:
     source: str
     url: str | None  # None: the publisher's page needs a browser (manual download)
     size: int | None = None  # exact bytes, where the publisher's file is known
+    sha256: str | None = None  # the full SHA-256 of the publisher's file, where it is known
     approx_mib: float | None = None  # torchvision's published size
     sha256_prefix: str | None = None  # torch.hub's convention: file name "-<first 8 hex>."
     loads_as: str | None = None  # the derived file the pipeline reads (YOLOv7: its ONNX export)
@@ -86,10 +96,10 @@ TSJNET_MANUAL = ("manual download: the official checkpoint is only on Baidu Netd
                  "`ums weights verify tsjnet_official` records its SHA-256")
 
 
-def _sam(variant: str, file: str, size: int, note: str) -> Weight:
+def _sam(variant: str, file: str, size: int, sha256: str, note: str) -> Weight:
     return Weight(f"sam_{variant}", file, f"SAM ViT-{variant[-1].upper()} masks for autolabel (--sam; {note})",
                   "Apache-2.0", SAM_SOURCE, f"https://dl.fbaipublicfiles.com/segment_anything/{file}", size=size,
-                  model_type=variant)
+                  sha256=sha256, model_type=variant)
 
 
 def _ultralytics(family: str, scale: str) -> Weight:
@@ -124,10 +134,15 @@ def _registry(entries: Iterable[Weight]) -> dict[str, Weight]:
 
 
 REGISTRY: dict[str, Weight] = _registry([
-    # sizes: the byte counts these files are served with (the names' hex is no SHA-256 prefix)
-    _sam("vit_b", "sam_vit_b_01ec64.pth", 375_042_383, "fastest"),
-    _sam("vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607, "add --sam-type vit_l"),
-    _sam("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879, "best masks; add --sam-type vit_h"),
+    # sizes: the byte counts these files are served with (the names' hex is no SHA-256 prefix). Meta
+    # publishes no hash; these SHA-256 are the ones independent projects record for the files it
+    # serves (micro-sam's model registry among them), which agree with one another.
+    _sam("vit_b", "sam_vit_b_01ec64.pth", 375_042_383, "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+         "fastest"),
+    _sam("vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607, "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+         "add --sam-type vit_l"),
+    _sam("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879, "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+         "best masks; add --sam-type vit_h"),
     *(_ultralytics(family, scale) for family in ("yolov8", "yolo11", "yolo26") for scale in "nsmlx"),
     *(_yolov7(stem) for stem in ("yolov7-tiny", "yolov7", "yolov7x")),
     _torchvision("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 159.743,
@@ -158,7 +173,7 @@ def lookup(name: str) -> Weight:
     for entry in REGISTRY.values():
         if entry.file == name:
             return entry
-    raise UnknownWeights(f"{name!r} is not a registered weight; `ums weights list` shows the names")
+    raise UnknownWeights(f"{name!r} is not a registered weight (`ums weights list` shows the names)")
 
 
 def _fill(text: str, home: Path) -> str:
@@ -204,12 +219,25 @@ def size_problem(entry: Weight, size: int, recorded: dict | None) -> str | None:
 
 
 def hash_problem(entry: Weight, digest: str, recorded: dict | None) -> str | None:
+    if entry.sha256 and digest != entry.sha256:
+        return f"SHA-256 {digest[:16]}..., published {entry.sha256[:16]}..."
     if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
         return f"SHA-256 {digest[:16]}..., the file name says {entry.sha256_prefix}..."
     if recorded and digest != recorded["sha256"]:
         return (f"SHA-256 {digest[:16]}..., recorded {recorded['sha256'][:16]}... at first download ({recorded['recorded']}); "
                 f"if the publisher replaced the file, delete its line in {HASHES_FILE}")
     return None
+
+
+def format_problem(entry: Weight, path: Path) -> str | None:
+    """Every registered ``.pt``/``.pth`` is a torch.save file: a zip archive (whose directory sits at
+    its end, so a truncated copy fails too) or the legacy pickle format, which starts with a magic number."""
+    if not entry.file.endswith(CHECKPOINT_SUFFIXES) or zipfile.is_zipfile(path):
+        return None
+    with open(path, "rb") as handle:
+        if handle.read(len(TORCH_LEGACY_MAGIC)) == TORCH_LEGACY_MAGIC:
+            return None
+    return "not a PyTorch checkpoint (no zip archive, no legacy torch.save header): a truncated or wrong file"
 
 
 @dataclass
@@ -223,13 +251,23 @@ class Check:
 def check_file(entry: Weight, path: Path, home: Path) -> Check:
     recorded = read_hashes(home).get(entry.file)
     size, digest = path.stat().st_size, sha256_of(path)
-    problems = [p for p in (size_problem(entry, size, recorded), hash_problem(entry, digest, recorded)) if p]
+    problems = [p for p in (size_problem(entry, size, recorded), hash_problem(entry, digest, recorded),
+                            format_problem(entry, path)) if p]
     return Check(digest, size, problems, recorded)
+
+
+def published_check(entry: Weight) -> str | None:
+    """What the registry knows of the publisher's file, in words; None when it knows nothing."""
+    if entry.sha256:
+        return "published size and SHA-256"
+    if entry.sha256_prefix:
+        return f"published size (~{entry.approx_mib} MiB) and SHA-256 prefix {entry.sha256_prefix}"
+    return None
 
 
 def hash_source(entry: Weight, recorded: dict | None) -> str:
     first = f"recorded {recorded['recorded'][:10]}" if recorded else "recorded on first download"
-    return f"name prefix {entry.sha256_prefix} + {first}" if entry.sha256_prefix else f"none published; {first}"
+    return f"{published_check(entry)} + {first}" if published_check(entry) else f"none published; {first}"
 
 
 def size_text(entry: Weight, recorded: dict | None) -> str:
@@ -333,7 +371,7 @@ def source_url(entry: Weight, home: Path) -> str:
     if mirror:
         return f"{mirror.rstrip('/')}/{entry.file}"
     if entry.url is None:
-        raise WeightsError(_fill(entry.manual or "no download address", home))
+        raise WeightsError(f"{entry.file} has no download address ({_fill(entry.manual or 'copy it into {home} by hand', home)})")
     return entry.url
 
 
@@ -341,6 +379,14 @@ def _open(url: str, offset: int):
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     request = urllib.request.Request(url, headers={**headers, "User-Agent": "ums-weights"})
     return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+
+
+class Unreachable(WeightsError):
+    """The server could not be asked, or refused: another source is the way on."""
+
+
+class Dropped(WeightsError):
+    """The body stopped short; what arrived is kept in the ``.part`` for the next run to complete."""
 
 
 def fetch(url: str, part: Path, on_progress: Progress | None = None) -> None:
@@ -352,21 +398,25 @@ def fetch(url: str, part: Path, on_progress: Progress | None = None) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return  # nothing left to send: the .part is already whole
-        raise WeightsError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise WeightsError(f"{url}: {getattr(exc, 'reason', exc)}") from exc
+        raise Unreachable(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        said = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason  # not "[Errno 111] ..."
+        raise Unreachable(f"{url}: {said}") from exc
     with response:
         if response.status != 206:
             offset = 0  # the server ignored the range and sends everything again
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        received = _stream(response, part, offset, total, on_progress)
-    if total is not None and received < total:
-        raise WeightsError(f"{url}: connection dropped after {received} of {total} bytes; the part is kept in {part}: "
-                           "rerun the same download to fetch only the rest")
+        received, whole = _stream(response, part, offset, total, on_progress)
+    if not whole or (total is not None and received < total):
+        of = f" of {total}" if total is not None else ""
+        raise Dropped(f"{url}: connection dropped after {received}{of} bytes")
 
 
-def _stream(response, part: Path, offset: int, total: int | None, on_progress: Progress | None) -> int:
+def _stream(response, part: Path, offset: int, total: int | None, on_progress: Progress | None) -> tuple[int, bool]:
+    """Append the body to ``part``: the bytes it now holds, and whether the body arrived to its end
+    (a chunked body cut short raises in ``read``: without that it would pass for a whole file)."""
     received = offset
     with open(part, "ab" if offset else "wb") as handle:
         try:
@@ -376,8 +426,8 @@ def _stream(response, part: Path, offset: int, total: int | None, on_progress: P
                 if on_progress:
                     on_progress(received, total)
         except (OSError, http.client.HTTPException):
-            pass  # a reset connection: what arrived is kept and the caller reports the gap
-    return received
+            return received, False  # a reset connection: what arrived is kept and the caller reports the gap
+    return received, True
 
 
 def download(name: str | Weight, home: Path | None = None, on_progress: Progress | None = None) -> Path:
@@ -396,15 +446,32 @@ def download(name: str | Weight, home: Path | None = None, on_progress: Progress
             return target
     url = source_url(entry, home)
     part = home / (entry.file + PART_SUFFIX)
-    fetch(url, part, on_progress)
+    try:
+        fetch(url, part, on_progress)
+    except Dropped as exc:
+        raise WeightsError(f"{exc} (rerun `ums weights download {entry.name}` to fetch only the rest, kept in {part}; "
+                           f"{_other_sources(entry, home)})") from exc
+    except Unreachable as exc:
+        raise WeightsError(f"{exc} ({_other_sources(entry, home)})") from exc
     checked = check_file(entry, part, home)
     if checked.problems:
         part.unlink()
-        raise WeightsError(f"download from {url} refused and deleted: {'; '.join(checked.problems)}")
+        raise WeightsError(f"download from {url} refused and deleted: {'; '.join(checked.problems)} "
+                           f"(the server sent another file than the registered one; {_other_sources(entry, home)})")
     os.replace(part, target)
     if checked.recorded is None:
         record_hash(home, entry, checked.digest, checked.size, url)
     return target
+
+
+def _other_sources(entry: Weight, home: Path) -> str:
+    """Where else the file can come from: a mirror, or a copy placed by hand."""
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror:
+        where = f"{MIRROR_ENV}={mirror} gave no good {entry.file}: check that mirror"
+    else:
+        where = f"set {MIRROR_ENV}=URL to a site mirror that serves {entry.file}"
+    return f"{where}, or copy {entry.file} into {home} by hand and run `ums weights verify {entry.name}`"
 
 
 def next_step(entry: Weight, home: Path | None = None) -> str | None:
@@ -419,22 +486,37 @@ class Verdict:
     name: str
     ok: bool
     message: str
+    next_step: str = ""  # what to do about a failure
 
 
 def verify_one(entry: Weight, home: Path, named: bool) -> Verdict | None:
     path = home / entry.file
     if not path.is_file():
-        return Verdict(entry.name, False, f"absent: {missing_message(entry, home)}") if named else None
+        if not named:
+            return None
+        return Verdict(entry.name, False, f"{entry.file} is absent from {home}", missing_message(entry, home))
     checked = check_file(entry, path, home)
     if checked.problems:
-        return Verdict(entry.name, False, f"{path}: {'; '.join(checked.problems)}")
+        fix = (f"delete it and run `ums weights download {entry.name}`" if entry.url else
+               f"replace it with the right file ({_fill(entry.manual or '', home)})")
+        return Verdict(entry.name, False, f"{path}: {'; '.join(checked.problems)}", fix)
     if checked.recorded is None:
         record_hash(home, entry, checked.digest, checked.size, "verify")
-        note = "no hash was recorded: SHA-256 recorded now (trust on first use)"
+    return Verdict(entry.name, True, _what_was_checked(entry, checked))
+
+
+def _what_was_checked(entry: Weight, checked: Check) -> str:
+    """An ok in words that claim no more than was checked."""
+    checkpoint = ", a PyTorch checkpoint" if entry.file.endswith(CHECKPOINT_SUFFIXES) else ""
+    if checked.recorded is None:
+        history = "its SHA-256 is recorded now, to show later changes (trust on first use)"
     else:
-        note = f"SHA-256 matches the one recorded {checked.recorded['recorded'][:10]}"
-    prefix = f"name prefix {entry.sha256_prefix} matches; " if entry.sha256_prefix else ""
-    return Verdict(entry.name, True, f"{checked.size} bytes; {prefix}{note}")
+        history = f"SHA-256 unchanged since {checked.recorded['recorded'][:10]}"
+    published = published_check(entry)
+    if published:
+        return f"{checked.size} bytes{checkpoint}; matches the {published}; {history}"
+    return (f"{checked.size} bytes{checkpoint}; no size or SHA-256 is published for {entry.file}, so nothing shows it is "
+            f"the publisher's file: {history}")
 
 
 def verify(names: Iterable[str] | None = None, home: Path | None = None) -> list[Verdict]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from ums.cli import app
@@ -78,3 +79,40 @@ def test_crop_and_align_commands(synthetic_flight, tmp_path):
     assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.output
     bad = runner.invoke(app, ["align", "--workspace", workspace, "--motion", "affine"])
     assert bad.exit_code == 2 and "motion" in bad.output
+
+
+def stage_report(planned, done=0, skipped=0, failed=0, not_run=0):
+    from types import SimpleNamespace
+
+    assert planned == done + skipped + failed + not_run
+    return SimpleNamespace(planned=planned, done=done, skipped=skipped, failed=failed, not_run=not_run,
+                           incomplete=not_run > 0, notices=[])
+
+
+@pytest.mark.parametrize("report, line", [
+    (stage_report(24, done=20, skipped=4), None),
+    (stage_report(24, done=23, failed=1),
+     "1 of 24 align tasks failed (`ums status --issues` lists why; rerun `ums align` to retry them)"),
+    (stage_report(24, failed=24), "all 24 align tasks failed (`ums status --issues` lists why; rerun `ums align` to retry them)"),
+    (stage_report(24, done=10, not_run=14), "14 of 24 align tasks were not run (rerun `ums align` to resume)"),
+    (stage_report(24, done=10, failed=2, not_run=12),
+     "2 of 24 align tasks failed and 12 were not run (`ums status --issues` lists why; rerun `ums align` to retry and resume them)"),
+    (stage_report(0), "nothing to align: no capture is ready for it (run `ums crop` first)"),
+])
+def test_a_run_ends_with_its_real_counts(report, line):
+    from ums.cli import _shortfall
+
+    assert _shortfall(report, "align") == line
+
+
+def test_a_partial_failure_exits_1_with_one_line(capsys):
+    import typer
+
+    from ums.cli import _finish
+
+    with pytest.raises(typer.Exit) as ended:
+        _finish(stage_report(24, done=23, failed=1), "crop")
+    assert ended.value.exit_code == 1
+    assert capsys.readouterr().err == ("error: 1 of 24 crop tasks failed (`ums status --issues` lists why; rerun `ums crop` "
+                                       "to retry them)\n")
+    _finish(stage_report(3, done=1, skipped=2), "crop")  # all done or skipped: no exit

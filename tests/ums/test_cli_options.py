@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tsjnet.cli import app as tsjnet_app
 from ums.cli import app as ums_app
-from ums.cli_options import config_default
+from ums.cli_options import Choices, choices, config_default
 from ums.config import default_config_path, load_config
 
 
@@ -74,12 +74,100 @@ def test_help_shows_the_default_a_run_starts_from(stage, key):
     assert config_default(stage, key) == ("none" if value is None else str(value))
 
 
-def test_help_text_renders_the_defaults():
-    def help_of(app, *command):
-        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
-        return re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", result.output))
+def help_of(app, *command):
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    return re.sub(r"\s+", " ", result.output)
 
-    assert "[default: (640x512)]" in help_of(ums_app, "crop")
-    assert "[default: (similarity)]" in help_of(ums_app, "align")
+
+def test_help_text_renders_the_defaults():
+    assert "--size WxH Output size on the thermal grid, e.g. 1280x1024. [default: 640x512]" in help_of(ums_app, "crop")
+    assert "[default: similarity]" in help_of(ums_app, "align")
     assert "[default: one per CPU core; 1: in this process]" in help_of(ums_app, "align")
-    assert "[default: (runs/tsjnet)]" in help_of(tsjnet_app, "train")
+    assert "[default: runs/tsjnet]" in help_of(tsjnet_app, "train")
+    assert f"--config FILE YAML file of settings to change (the rest keep their defaults). [default: {default_config_path('ingest')}]" \
+        in help_of(ums_app, "ingest")
+    assert default_config_path("ingest").is_absolute()
+
+
+def command_paths(app, name: str):
+    def walk(command, path):
+        yield path
+        for sub, child in (getattr(command, "commands", None) or {}).items():
+            yield from walk(child, [*path, sub])
+    return [(app, path) for path in walk(typer.main.get_command(app), [])]
+
+
+HELP_PAGES = [*command_paths(ums_app, "ums"), *command_paths(tsjnet_app, "tsjnet")]
+
+
+@pytest.mark.parametrize("app, command", HELP_PAGES, ids=[" ".join(["ums" if a is ums_app else "tsjnet", *c]) for a, c in HELP_PAGES])
+def test_help_shows_no_python_type_and_no_relative_default(app, command):
+    text = help_of(app, *command)
+    assert not re.search(r"<(?:str|int|float|bool|path|list\[.*?\]|\w+ range)>|list\[|Path\]", text), text  # <str>, <list[Path]>
+    assert not re.search(r"\{\w+\}", text), text  # {flight_dir}
+    assert "[default: (" not in text and "pipelines/" not in text.replace(str(default_config_path("ingest").parent), "")
+
+
+EXPECTED_CHOICES = [
+    ("ums", "align", "--method", "ums.align.stage", "AlignConfig", "method"),
+    ("ums", "align", "--motion", "ums.align.stage", "AlignConfig", "motion"),
+    ("ums", "align", "--executor", "ums.executors", "ExecutorSettings", "executor"),
+    ("ums", "autolabel", "--detector-format", "ums.autolabel.detectors", "DetectorConfig", "format"),
+    ("ums", "autolabel", "--sam-image", "ums.autolabel.masks", "SamConfig", "image"),
+    ("ums", "align-train", "--model", "ums.align.learned.train", "AlignTrainConfig", "model"),
+    ("ums", "align-train", "--readout", "ums.align.learned.train", "AlignTrainConfig", "readout"),
+    ("tsjnet", "fuse", "--method", "tsjnet.fuse", "FuseConfig", "method"),
+    ("tsjnet", "fuse", "--precision", "tsjnet.fuse", "FuseConfig", "precision"),
+    ("tsjnet", "train", "--amp", "tsjnet.engine.config", "TrainConfig", "amp"),
+    ("tsjnet", "train", "--preset", "tsjnet.losses.config", "LossConfig", "preset"),
+    ("tsjnet", "eval-det", "--detector-labels", "tsjnet.tasks", "TaskConfig", "detector_labels"),
+]
+
+
+@pytest.mark.parametrize("cli, command, flag, module, model, field", EXPECTED_CHOICES)
+def test_fixed_choices_are_the_config_literal(cli, command, flag, module, model, field):
+    import importlib
+    import typing
+
+    annotation = getattr(importlib.import_module(module), model).model_fields[field].annotation
+    literal = next(a for a in (typing.get_args(annotation) or [annotation]) if typing.get_origin(a) is typing.Literal) \
+        if typing.get_origin(annotation) is not typing.Literal else annotation
+    option = next(o for c, o in ALL_OPTIONS if c == f"{cli} {command}" and flag in o.opts)
+    assert option.metavar.values == typing.get_args(literal) and len(option.metavar.values) >= 2
+    app = ums_app if cli == "ums" else tsjnet_app
+    assert f"{flag} [{'|'.join(typing.get_args(literal))}]" in help_of(app, command)
+
+
+def test_every_option_with_a_metavar_object_resolves_its_choices():
+    lazy = [(c, o) for c, o in ALL_OPTIONS if isinstance(o.metavar, Choices)]
+    assert len(lazy) >= 15
+    for command, option in lazy:
+        assert option.metavar.values, f"{command} {option.opts[0]}"
+        assert option.metavar(option.metavar.values[0]) == option.metavar.values[0]
+        with pytest.raises(ValueError, match="is not one of"):
+            option.metavar("no-such-value")
+
+
+def test_choices_unwraps_optional_literals():
+    from typing import Literal, Optional
+
+    from pydantic import BaseModel
+
+    class Sample(BaseModel):
+        mode: Optional[Literal["a", "b"]] = None
+        plain: Literal[1, 2] = 1
+        text: str = "x"
+
+    assert choices(Sample, "mode") == ("a", "b") and choices(Sample, "plain") == ("1", "2")
+    with pytest.raises(TypeError, match="Sample.text is not a Literal field"):
+        choices(Sample, "text")
+
+
+def test_version_of_both_commands():
+    import tsjnet
+    import ums
+
+    for app, name, version in ((ums_app, "ums", ums.__version__), (tsjnet_app, "tsjnet", tsjnet.__version__)):
+        result = CliRunner().invoke(app, ["--version"])
+        assert result.exit_code == 0 and result.output == f"{name} {version}\n"

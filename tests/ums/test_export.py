@@ -271,3 +271,87 @@ def test_sigkill_mid_export_then_rerun_equals_a_clean_export(labelled, tmp_path)
     killed, clean = _tree(out), _tree(tmp_path / "clean")
     assert sorted(killed) == sorted(clean) and len(clean) > 20
     assert killed == clean
+
+
+# -- where an export may write ----------------------------------------------------------------------
+
+
+def test_a_foreign_non_empty_folder_is_refused_until_overwrite(labelled, tmp_path):
+    from ums.export import ExportError
+
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"mine")
+    (out / "album").mkdir()
+    (out / "album" / "a.jpg").write_bytes(b"also mine")
+    with pytest.raises(ExportError) as error:
+        export_workspace(labelled, out, "coco")
+    assert str(error.value) == (f"{out} is not empty and is no ums export (choose a new or empty folder, or add --overwrite "
+                                "to delete what it holds first)")
+    assert sorted(p.name for p in out.rglob("*")) == ["a.jpg", "album", "holiday.jpg"]  # untouched
+    report = export_workspace(labelled, out, "coco", overwrite=True)
+    assert report.cleared == 2 and report.pairs == 4
+    assert not (out / "holiday.jpg").exists() and not (out / "album").exists()
+    assert json.loads((out / ".ums-export.json").read_text()) == {"format": "coco", "workspace": str(labelled.root.resolve())}
+
+
+def test_another_layout_or_workspace_in_the_folder_is_refused(labelled, tmp_path):
+    from ums.export import ExportError
+
+    export_workspace(labelled, tmp_path / "out", "coco")
+    export_workspace(labelled, tmp_path / "out", "coco")  # the same export again: fine
+    with pytest.raises(ExportError, match="holds a coco export of this workspace, which a yolo export would mix with"):
+        export_workspace(labelled, tmp_path / "out", "yolo")
+    assert not (tmp_path / "out" / "data.yaml").exists()
+    (tmp_path / "out" / ".ums-export.json").write_text(json.dumps({"workspace": "/elsewhere/ws", "format": "coco"}))
+    with pytest.raises(ExportError, match=r"holds an export of another workspace \(/elsewhere/ws\)"):
+        export_workspace(labelled, tmp_path / "out", "coco")
+
+
+def test_an_export_from_before_marks_is_recognised_by_its_card(labelled, tmp_path):
+    from ums.export import ExportError
+
+    export_workspace(labelled, tmp_path / "old", "voc")
+    (tmp_path / "old" / ".ums-export.json").unlink()
+    with pytest.raises(ExportError, match="is no ums export"):
+        export_workspace(labelled, tmp_path / "old", "semantic")  # its card says voc
+    assert export_workspace(labelled, tmp_path / "old", "voc").pairs == 4
+    assert (tmp_path / "old" / ".ums-export.json").exists()
+
+
+def test_a_folder_holding_only_a_killed_exports_temporary_counts_as_empty(labelled, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".ums-export.json.999999.tmp").write_text("{")
+    assert export_workspace(labelled, tmp_path / "out", "voc").removed_temporaries == 1
+
+
+def test_files_the_workspace_and_its_neighbourhood_are_refused(labelled, tmp_path):
+    from ums.export import ExportError
+
+    root = labelled.root.resolve()
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        (tmp_path / "a-file", f"{tmp_path / 'a-file'} is a file, not a folder (name a new or empty folder for the export)"),
+        (root, f"{root} is inside the workspace {root} (export to a folder outside it, e.g. {root.parent / (root.name + '-export')})"),
+        (root / "export", f"{root / 'export'} is inside the workspace {root}"),
+        (root.parent, f"{root.parent} holds the workspace {root} (export to a folder of its own"),
+    ]
+    before = sorted(p.name for p in root.iterdir())
+    for out, message in cases:
+        for overwrite in (False, True):
+            with pytest.raises(ExportError) as error:
+                export_workspace(labelled, out, "coco", overwrite=overwrite)
+            assert str(error.value).startswith(message)
+    assert sorted(p.name for p in root.iterdir()) == before and (tmp_path / "a-file").read_text() == "x"
+
+
+def test_nothing_to_export_writes_nothing(tmp_path):
+    from ums.export import NothingToExport
+    from ums.workspace import Workspace
+
+    with Workspace.open(tmp_path / "ws") as ws:
+        with pytest.raises(NothingToExport) as error:
+            export_workspace(ws, tmp_path / "out", "msrs")
+    assert str(error.value) == (f"nothing to export: no capture in {(tmp_path / 'ws').resolve()} is aligned yet (run `ums crop`, "
+                                "then `ums align`, on this workspace first)")
+    assert not (tmp_path / "out").exists()

@@ -120,3 +120,20 @@ def test_dataset_is_named_after_the_workspace_folder_and_unique_per_place(tmp_pa
     assert all("Flight 7 (ü)" in name for (_, folder), name in names.items() if folder != "!!!")
     slugs = {to_slug(name) for name in names.values()}  # FiftyOne refuses a name whose slug another one has
     assert len(slugs) == len(names) and all(slugs)
+
+
+def test_review_before_align_says_what_to_run_without_starting_fiftyone(synthetic_flight, tmp_path, monkeypatch):
+    from ums import review
+    from ums.ingest import IngestConfig, ingest_flight
+    from ums.review import NothingToReview
+
+    def no_database(workspace):
+        raise AssertionError("FiftyOne's database was started for a workspace with nothing to review")
+
+    monkeypatch.setattr(review, "connect_fiftyone", no_database)
+    with Workspace.open(tmp_path / "ws") as ws:
+        ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+        with pytest.raises(NothingToReview) as error:
+            build_review_dataset(ws)
+    assert str(error.value) == (f"nothing to review: no capture in {ws.root} is aligned yet (run `ums crop`, then `ums align`, "
+                                "on this workspace first)")

@@ -4,8 +4,11 @@ registered names wherever a weight path is taken."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import socket
 import threading
+import urllib.error
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,14 +24,28 @@ from ums.cli import app
 from ums.weights import REGISTRY, Weight, WeightsError, download, resolve_weights, verify
 
 runner = CliRunner()
-BODY = np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+
+
+def checkpoint_bytes(n: int, seed: int = 7) -> bytes:
+    """A real torch.save file of about ``n`` bytes: what every registered .pt/.pth is."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.from_numpy(np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8))}, buffer)
+    return buffer.getvalue()
+
+
+BODY = checkpoint_bytes(300_000)
+SIZE = len(BODY)
 BODY_SHA256 = hashlib.sha256(BODY).hexdigest()
+BIG = checkpoint_bytes(3 * 2**20 // 2, seed=8)  # 1.5 MiB: more than the 1 MiB a bad mirror sends
+MiB = 2**20
 
 
 @dataclass
 class ServerState:
     files: dict[str, bytes] = field(default_factory=dict)
     cut: dict[str, int] = field(default_factory=dict)  # file -> bytes sent before the connection drops, once
+    chunked: bool = False  # send the body chunked (no Content-Length): only the chunking shows its end
+    end_cleanly: bool = False  # after a cut, end the chunked body properly (a short body posing as whole)
     ignore_range: bool = False
     requests: list[tuple[str, str | None]] = field(default_factory=list)
 
@@ -47,12 +64,25 @@ class RangeHandler(BaseHTTPRequestHandler):
             self.send_response(416)
             self.end_headers()
             return
+        if state.chunked:
+            self.protocol_version = "HTTP/1.1"  # chunked transfer encoding is HTTP/1.1's
         self.send_response(206 if start else 200)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.send_header("Content-Length", str(len(body) - start))
+        sent = body[start:start + state.cut.pop(name, len(body))]
+        if not state.chunked:
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(sent)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.wfile.write(body[start:start + state.cut.pop(name, len(body))])
+        for offset in range(0, len(sent), 64 * 1024):
+            chunk = sent[offset:offset + 64 * 1024]
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        if start + len(sent) == len(body) or state.end_cleanly:
+            self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True  # a cut body: the connection closes inside the chunked stream
 
     def log_message(self, *args):
         pass
@@ -92,7 +122,7 @@ def tiny_entry(**changes) -> Weight:
 def test_an_interrupted_download_resumes_with_only_the_rest(home, server):
     server.files["tiny.pt"] = BODY
     server.cut["tiny.pt"] = 120_000
-    with pytest.raises(WeightsError, match="connection dropped after 120000 of 300000 bytes"):
+    with pytest.raises(WeightsError, match=f"connection dropped after 120000 of {SIZE} bytes"):
         download(tiny_entry(), home)
     assert (home / "tiny.pt.part").stat().st_size == 120_000 and not (home / "tiny.pt").exists()
 
@@ -100,7 +130,7 @@ def test_an_interrupted_download_resumes_with_only_the_rest(home, server):
     assert server.requests == [("tiny.pt", None), ("tiny.pt", "bytes=120000-")]
     assert path == home / "tiny.pt" and path.read_bytes() == BODY and not (home / "tiny.pt.part").exists()
     recorded = json.loads((home / "hashes.json").read_text())["tiny.pt"]
-    assert recorded["sha256"] == BODY_SHA256 and recorded["size"] == 300_000
+    assert recorded["sha256"] == BODY_SHA256 and recorded["size"] == SIZE
     assert recorded["origin"].startswith("http://127.0.0.1:") and recorded["origin"].endswith("/tiny.pt")
 
     download(tiny_entry(), home)  # present and matching: no request at all
@@ -118,9 +148,10 @@ def test_a_server_ignoring_range_restarts_the_file(home, server):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(size=len(BODY) + 1), "300000 bytes, published 300001"),
-    (dict(size=None, approx_mib=0.3), "0.286 MiB, published 0.3 MiB"),
+    (dict(size=SIZE + 1), f"{SIZE} bytes, published {SIZE + 1}"),
+    (dict(size=None, approx_mib=0.3), f"{SIZE / MiB:.3f} MiB, published 0.3 MiB"),
     (dict(sha256_prefix="00000000"), f"SHA-256 {BODY_SHA256[:16]}..., the file name says 00000000"),
+    (dict(sha256="ab" * 32), f"SHA-256 {BODY_SHA256[:16]}..., published abababababababab..."),
 ])
 def test_a_wrong_size_or_hash_is_refused_and_leaves_no_file(home, server, change, message):
     assert not BODY_SHA256.startswith("00000000")
@@ -157,7 +188,7 @@ def test_download_list_path_verify(home, server):
     server.files["yolov8n.pt"] = BODY
     server.cut["yolov8n.pt"] = 1000
     first = runner.invoke(app, ["weights", "download", "yolov8n"])
-    assert first.exit_code == 1 and "connection dropped after 1000 of 300000" in first.output
+    assert first.exit_code == 1 and f"connection dropped after 1000 of {SIZE}" in first.output
     rows = {r["name"]: r for r in map(json.loads, runner.invoke(app, ["weights", "list", "--json"]).stdout.splitlines())}
     assert rows["yolov8n"]["present"] == "partial download (rerun download to resume)"
 
@@ -185,13 +216,15 @@ def test_download_list_path_verify(home, server):
     assert runner.invoke(app, ["weights", "path", "yolov99"]).exit_code == 2
 
     ok = runner.invoke(app, ["weights", "verify"])
-    assert ok.exit_code == 0 and "yolov8n: ok 300000 bytes; SHA-256 matches the one recorded" in ok.output
+    assert ok.exit_code == 0
+    assert (f"yolov8n: ok {SIZE} bytes, a PyTorch checkpoint; no size or SHA-256 is published for yolov8n.pt, so nothing "
+            "shows it is the publisher's file: SHA-256 unchanged since 20") in ok.output
     corrupted = bytearray(BODY)
     corrupted[150_000] ^= 0xFF  # same size, one byte off
     (home / "yolov8n.pt").write_bytes(bytes(corrupted))
     bad = runner.invoke(app, ["weights", "verify"])
-    assert bad.exit_code == 1 and "yolov8n: FAILED" in bad.output
-    assert f"recorded {BODY_SHA256[:16]}..." in bad.output.replace("\n", "")
+    assert bad.exit_code == 1 and bad.output.startswith("error: yolov8n: ") and bad.output.count("\n") == 1
+    assert f"recorded {BODY_SHA256[:16]}..." in bad.output and "run `ums weights download yolov8n`" in bad.output
 
 
 def test_manual_weights_give_their_address_and_record_a_placed_file(home, server):
@@ -200,12 +233,113 @@ def test_manual_weights_give_their_address_and_record_a_placed_file(home, server
     assert server.requests == []
     (home / "TSJNet.pth").write_bytes(BODY)
     first, = verify(["tsjnet_official"])
-    assert first.ok and "SHA-256 recorded now (trust on first use)" in first.message
+    assert first.ok and "its SHA-256 is recorded now, to show later changes (trust on first use)" in first.message
+    assert "no size or SHA-256 is published for TSJNet.pth" in first.message
     assert json.loads((home / "hashes.json").read_text())["TSJNet.pth"]["sha256"] == BODY_SHA256
     second, = verify(["tsjnet_official"])
-    assert second.ok and "matches the one recorded" in second.message
+    assert second.ok and "SHA-256 unchanged since 20" in second.message
     missing, = verify(["sam_vit_h"])
-    assert not missing.ok and missing.message.startswith("absent")
+    assert not missing.ok and missing.message == f"sam_vit_h_4b8939.pth is absent from {home}"
+    assert "ums weights download sam_vit_h" in missing.next_step
+
+
+def test_verify_fails_a_random_file_even_with_its_hash_recorded(home):
+    junk = np.random.default_rng(1).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    (home / "yolov8n.pt").write_bytes(junk)
+    (home / "hashes.json").write_text(json.dumps({"yolov8n.pt": {"sha256": hashlib.sha256(junk).hexdigest(), "size": 1000,
+                                                                 "recorded": "2026-01-02T03:04:05+00:00"}}))
+    result = runner.invoke(app, ["weights", "verify", "yolov8n"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: yolov8n: {home / 'yolov8n.pt'}: not a PyTorch checkpoint")
+    assert "ok" not in result.output.split(":")[1]
+
+
+def test_verify_holds_sam_files_to_their_published_size_and_hash(home):
+    entry = REGISTRY["sam_vit_b"]
+    assert (entry.size, entry.sha256) == (375_042_383, "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912")
+    assert all(len(REGISTRY[name].sha256) == 64 and REGISTRY[name].size for name in ("sam_vit_l", "sam_vit_h"))
+    (home / entry.file).write_bytes(BODY)
+    verdict, = verify(["sam_vit_b"])
+    assert not verdict.ok
+    assert verdict.message == (f"{home / entry.file}: {SIZE} bytes, published 375042383; SHA-256 {BODY_SHA256[:16]}..., "
+                               "published ec2df62732614e57...")
+    assert not (home / "hashes.json").exists()  # a failing file is never recorded as trusted
+
+
+def test_the_list_says_plainly_what_is_published(home):
+    rows = {row["name"]: row for row in map(json.loads, runner.invoke(app, ["weights", "list", "--json"]).stdout.splitlines())}
+    assert rows["sam_vit_b"]["hash"] == "published size and SHA-256 + recorded on first download"
+    assert rows["fasterrcnn_resnet50_fpn"]["hash"].startswith("published size (~159.743 MiB) and SHA-256 prefix 258fb6c6")
+    assert rows["yolov8n"]["hash"] == "none published; recorded on first download"
+
+
+def test_a_chunked_body_cut_at_1_mib_never_reaches_the_final_name(home, server):
+    server.files["yolov8n.pt"] = BIG
+    server.chunked = True
+    server.cut["yolov8n.pt"] = MiB
+    result = runner.invoke(app, ["weights", "download", "yolov8n"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: yolov8n: {server_url()}yolov8n.pt: connection dropped after {MiB} bytes (rerun")
+    assert "UMS_WEIGHTS_MIRROR=" in result.output and f"copy yolov8n.pt into {home} by hand" in result.output
+    assert not (home / "yolov8n.pt").exists() and not (home / "hashes.json").exists()
+    assert (home / "yolov8n.pt.part").stat().st_size == MiB
+
+    again = runner.invoke(app, ["weights", "download", "yolov8n"])  # the rest, still chunked
+    assert again.exit_code == 0, again.output
+    assert server.requests[-1] == ("yolov8n.pt", f"bytes={MiB}-")
+    assert (home / "yolov8n.pt").read_bytes() == BIG
+    assert json.loads((home / "hashes.json").read_text())["yolov8n.pt"]["size"] == len(BIG)
+
+
+@pytest.mark.parametrize("known_size", [False, True])
+def test_a_short_body_that_ends_cleanly_is_refused(home, server, known_size):
+    server.files["tiny.pt"] = BIG
+    server.chunked = server.end_cleanly = True
+    server.cut["tiny.pt"] = MiB
+    entry = tiny_entry(size=len(BIG) if known_size else None)
+    with pytest.raises(WeightsError, match="refused and deleted") as error:
+        download(entry, home)
+    expected = f"{MiB} bytes, published {len(BIG)}" if known_size else "not a PyTorch checkpoint"
+    assert expected in str(error.value)
+    assert sorted(p.name for p in home.iterdir()) == []
+
+
+def server_url() -> str:
+    import os
+
+    return os.environ["UMS_WEIGHTS_MIRROR"]
+
+
+def test_a_failed_download_names_the_mirror_setting_and_the_manual_copy(home, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("UMS_WEIGHTS_MIRROR", f"http://127.0.0.1:{port}")
+    result = runner.invoke(app, ["weights", "download", "yolov8n"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: yolov8n: http://127.0.0.1:{port}/yolov8n.pt: Connection refused (")
+    assert result.output.rstrip().endswith(
+        f"(UMS_WEIGHTS_MIRROR=http://127.0.0.1:{port} gave no good yolov8n.pt: check that mirror, or copy yolov8n.pt "
+        f"into {home} by hand and run `ums weights verify yolov8n`)")
+
+    def unreachable(url, offset):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.delenv("UMS_WEIGHTS_MIRROR")
+    monkeypatch.setattr(weights, "_open", unreachable)  # the publisher's address, without the network
+    result = runner.invoke(app, ["weights", "download", "sam_vit_b"])
+    assert result.exit_code == 1 and result.output.startswith("error: sam_vit_b: https://dl.fbaipublicfiles.com/")
+    assert ("(set UMS_WEIGHTS_MIRROR=URL to a site mirror that serves sam_vit_b_01ec64.pth, or copy sam_vit_b_01ec64.pth "
+            f"into {home} by hand and run `ums weights verify sam_vit_b`)") in result.output
+
+
+def test_unknown_names_fail_before_any_download(home, server):
+    server.files["yolov8n.pt"] = BODY
+    result = runner.invoke(app, ["weights", "download", "yolov8n", "yolov99"])
+    assert result.exit_code == 2 and server.requests == []
+    assert result.output == "error: 'yolov99' is not a registered weight (`ums weights list` shows the names)\n"
+    nothing = runner.invoke(app, ["weights", "verify"])
+    assert nothing.exit_code == 1 and nothing.output.startswith(f"error: no registered weight file in {home}")
 
 
 # -- names wherever a weight path is taken ------------------------------------------------------
