@@ -7,15 +7,27 @@ x right, y down, z forward; homographies map pixel coordinates of one image to t
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
+from ums.dji.filenames import THERMAL_LETTERS
 from ums.resources import resource_dir
 
 PROFILE_DIR = resource_dir("pipelines") / "cameras"
+# Frame sizes DJI thermal cameras write besides those in the profiles: the XT and XT2 (336x256,
+# 640x512), the M2EA, H20T, M3T and M4T (640x512), UHR renderings and the H30T (1280x1024).
+THERMAL_FRAME_SIZES = frozenset({(640, 512), (1280, 1024), (336, 256), (320, 256), (640, 480)})
+# How far a declared size may exceed the largest frame in the profiles (a visible camera of a model
+# without a profile) before it is refused, and how large a file may be per pixel of that frame: a
+# JPEG of pure noise at quality 100 without chroma subsampling takes about 4.1 bytes per pixel, and
+# R-JPEG metadata adds megabytes.
+FRAME_PIXELS_FACTOR = 2
+SOURCE_BYTES_PER_PIXEL = 2 * 3
+SOURCE_METADATA_BYTES = 64 << 20
 
 
 class CameraModel(BaseModel):
@@ -27,6 +39,12 @@ class CameraModel(BaseModel):
     focal_length_mm: float = Field(gt=0)
     focal_length_35mm: float | None = None
     f_number: float | None = None
+    # sizes the camera also writes (the intrinsics scale to them): a zoom's full resolution, UHR thermal
+    other_sizes: list[tuple[int, int]] = Field(default_factory=list)
+
+    @property
+    def frame_sizes(self) -> list[tuple[int, int]]:
+        return [(self.width, self.height), *self.other_sizes]
 
     @property
     def focal_px(self) -> float:
@@ -70,6 +88,83 @@ class CameraProfile(BaseModel):
         if not path.exists():
             raise FileNotFoundError(f"camera profile {path} does not exist")
         return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+@lru_cache(maxsize=1)
+def known_profiles() -> tuple[CameraProfile, ...]:
+    """Every profile in ``pipelines/cameras``."""
+    return tuple(CameraProfile.load(path) for path in sorted(PROFILE_DIR.glob("*.yaml")))
+
+
+def profile_for_model(exif_model: str | None) -> CameraProfile | None:
+    """The profile of the drone whose EXIF Model is ``exif_model``, if there is one."""
+    model = (exif_model or "").strip().upper()
+    return next((p for p in known_profiles() if model and p.exif_model.upper() == model), None)
+
+
+@lru_cache(maxsize=1)
+def thermal_frame_sizes() -> tuple[tuple[int, int], ...]:
+    """Every size a DJI thermal frame comes in, smallest first."""
+    profiled = {size for p in known_profiles() for letter, c in p.cameras.items() if letter in THERMAL_LETTERS
+                for size in c.frame_sizes}
+    return tuple(sorted(THERMAL_FRAME_SIZES | profiled, key=lambda size: (size[0] * size[1], size)))
+
+
+@lru_cache(maxsize=1)
+def largest_frame_pixels() -> int:
+    sizes = [size for p in known_profiles() for c in p.cameras.values() for size in c.frame_sizes]
+    return max(w * h for w, h in [*sizes, *THERMAL_FRAME_SIZES])
+
+
+def max_frame_pixels() -> int:
+    """The most pixels a frame may declare, whatever its camera."""
+    return FRAME_PIXELS_FACTOR * largest_frame_pixels()
+
+
+def max_source_bytes() -> int:
+    """The largest file a DJI frame can be: larger ones are not read at all."""
+    return SOURCE_BYTES_PER_PIXEL * largest_frame_pixels() + SOURCE_METADATA_BYTES
+
+
+def frame_size_problem(camera: str, width: int, height: int, exif_model: str | None,
+                       coded_bytes: int | None = None) -> str | None:
+    """Why a frame cannot be the ``width`` x ``height`` its JPEG header declares (None when it can).
+
+    A header that lies would be decoded into a scrambled image, or into gigabytes. The size is held
+    to the camera's: any DJI thermal size for a thermal frame, the profile's sizes for a visible frame
+    of a drone with a profile (matched by EXIF Model), and a limit for every frame. ``coded_bytes``
+    (the image data, when its size bounds the pixels: see JpegHeader.coded_bytes) must hold at least
+    one bit per 8x8 block."""
+    declared = f"the JPEG header declares {width}x{height} pixels"
+    refused = "refused before decoding"
+    expected = _expected_sizes(camera, exif_model)
+    if expected is not None and (width, height) not in expected[1]:
+        return f"{declared}, but {expected[0]} {_one_of(expected[1])}: {refused}"
+    limit = max_frame_pixels()
+    if width * height > limit:
+        return (f"{declared} ({width * height / 1e6:.0f} MP), over the {limit / 1e6:.0f} MP limit, twice the "
+                f"largest frame of the camera profiles: {refused}")
+    least = math.ceil(width / 8) * math.ceil(height / 8) // 8
+    if coded_bytes is not None and coded_bytes < least:
+        return (f"{declared}, but the file holds only {coded_bytes:,} bytes of image data, fewer than the "
+                f"{least:,} bytes (1 bit per 8x8 block) that many pixels need at the least: {refused}")
+    return None
+
+
+def _expected_sizes(camera: str, exif_model: str | None) -> tuple[str, list[tuple[int, int]]] | None:
+    """Who writes which sizes, for a frame whose camera has known sizes."""
+    if camera in THERMAL_LETTERS:
+        return f"a DJI thermal frame ({camera}) is", list(thermal_frame_sizes())
+    profile = profile_for_model(exif_model)
+    if profile is None or camera not in profile.cameras:
+        return None  # a drone without a profile: its cameras' sizes are not known here
+    model = profile.cameras[camera]
+    return f"the {profile.name}'s {model.role} camera ({camera}) writes", model.frame_sizes
+
+
+def _one_of(sizes: list[tuple[int, int]]) -> str:
+    names = [f"{w}x{h}" for w, h in sizes]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:

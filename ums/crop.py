@@ -32,9 +32,19 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from ums.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_image
-from ums.camera import CameraModel, CameraProfile, apply_homography, pixel_scale_matrix, plane_homography, rotation_matrix
+from ums.camera import (
+    CameraModel,
+    CameraProfile,
+    apply_homography,
+    frame_size_problem,
+    pixel_scale_matrix,
+    plane_homography,
+    rotation_matrix,
+)
+from ums.dji.jpeg import JpegError, read_declared_size
 from ums.dji.rjpeg import stretch_to_uint8
-from ums.records import CaptureRecord, CropResult, FrameRecord
+from ums.dji.xmp import PLAUSIBLE_RANGES, is_number, parse_number
+from ums.records import CaptureRecord, CropResult, FrameRecord, Issue, XmpField
 from ums.executors import ExecutorSettings
 from ums.runner import CaptureStage, StageReport, Task, run_capture_stage, settings_fingerprint
 from ums.stages import CROP as STAGE
@@ -51,6 +61,9 @@ DECODE_FLAGS = {reduction: flag | cv2.IMREAD_IGNORE_ORIENTATION for reduction, f
 _FOCAL_TOLERANCE = 0.3
 MIN_VISIBLE_SIDE = 16
 MIN_VISIBLE_COVERAGE = 0.05
+LRF_SOURCE = "LRFTargetDistance"
+ALTITUDE_SOURCE = "RelativeAltitude / cos(gimbal)"
+NO_RANGE = "unknown (no parallax correction)"
 
 
 class CropConfig(ExecutorSettings):
@@ -77,6 +90,7 @@ class CropGeometry:
     distance_m: float
     distance_source: str
     intrinsics_source: dict[str, str]
+    distance_caveats: tuple[str, ...] = ()  # why a better range than the one used was not usable
 
     @property
     def output_to_visible(self) -> np.ndarray:
@@ -122,16 +136,60 @@ def _plausible_focal(focal_px: float, model: CameraModel, frame_width: int) -> b
 
 
 def capture_distance(frame: FrameRecord) -> tuple[float, str]:
-    """Range to the scene: the laser range finder, else altitude over the gimbal's off-nadir angle."""
-    xmp = {name: field.value for name, field in frame.xmp.items()}
-    lrf = xmp.get("LRFTargetDistance")
-    if isinstance(lrf, (int, float)) and lrf > 0 and xmp.get("LRFStatus", "Normal") == "Normal":
-        return float(lrf), "LRFTargetDistance"
-    altitude, pitch = xmp.get("RelativeAltitude"), xmp.get("GimbalPitchDegree")
-    if isinstance(altitude, (int, float)) and altitude > 0 and isinstance(pitch, (int, float)):
+    """Range to the scene and where it came from, with why a better source was not usable."""
+    distance, source, caveats = capture_range(frame)
+    return distance, describe_range(source, caveats)
+
+
+def capture_range(frame: FrameRecord) -> tuple[float, str, list[str]]:
+    """Range to the scene: the laser range finder, else altitude over the gimbal's off-nadir angle;
+    its source; and why each better source that the frame has was not usable (a missing field is
+    no caveat: many drones have no range finder)."""
+    lrf, lrf_caveat = _xmp_value(frame.xmp, "LRFTargetDistance", "LRF distance", positive=True)
+    status = frame.xmp.get("LRFStatus")
+    if lrf is not None and status is not None and status.value != "Normal":
+        lrf, lrf_caveat = None, f"LRF status {status.raw!r}"
+    if lrf is not None:
+        return lrf, LRF_SOURCE, []
+    caveats = [lrf_caveat] if lrf_caveat else []
+    altitude, altitude_caveat = _xmp_value(frame.xmp, "RelativeAltitude", "RelativeAltitude", positive=True)
+    pitch, pitch_caveat = _xmp_value(frame.xmp, "GimbalPitchDegree", "GimbalPitchDegree")
+    if altitude is not None and pitch is not None:
         off_nadir = math.radians(90.0 + pitch)  # pitch -90: straight down
-        return float(altitude) / max(math.cos(off_nadir), 0.1), "RelativeAltitude / cos(gimbal)"
-    return math.inf, "unknown (no parallax correction)"
+        return altitude / max(math.cos(off_nadir), 0.1), ALTITUDE_SOURCE, caveats
+    return math.inf, NO_RANGE, caveats + [c for c in (altitude_caveat, pitch_caveat) if c]
+
+
+def describe_range(source: str, caveats: list[str]) -> str:
+    if not caveats:
+        return source
+    if source == NO_RANGE:
+        return f"{NO_RANGE[:-1]}: {'; '.join(caveats)})"
+    return f"{source} ({'; '.join(caveats)})"
+
+
+def _xmp_value(xmp: dict[str, XmpField], name: str, label: str, positive: bool = False) -> tuple[float | None, str | None]:
+    """A field's number when it is plausible (ingest keeps an implausible one as text), else why not."""
+    field = xmp.get(name)
+    if field is None:
+        return None, None
+    value = field.value if is_number(field.value) else parse_number(field.raw)
+    if value is None:
+        return None, f"{label} {field.raw.strip()!r} is not a number"
+    low, high, unit = PLAUSIBLE_RANGES[name]
+    if not low <= value <= high or (positive and value <= 0):
+        return None, f"{label} {value:g}{unit} is not plausible"
+    return float(value), None
+
+
+def range_issue(frame: FrameRecord, geometry: CropGeometry) -> Issue | None:
+    """What the range's fallback costs, when a better source was there but not usable."""
+    if not geometry.distance_caveats:
+        return None
+    caveats = "; ".join(geometry.distance_caveats)
+    if math.isinf(geometry.distance_m):
+        return Issue(stage=STAGE, file=frame.path, message=f"no parallax correction: {caveats}", level="warning")
+    return Issue(stage=STAGE, file=frame.path, message=f"parallax from {geometry.distance_source}", level="info")
 
 
 def crop_geometry(capture: CaptureRecord, profile: CameraProfile, config: CropConfig,
@@ -143,7 +201,7 @@ def crop_geometry(capture: CaptureRecord, profile: CameraProfile, config: CropCo
     K_t, _, thermal_source = frame_intrinsics(thermal_frame, thermal_model, width, height, config.use_xmp_calibration)
     K_v, _, visible_source = frame_intrinsics(visible_frame, visible_model, visible_frame.width,
                                               visible_frame.height, config.use_xmp_calibration)
-    distance, distance_source = capture_distance(visible_frame) if config.parallax else (math.inf, "disabled")
+    distance, distance_source, caveats = capture_range(visible_frame) if config.parallax else (math.inf, "disabled", [])
     rotation = rotation_matrix(profile.rig.thermal_rotation_deg)
     thermal_to_visible = plane_homography(K_t, K_v, rotation, np.array(profile.rig.thermal_offset_m), distance)
     region = common_region(thermal_to_visible, (width, height), (visible_frame.width, visible_frame.height),
@@ -152,8 +210,8 @@ def crop_geometry(capture: CaptureRecord, profile: CameraProfile, config: CropCo
     # output pixel centres spread evenly over the region's extent (pixel-centre convention)
     sx, sy = (x1 - x0) / config.output_width, (y1 - y0) / config.output_height
     output_to_thermal = np.array([[sx, 0, x0 + 0.5 * sx - 0.5], [0, sy, y0 + 0.5 * sy - 0.5], [0, 0, 1.0]])
-    return CropGeometry(thermal_to_visible, output_to_thermal, distance, distance_source,
-                        {"thermal": thermal_source, "visible": visible_source})
+    return CropGeometry(thermal_to_visible, output_to_thermal, distance, describe_range(distance_source, caveats),
+                        {"thermal": thermal_source, "visible": visible_source}, tuple(caveats))
 
 
 def common_region(thermal_to_visible: np.ndarray, thermal_size: tuple[int, int],
@@ -194,19 +252,41 @@ def decode_reduction(output_to_visible: np.ndarray, output_size: tuple[int, int]
     return reduction
 
 
-def resample_visible(visible_path: Path, geometry: CropGeometry, K_v: np.ndarray, distortion: np.ndarray,
+def resample_visible(visible: FrameRecord, geometry: CropGeometry, K_v: np.ndarray, distortion: np.ndarray,
                      output_size: tuple[int, int], limit: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Decode (reduced) and resample the visible frame onto the output grid in one remap.
 
     Returns the image, its validity mask (255 where the visible frame has data) and the reduction."""
     reduction = decode_reduction(geometry.output_to_visible, output_size, limit)
-    image = decode_mapped(visible_path, DECODE_FLAGS[reduction])
-    if image is None:
-        raise ValueError(f"OpenCV could not decode {visible_path}")
+    image = decode_frame(visible, DECODE_FLAGS[reduction], reduction)
     map_x, map_y = _visible_maps(geometry.output_to_visible, K_v, distortion, reduction, output_size)
     resampled = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     inside = (map_x >= -0.5) & (map_x <= image.shape[1] - 0.5) & (map_y >= -0.5) & (map_y <= image.shape[0] - 0.5)
     return resampled, inside.astype(np.uint8) * 255, reduction
+
+
+def decode_frame(frame: FrameRecord, flags: int, reduction: int = 1) -> np.ndarray:
+    """Decode a source frame at 1/``reduction``, refusing a file whose header no longer declares the
+    size ingest recorded (read before decoding: a header rewritten to 60000x60000 would be decoded
+    into gigabytes, or fail inside OpenCV) and a decode of another size than the header declares."""
+    path = Path(frame.path)
+    try:
+        with open(path, "rb") as file:
+            width, height = read_declared_size(file)
+    except JpegError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    if (width, height) != (frame.width, frame.height):
+        raise ValueError(f"{path}: its JPEG header now declares {width}x{height} pixels where ingest recorded "
+                         f"{frame.width}x{frame.height}; the file changed since ingest: rerun `ums ingest`")
+    image = decode_mapped(path, flags)
+    if image is None:
+        raise ValueError(f"OpenCV could not decode {path}")
+    expected = (-(-frame.height // reduction), -(-frame.width // reduction))  # libjpeg rounds the scaled size up
+    if image.shape[:2] != expected:
+        raise ValueError(f"{path}: decoding it at 1/{reduction} gave {image.shape[1]}x{image.shape[0]} pixels where "
+                         f"its header declares {frame.width}x{frame.height} ({expected[1]}x{expected[0]} at "
+                         f"1/{reduction}); refused")
+    return image
 
 
 def decode_mapped(path: Path, flags: int) -> np.ndarray | None:
@@ -284,12 +364,13 @@ def process(task: CropTask) -> CropResult:
     profile = _profile(config.profile)
     visible_frame = capture.frames[config.visible_camera]
     _check_size(visible_frame, config)
+    _check_declared_size(capture.frames["T"], "T")
     thermal, thermal_raw = _thermal_image(task.workspace_root, capture)
     geometry = crop_geometry(capture, profile, config, thermal.shape[:2])
     output_size = (config.output_width, config.output_height)
     K_v, distortion, _ = frame_intrinsics(visible_frame, profile.cameras[config.visible_camera],
                                           visible_frame.width, visible_frame.height, config.use_xmp_calibration)
-    visible, valid, reduction = resample_visible(Path(visible_frame.path), geometry, K_v, distortion,
+    visible, valid, reduction = resample_visible(visible_frame, geometry, K_v, distortion,
                                                  output_size, config.max_decode_reduction)
     emptiness = _empty_crop_reason(visible, valid)
     if emptiness:
@@ -323,6 +404,7 @@ def process(task: CropTask) -> CropResult:
         decode_reduction=reduction,
         visible_coverage=_coverage(valid),
         thermal_source="raw" if thermal_raw else "palette preview",
+        issues=[issue for issue in [range_issue(visible_frame, geometry)] if issue],
     )
 
 
@@ -346,8 +428,16 @@ def _check_size(frame: FrameRecord, config: CropConfig) -> None:
     if pixels > config.max_visible_pixels:
         raise ValueError(f"{frame.path}: the JPEG header claims {frame.width}x{frame.height} pixels, more than "
                          f"max_visible_pixels ({config.max_visible_pixels:,}); refused before decoding")
+    _check_declared_size(frame, config.visible_camera)
     if frame.width < MIN_VISIBLE_SIDE or frame.height < MIN_VISIBLE_SIDE:
         raise ValueError(f"{frame.path}: a {frame.width}x{frame.height} visible frame is too small to crop")
+
+
+def _check_declared_size(frame: FrameRecord, camera: str) -> None:
+    """Ingest refuses these sizes; a workspace ingested by an older version may still hold one."""
+    problem = frame_size_problem(camera, frame.width, frame.height, frame.exif.model)
+    if problem:
+        raise ValueError(f"{frame.path}: {problem}")
 
 
 def _empty_crop_reason(visible: np.ndarray, valid: np.ndarray) -> str | None:
@@ -382,12 +472,13 @@ def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.nda
             counts = decode_mapped(workspace_root / capture.thermal_raw.path, cv2.IMREAD_UNCHANGED)
         except OSError:  # gone since ingest: the preview still gives a usable (8-bit) thermal image
             counts = None
+        if counts is not None and counts.shape != tuple(capture.thermal_raw.shape):
+            raise ValueError(f"{capture.thermal_raw.path} holds {counts.shape[1]}x{counts.shape[0]} counts where ingest "
+                             f"recorded {capture.thermal_raw.shape[1]}x{capture.thermal_raw.shape[0]}: rerun `ums ingest`")
         if counts is not None:
             return counts, True
-    preview = cv2.imread(capture.frames["T"].path, cv2.IMREAD_GRAYSCALE)
-    if preview is None:
-        raise ValueError(f"cannot decode the thermal frame {capture.frames['T'].path}")
-    return preview, False
+    # on the sensor's own pixel grid, as the raw counts and the visible decode are
+    return decode_frame(capture.frames["T"], cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION), False
 
 
 def _resample_thermal(thermal: np.ndarray, output_to_thermal: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:

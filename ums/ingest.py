@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as file_mode
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from pydantic import ConfigDict, Field
 
 from ums.atomic import write_image
+from ums.camera import THERMAL_FRAME_SIZES, frame_size_problem, max_source_bytes
 from ums.dji.exif import find_exif_block, read_exif
 from ums.dji.filenames import (
     IMAGE_SUFFIXES,
@@ -30,7 +32,7 @@ from ums.dji.filenames import (
 )
 from ums.dji.jpeg import APP1, JpegError, JpegHeader, read_header
 from ums.dji.rjpeg import RawThermalError, extract_raw_thermal, has_flir_container, has_raw_thermal, raw_layout_fits
-from ums.dji.xmp import XmpError, find_xmp_packet, parse_drone_dji
+from ums.dji.xmp import XmpError, find_xmp_packet, implausible_numbers, parse_drone_dji
 from ums.records import (
     CaptureRecord,
     ExifSummary,
@@ -43,17 +45,20 @@ from ums.records import (
 )
 from ums.executors import ExecutorSettings
 from ums.runner import CaptureStage, Outcome, StageContext, StageReport, Task, run_capture_stage
+from ums.stages import ALIGN, AUTOLABEL, CROP, EXPORT, REVIEW, SPLIT
 from ums.stages import INGEST as STAGE
-from ums.workspace import Workspace
+from ums.workspace import DATABASE_NAME, Workspace
 
 THERMAL_RAW_DIR = "thermal_raw"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SOURCE_LETTERS = {"InfraredCamera": "T", "WideCamera": "W", "ZoomCamera": "Z", "VisibleCamera": "V"}
-THERMAL_FRAME_SIZES = {(640, 512), (1280, 1024), (336, 256), (320, 256), (640, 480)}
+# The folders a workspace writes at its root: not read when the workspace is the flight folder itself.
+WORKSPACE_OUTPUT_FOLDERS = frozenset({THERMAL_RAW_DIR, CROP, ALIGN, AUTOLABEL, REVIEW, SPLIT, EXPORT, "reports",
+                                      "fiftyone-db"})
 
 
 class NothingToIngest(ValueError):
-    """The flight folder holds no DJI capture."""
+    """The flight folder holds no DJI capture that can be ingested."""
 
 
 class SkipFile(ValueError):
@@ -123,7 +128,7 @@ def ingest_flight(
     before any run is recorded."""
     config = config or IngestConfig()
     root = _flight_root(flight_dir)
-    scan = scan_flight(root)
+    scan = scan_flight(root, workspace.root)
     if not scan.candidates:
         raise _nothing_to_ingest(root, scan, [])
     flight_root = str(root)
@@ -131,7 +136,8 @@ def ingest_flight(
         STAGE, partial(_read_tasks, scan), read_file, current=partial(_known_file, flight_root),
         record=partial(_record_read, flight_root), finish=partial(_group_flight, scan),
         details=lambda config: {"flight_root": flight_root})
-    return run_capture_stage(workspace, stage, config, IngestReport(flight_root=flight_root, ignored=scan.ignored))
+    report = IngestReport(flight_root=flight_root, ignored=scan.ignored, unreadable=len(scan.refused))
+    return run_capture_stage(workspace, stage, config, report)
 
 
 def _read_tasks(scan: FlightScan, workspace: Workspace, config: IngestConfig) -> list[ReadTask]:
@@ -190,7 +196,7 @@ def _group_flight(scan: FlightScan, context: StageContext) -> None:
     removed_issues = _report_removed(workspace, report.flight_root, {str(p) for p, _ in scan.candidates})
     report.removed = len(removed_issues)
     unread = report.issues  # failures and unreadable files, in plan order
-    report.issues = scan.issues + unread + file_issues + duplicate_issues + capture_issues + removed_issues
+    report.issues = scan.issues + scan.refused + unread + file_issues + duplicate_issues + capture_issues + removed_issues
     if not report.not_run:
         workspace.replace_flight(report.flight_root, captures, report.issues, scope=report.flight_root)
     report.captures = len(captures)
@@ -227,7 +233,10 @@ def check_flight(flight_dir: str | os.PathLike[str]) -> Path:
 def _flight_root(flight_dir: str | os.PathLike[str]) -> Path:
     root = Path(flight_dir).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"ingest: flight folder {root} does not exist or is not a folder")
+        raise FileNotFoundError(f"ingest: flight folder {printable(root)} does not exist or is not a folder")
+    if not _is_utf8(str(root)):
+        raise NothingToIngest(f"no DJI capture can be ingested from {printable(root)}: its path is not valid UTF-8, "
+                              "which the workspace cannot record; rename the folder")
     return root
 
 
@@ -237,6 +246,10 @@ def _nothing_to_ingest(root: Path, scan: FlightScan, rejected: list[tuple[Path, 
         others = f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""
         found = (f"found {len(rejected)} JPEG file{'s' * (len(rejected) > 1)}, none a DJI capture "
                  f"({path.relative_to(root)}: {reason}{others})")
+    elif scan.refused:
+        first, count = scan.refused[0], len(scan.refused)
+        others = f" and {count - 1} more" if count > 1 else ""
+        found = f"skipped {count} unread ({Path(first.file).relative_to(root)}: {first.message}{others})"
     else:
         found = f"found no JPEG file ({scan.ignored} other file{'s' * (scan.ignored != 1)})"
     return NothingToIngest(
@@ -252,34 +265,94 @@ class FlightScan:
     candidates: list[tuple[Path, CaptureName]]  # every JPEG, with what its name says
     ignored: int  # other files
     issues: list[Issue]  # symbolic links not followed, and those followed
+    refused: list[Issue] = field(default_factory=list)  # files and folders skipped unread: what and why
 
 
-def scan_flight(root: Path) -> FlightScan:
+def scan_flight(root: Path, workspace: Path | None = None) -> FlightScan:
     """Every JPEG below ``root``, following symbolic links to folders that are not walked already.
 
     A link is followed when its target is a new folder (a flight kept on another disk and linked in),
     and not when the target is a folder walked already, lies inside one, or holds one: that would
     ingest the same files twice or loop forever. Either way an issue names the link and its target.
+
+    Never read: a workspace (``workspace``, or any folder holding a workspace database) inside the
+    flight, since ingest would read its own outputs; names that are not UTF-8, which no record can
+    hold; and anything but regular files (a FIFO blocks whoever opens it). An issue names each
+    file or folder so skipped, in an escaped form where its name is not UTF-8.
     """
     scan = FlightScan([], 0, [])
+    own = workspace.resolve() if workspace is not None else None
     walked: list[tuple[Path, Path]] = [(root, root)]  # (real folder, the path it is walked as)
     trees = [root]
     while trees:
         top = trees.pop(0)
         for folder, subfolders, files in os.walk(top):  # os.walk itself never follows a link
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            here = Path(folder)
+            if _is_workspace(here, files, own):
+                if here != root:
+                    subfolders[:] = []
+                    continue
+                subfolders[:] = [d for d in subfolders if d not in WORKSPACE_OUTPUT_FOLDERS]
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and _named_in_utf8(here / d, scan))
             for name in subfolders:
-                link = Path(folder) / name
+                link = here / name
                 if link.is_symlink() and _follow_link(link, walked, scan.issues):
                     trees.append(link)
             for name in sorted(files):
-                path = Path(folder) / name
-                if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-                    scan.ignored += 1  # videos, subtitles, sidecars, hidden files
-                    continue
-                # a JPEG not named like a capture may still be DJI's: its content decides
-                scan.candidates.append((path, parse_capture_name(name) or fallback_capture_name(name)))
+                _scan_file(here / name, scan)
     return scan
+
+
+def _is_workspace(folder: Path, files: list[str], workspace: Path | None) -> bool:
+    return DATABASE_NAME in files or (workspace is not None and folder.resolve() == workspace)
+
+
+def _named_in_utf8(folder: Path, scan: FlightScan) -> bool:
+    if _is_utf8(folder.name):
+        return True
+    scan.refused.append(_issue(folder, "the folder name is not valid UTF-8: skipped with everything in it; "
+                               "rename it to ingest it"))
+    return False
+
+
+def _scan_file(path: Path, scan: FlightScan) -> None:
+    """Add a JPEG to the candidates, count another file as ignored, or refuse it with an issue."""
+    if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+        scan.ignored += 1  # videos, subtitles, sidecars, hidden files
+        return
+    if not _is_utf8(path.name):
+        scan.refused.append(_issue(path, "the file name is not valid UTF-8: skipped; rename it to ingest it"))
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = file_mode.S_IFREG  # a dangling link, say: reading it says what is wrong
+    if not file_mode.S_ISREG(mode):
+        scan.refused.append(_issue(path, f"{_kind(mode)}, not a regular file: skipped without opening it"))
+        return
+    # a JPEG not named like a capture may still be DJI's: its content decides
+    scan.candidates.append((path, parse_capture_name(path.name) or fallback_capture_name(path.name)))
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (Python carries other bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: Path | str) -> str:
+    """A path (or a message naming one) as text that any record can hold: bytes of a name that are not
+    UTF-8, which Python carries as surrogates, written as ``\\xff``."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _kind(mode: int) -> str:
+    kinds = ((file_mode.S_ISFIFO, "a FIFO (named pipe)"), (file_mode.S_ISCHR, "a character device"),
+             (file_mode.S_ISBLK, "a block device"), (file_mode.S_ISSOCK, "a socket"), (file_mode.S_ISDIR, "a folder"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _follow_link(link: Path, walked: list[tuple[Path, Path]], issues: list[Issue]) -> bool:
@@ -300,7 +373,8 @@ def _follow_link(link: Path, walked: list[tuple[Path, Path]], issues: list[Issue
 
 
 def _issue(path: Path | str, message: str, level: str = "error", capture_id: str | None = None):
-    return Issue(stage=STAGE, file=str(path), message=message, level=level, capture_id=capture_id)
+    # printable: one name that is not UTF-8 (a link's target, say) must not make the flight's issues unrecordable
+    return Issue(stage=STAGE, file=printable(path), message=printable(message), level=level, capture_id=capture_id)
 
 
 # -- reading files ---------------------------------------------------------------------------------
@@ -336,9 +410,23 @@ def _reusable(workspace: Workspace, previous, path: Path, config: IngestConfig) 
     if previous["probe_json"] is None:
         return previous["error"]
     probe = FileProbe.model_validate_json(previous["probe_json"])
+    if not _checks_passed(probe):
+        return None
     if config.extract_thermal_raw and not _thermal_output_ok(workspace, probe):
         return None
     return probe
+
+
+def _checks_passed(probe: FileProbe) -> bool:
+    """Whether a stored probe passes the checks older versions did not make: its declared frame size,
+    and its XMP numbers (each implausible one named by a warning, its value kept as text). A probe
+    that fails is read again, so that the file is refused or its numbers named as they are now."""
+    if frame_size_problem(probe.camera, probe.width, probe.height, probe.exif.model):
+        return False
+    named = {issue.message for issue in probe.issues}
+    problems = implausible_numbers({name: field.model_dump() for name, field in probe.xmp.items()})
+    return all(message in named and not isinstance(probe.xmp[name].value, (int, float))
+               for name, message in problems.items())
 
 
 def _thermal_output_ok(workspace: Workspace, probe: FileProbe) -> bool:
@@ -357,12 +445,22 @@ def _nonempty(path: Path) -> bool:
         return False
 
 
+class SourceRefused(ValueError):
+    """A file that is not read: not a regular file, or larger than any frame."""
+
+    def __init__(self, stat: os.stat_result, reason: str):
+        super().__init__(reason)
+        self.stat = stat
+
+
 def read_file(task: ReadTask) -> FileRead:
     """Read, hash and probe one file, and write its raw thermal PNG (runs on a worker)."""
     path = task.path
     try:
-        stat = path.stat()
-        data = path.read_bytes()
+        stat, data = read_source(path)
+    except SourceRefused as refused:
+        return FileRead(size=refused.stat.st_size, mtime_ns=refused.stat.st_mtime_ns, sha256=None, probe=None,
+                        error=str(refused))
     except OSError as exc:
         return FileRead(size=0, mtime_ns=0, sha256=None, probe=None, error=f"cannot read: {exc.strerror}")
     digest = hashlib.sha256(data).hexdigest()
@@ -379,6 +477,29 @@ def read_file(task: ReadTask) -> FileRead:
     if task.extract_thermal_raw and probe.camera in THERMAL_LETTERS:
         _extract_thermal(task.workspace_root, header, probe)
     return FileRead(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=digest, probe=probe, error=None)
+
+
+def read_source(path: Path) -> tuple[os.stat_result, bytes]:
+    """The status and bytes of a regular file no larger than a frame can be (raises SourceRefused).
+
+    Checked before opening, since opening a FIFO blocks until a writer comes and opening a device
+    may act on it; and again on the open file, which O_NONBLOCK keeps from blocking should a FIFO
+    have taken the file's place in between. At most the size the check saw is read."""
+    _check_source(os.stat(path), "opening")
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(descriptor, "rb") as file:
+        stat = os.fstat(descriptor)
+        _check_source(stat, "reading")
+        return stat, file.read(stat.st_size)
+
+
+def _check_source(stat: os.stat_result, unread: str) -> None:
+    if not file_mode.S_ISREG(stat.st_mode):
+        raise SourceRefused(stat, f"{_kind(stat.st_mode)}, not a regular file: skipped without {unread} it")
+    limit = max_source_bytes()
+    if stat.st_size > limit:
+        raise SourceRefused(stat, f"the file holds {stat.st_size:,} bytes, more than a DJI frame can (at most "
+                                  f"{limit:,} bytes): skipped without reading it")
 
 
 def _unreadable_reason(data: bytes, error: Exception) -> str:
@@ -405,7 +526,7 @@ def probe_header(
     packet = find_xmp_packet(app1)
     if packet is not None:
         try:
-            xmp = {key: XmpField(**value) for key, value in parse_drone_dji(packet).items()}
+            xmp = _read_xmp(packet, path, issues)
         except XmpError as exc:
             issues.append(_issue(path, f"XMP ignored: {exc}", "warning"))
     camera = name.camera
@@ -422,6 +543,9 @@ def probe_header(
                            "(no ImageSource, no raw thermal block); skipped")
         issues.append(_issue(path, f"non-standard DJI file name: ingested as a capture of its "
                              f"own, camera {camera} judged from its content", "info"))
+    size_problem = frame_size_problem(camera, header.width, header.height, exif.model, header.coded_bytes)
+    if size_problem:
+        raise SkipFile(size_problem)
     if header.truncated:
         issues.append(_issue(path, "image data is truncated (no end-of-image marker); metadata "
                              "and any raw thermal block were still read", "warning"))
@@ -441,6 +565,16 @@ def probe_header(
         xmp=xmp,
         issues=issues,
     )
+
+
+def _read_xmp(packet: bytes, path: Path, issues: list[Issue]) -> dict[str, XmpField]:
+    """The drone-dji fields; a number that cannot be a measurement is kept as its text, so that no
+    stage computes with it, and named in a warning."""
+    fields = parse_drone_dji(packet)
+    for name, problem in implausible_numbers(fields).items():
+        fields[name]["value"] = fields[name]["raw"]
+        issues.append(_issue(path, problem, "warning"))
+    return {key: XmpField(**value) for key, value in fields.items()}
 
 
 def infer_camera(header: JpegHeader, xmp: dict[str, XmpField]) -> str | None:

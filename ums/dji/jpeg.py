@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 SOI = b"\xff\xd8"
 EOI = b"\xff\xd9"
 APP1, APP3, APP4, SOF0, SOF2, SOS = 0xE1, 0xE3, 0xE4, 0xC0, 0xC2, 0xDA
 _START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_ARITHMETIC_CODED = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
 
@@ -44,10 +46,20 @@ class JpegHeader:
     components: int
     scan_offset: int
     image_end: int | None  # offset just past the last EOI after the scan; None when truncated
+    frame_marker: int = SOF0
 
     @property
     def truncated(self) -> bool:
         return self.image_end is None
+
+    @property
+    def coded_bytes(self) -> int | None:
+        """Bytes from the first scan to the end of the image, when they bound how many pixels the data
+        can hold: Huffman coding spends at least one bit on every 8x8 block. None for a truncated file
+        (its data is short by definition) and for arithmetic coding (no such floor)."""
+        if self.image_end is None or self.frame_marker in _ARITHMETIC_CODED:
+            return None
+        return self.image_end - self.scan_offset
 
     def payloads(self, marker: int) -> list[bytes]:
         return [s.payload for s in self.segments if s.marker == marker]
@@ -65,6 +77,7 @@ def read_header(data: bytes) -> JpegHeader:
     size = len(data)
     segments: list[Segment] = []
     width = height = components = 0
+    frame_marker = SOF0
     offset = 2
     while True:
         if offset + 4 > size:
@@ -93,6 +106,7 @@ def read_header(data: bytes) -> JpegHeader:
         if marker in _START_OF_FRAME and len(payload) >= 6:
             height, width = struct.unpack_from(">HH", payload, 1)
             components = payload[5]
+            frame_marker = marker
         offset = end
     if width == 0 or height == 0:
         raise JpegError("no frame header (SOF) before the image data")
@@ -102,7 +116,39 @@ def read_header(data: bytes) -> JpegHeader:
     # ends with EOI, instead of scanning megabytes of image data.
     eoi = data.rfind(EOI, offset)
     image_end = None if eoi < 0 else eoi + 2
-    return JpegHeader(tuple(segments), width, height, components, offset, image_end)
+    return JpegHeader(tuple(segments), width, height, components, offset, image_end, frame_marker)
+
+
+def read_declared_size(file: BinaryIO) -> tuple[int, int]:
+    """The (width, height) a JPEG file's frame header declares, found by seeking from one segment
+    header to the next: a few reads of a few bytes, however large the segments before it.
+
+    Raises JpegError when the file is not a JPEG or has no frame header before its first scan."""
+    if file.read(2) != SOI:
+        raise JpegError("not a JPEG file (no SOI marker)")
+    while True:
+        head = file.read(4)
+        if len(head) < 4:
+            raise JpegError("file ends inside the header (truncated)")
+        if head[0] != 0xFF:
+            raise JpegError(f"expected a marker, found 0x{head[0]:02X}")
+        marker = head[1]
+        if marker == 0xFF:  # a fill byte before a marker
+            file.seek(-3, 1)
+            continue
+        if marker in _STANDALONE:
+            file.seek(-2, 1)
+            continue
+        (length,) = struct.unpack_from(">H", head, 2)
+        if marker == SOS or length < 2:
+            raise JpegError("no frame header (SOF) before the image data")
+        if marker in _START_OF_FRAME:
+            frame = file.read(5)
+            if len(frame) < 5:
+                raise JpegError("file ends inside the frame header (truncated)")
+            height, width = struct.unpack_from(">HH", frame, 1)
+            return width, height
+        file.seek(length - 2, 1)
 
 
 def insert_segments(jpeg: bytes, segments: list[tuple[int, bytes]]) -> bytes:

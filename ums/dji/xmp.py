@@ -7,6 +7,7 @@ DTDs, entity declarations and external references outright.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -19,6 +20,21 @@ _NS_PREFIX = "{" + DRONE_DJI_NS + "}"
 _LENIENT_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 # Fields that look numeric but are identifiers: keep them as text.
 _TEXT_FIELDS = {"DroneSerialNumber", "CameraSerialNumber", "Version", "SelfData"}
+_ANGLE = (-360.0, 360.0, "°")
+_SPEED = (-100.0, 100.0, " m/s")
+# Where a real flight's numbers lie (low, high, unit): a value outside is a writer's or an editor's
+# error, not a measurement, and later stages must not compute with it. Relative altitude can be
+# negative (a take-off above the survey) but not by hundreds of metres.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
+    "AbsoluteAltitude": (-500.0, 9000.0, " m"),
+    "RelativeAltitude": (-200.0, 1500.0, " m"),
+    "LRFTargetDistance": (0.0, 5000.0, " m"),
+    "GpsLatitude": (-90.0, 90.0, "°"),
+    "GpsLongitude": (-180.0, 180.0, "°"),
+    "GpsLongtitude": (-180.0, 180.0, "°"),  # DJI's spelling on some models
+    **{f"{part}{axis}Degree": _ANGLE for part in ("Gimbal", "Flight") for axis in ("Roll", "Pitch", "Yaw")},
+    **{f"Flight{axis}Speed": _SPEED for axis in "XYZ"},
+}
 
 
 class XmpError(ValueError):
@@ -39,7 +55,8 @@ def parse_number(text: str) -> float | int | None:
     stripped = text.strip()
     if re.fullmatch(r"[+-]?\d+", stripped):
         return int(stripped)
-    return float(stripped)
+    number = float(stripped)
+    return number if math.isfinite(number) else None  # 1e999: no measurement, and JSON cannot hold it
 
 
 def parse_dewarp(text: str) -> dict[str, Any] | None:
@@ -76,6 +93,28 @@ def parse_drone_dji(packet: bytes) -> dict[str, dict[str, Any]]:
             name = element.tag[len(_NS_PREFIX) :]
             fields[name] = _field(name, element.text or "")
     return fields
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def implausible_numbers(fields: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Why each field of :data:`PLAUSIBLE_RANGES` that is not a finite number or lies outside its
+    range cannot be used, by name, in the packet's order."""
+    problems = {}
+    for name, field in fields.items():
+        if name not in PLAUSIBLE_RANGES:
+            continue
+        low, high, unit = PLAUSIBLE_RANGES[name]
+        # from the text when the value is not a number: the same answer for a field ingest kept as text
+        value = field["value"] if is_number(field["value"]) else parse_number(field["raw"])
+        if value is None:
+            problems[name] = f"XMP {name} is {field['raw']!r}, not a finite number: later stages ignore it"
+        elif not low <= value <= high:
+            problems[name] = (f"XMP {name} is {field['raw'].strip()}, outside the plausible {low:g}..{high:g}{unit}: "
+                              "later stages ignore it")
+    return problems
 
 
 def _field(name: str, raw: str) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import pytest
 
-from ums.dji.jpeg import APP1, APP3, JpegError, encode_segment, insert_segments, read_header, split_payload
+from ums.dji.jpeg import APP1, APP3, JpegError, encode_segment, insert_segments, read_declared_size, read_header, split_payload
 
 
 def small_jpeg(width=64, height=48) -> bytes:
@@ -53,3 +55,25 @@ def test_segment_payload_limit_and_split():
         encode_segment(APP3, b"x" * 65534)
     chunks = split_payload(b"y" * 200_000)
     assert b"".join(chunks) == b"y" * 200_000 and max(map(len, chunks)) <= 65533
+
+
+def test_the_declared_size_is_read_by_seeking_past_segments():
+    raw_block = [(APP3, b"\x00" * 65000)] * 10  # an R-JPEG's raw thermal block before the frame header
+    data = insert_segments(small_jpeg(64, 48), [(APP1, b"Exif\x00\x00abc"), *raw_block])
+    data = data[:2] + b"\xff\xff" + data[2:]  # a fill byte before a marker
+    file = io.BytesIO(data)
+    assert read_declared_size(file) == (64, 48)
+    assert file.tell() < 700_000 + 100  # stopped at the frame header
+    with pytest.raises(JpegError, match="no frame header"):
+        read_declared_size(io.BytesIO(b"\xff\xd8\xff\xe1\x00\x04ab\xff\xda\x00\x08"))
+    with pytest.raises(JpegError, match="no SOI"):
+        read_declared_size(io.BytesIO(b"\x89PNG\r\n\x1a\n"))
+    with pytest.raises(JpegError, match="truncated"):
+        read_declared_size(io.BytesIO(data[:1000]))
+
+
+def test_coded_bytes_bound_the_pixels_only_when_they_can():
+    data = small_jpeg(64, 48)
+    header = read_header(data)
+    assert header.coded_bytes == len(data) - header.scan_offset
+    assert read_header(data[:-40]).coded_bytes is None  # truncated

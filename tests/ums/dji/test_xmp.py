@@ -7,6 +7,7 @@ from ums.dji.xmp import (
     XmpError,
     build_xmp_packet,
     find_xmp_packet,
+    implausible_numbers,
     parse_drone_dji,
     parse_dewarp,
     parse_number,
@@ -21,7 +22,7 @@ def test_lenient_numbers(text, value):
     assert parse_number(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "Normal", "1.2.3", "5L4SK6A02AA064", "nan"])
+@pytest.mark.parametrize("text", ["", "Normal", "1.2.3", "5L4SK6A02AA064", "nan", "inf", "1e999", "-1e400"])
 def test_non_numbers_stay_text(text):
     assert parse_number(text) is None
 
@@ -76,3 +77,15 @@ def test_broken_xml_is_an_xmp_error():
         parse_drone_dji(b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF></x:xmpmeta>')
     with pytest.raises(XmpError, match="no <x:xmpmeta>"):
         parse_drone_dji(b"just text")
+
+
+def test_numbers_no_flight_can_have_are_named_in_the_packets_order():
+    fields = parse_drone_dji(build_xmp_packet({
+        "GimbalPitchDegree": "1e9", "RelativeAltitude": "-500", "LRFTargetDistance": "0.000", "AbsoluteAltitude": "NaN",
+        "FlightXSpeed": "+3.2", "GpsLatitude": "+91.5", "LRFStatus": "Normal", "SurveyingMode": "99999"}))
+    assert implausible_numbers(fields) == {
+        "GimbalPitchDegree": "XMP GimbalPitchDegree is 1e9, outside the plausible -360..360°: later stages ignore it",
+        "RelativeAltitude": "XMP RelativeAltitude is -500, outside the plausible -200..1500 m: later stages ignore it",
+        "AbsoluteAltitude": "XMP AbsoluteAltitude is 'NaN', not a finite number: later stages ignore it",
+        "GpsLatitude": "XMP GpsLatitude is +91.5, outside the plausible -90..90°: later stages ignore it",
+    }
