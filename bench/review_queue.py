@@ -238,10 +238,16 @@ def evaluate(folders: list[Path], planted: dict[str, list[Planted]], priority: P
     rng = np.random.default_rng(0)
     random_shares = np.mean([found_shares(list(rng.permutation(file_order)), erroneous, total) for _ in range(50)], axis=0)
     prevalence = len(erroneous) / total
+    queue_order = [key for _, key in sorted(entries, key=lambda e: -e[0])]
+    top = set(queue_order[:round(0.2 * total)])
+    kinds = {f"{folder.name}/{p.capture_id}": p.error for folder in folders for p in planted[folder.name] if p.error}
+    by_kind = {kind: [sum(1 for key, k in kinds.items() if k == kind and key in top), sum(1 for k in kinds.values() if k == kind)]
+               for kind in ERROR_KINDS}
     return {
+        "queue found @20% by kind": by_kind,
         "captures": total, "erroneous": len(erroneous), "prevalence": round(prevalence, 3),
         "orders": {
-            "queue": found_shares([key for _, key in sorted(entries, key=lambda e: -e[0])], erroneous, total),
+            "queue": found_shares(queue_order, erroneous, total),
             "file order": found_shares(file_order, erroneous, total),
             "random": [float(v) for v in random_shares],
             "cleanlab": found_shares([key for _, key in sorted(cleanlab, key=lambda e: -e[0])], erroneous, total),
@@ -266,6 +272,37 @@ def count_candidates(ws: Workspace, planted: list[Planted], misses: dict) -> Non
             misses["false"] += int((~overlap.any(axis=0)).sum())
         else:
             misses["false"] += len(warm)
+
+
+def candidate_recall(folders: list[Path]) -> dict[str, dict]:
+    """Warm candidates on captures with no label at all: the share of the truth's people and
+    vehicles proposed (a candidate box overlapping theirs), and false candidates per capture, per
+    flight (day and night, each altitude band)."""
+    figures = {}
+    for folder in folders:
+        truth = json.loads((folder / "flight" / "groundtruth.json").read_text())["captures"]
+        found = {"person": [0, 0], "car": [0, 0]}
+        false = 0
+        with Workspace.open(folder / "ws") as ws:
+            for capture, capture_truth in zip(ws.captures(), truth):
+                crop, align = ws.stage_result(capture.capture_id, "crop"), ws.stage_result(capture.capture_id, "align")
+                counts = cv2.imread(str(ws.absolute(crop["files"]["ir16"])), cv2.IMREAD_UNCHANGED)
+                visible = cv2.imread(str(ws.absolute(align["files"]["vis"])))
+                valid = ev.valid_area(visible)
+                scene = ev.thermal_scene(counts, metres_per_px(crop, thermal_focal_px("m30t")), valid)
+                boxes = np.array([c.box for c in ev.warm_candidates(scene, [], valid)]).reshape(-1, 4)
+                objects = [o for o in capture_truth["objects"] if o["category"] in found]
+                truth_boxes_ = np.array([o["box_thermal"] for o in objects]).reshape(-1, 4)
+                overlap = box_iou(truth_boxes_, boxes) > 0.1 if len(boxes) and len(objects) else np.zeros((len(objects), len(boxes)), bool)
+                for obj, hit in zip(objects, overlap.any(axis=1) if len(boxes) else [False] * len(objects)):
+                    found[obj["category"]][0] += int(hit)
+                    found[obj["category"]][1] += 1
+                false += int((~overlap.any(axis=0)).sum()) if len(objects) else len(boxes)
+        n = len(truth)
+        figures[folder.name] = {"person": found["person"], "car": found["car"],
+                                "recall": round(sum(v[0] for v in found.values()) / max(sum(v[1] for v in found.values()), 1), 3),
+                                "false per capture": round(false / max(n, 1), 2)}
+    return figures
 
 
 # -- fitting the priority model --------------------------------------------------------------------
@@ -310,6 +347,9 @@ def fit(folders: list[Path], planted: dict[str, list[Planted]], prior_shift: flo
         fitted.update(detection_bias=round(detection_w[0] + prior_shift, 3), detection_score_weight=round(detection_w[1], 3))
     print(f"fitted on {len(label_y)} labels ({int(sum(label_y))} wrong), {len(candidate_y)} warm candidates "
           f"({int(sum(candidate_y))} misses), {len(detection_y)} unlabelled detections ({int(sum(detection_y))} misses)")
+    rows, wrong = np.array(label_rows), np.array(label_y, bool)
+    print("evidence on wrong / right labels: " + ", ".join(
+        f"{name} {int(rows[wrong, i + 1].sum())}/{int(rows[~wrong, i + 1].sum())}" for i, name in enumerate(LABEL_EVIDENCE)))
     return base.model_copy(update=fitted)
 
 
@@ -323,7 +363,7 @@ def matches_truth(label: LabelRecord, truth) -> bool:
     return any(cls == label.class_id and box_iou(np.array([label.box]), np.array([box]))[0, 0] >= 0.5 for box, cls in truth)
 
 
-def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> list[float] | None:
+def logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.1, steps: int = 50) -> list[float] | None:
     """Weights of a logistic fit, the first column the bias; None when ``y`` has one value only."""
     if len(y) == 0 or y.min() == y.max():
         return None
@@ -382,6 +422,12 @@ def print_table(result: dict, timing: float) -> None:
     c = result["candidates"]
     print(f"candidate misses: {c['proposed']}/{c['unlabelled objects']} unlabelled people and vehicles proposed "
           f"(recall {c['recall']:.2f}), {c['false per capture']:.2f} false candidates per capture")
+    print("queue, found in the first 20 % by kind: " + ", ".join(f"{kind} {found}/{of}" for kind, (found, of)
+                                                                 in result["queue found @20% by kind"].items()))
+    print("warm candidates on captures with no label at all (people found, vehicles found, recall, false per capture):")
+    for name, figures in result["candidates with no label at all"].items():
+        print(f"  {name:<18} people {figures['person'][0]}/{figures['person'][1]}, vehicles {figures['car'][0]}/"
+              f"{figures['car'][1]}, recall {figures['recall']:.2f}, {figures['false per capture']:.2f} false per capture")
     print(f"review_order on 10,000 weighed captures: {timing:.2f} s")
 
 
@@ -407,6 +453,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("fitted priority model (ums/queue.py PriorityModel defaults):\n" + priority.model_dump_json(indent=2))
     result = evaluate(test, planted, priority)
     result["kinds"] = {kind: sum(1 for records in planted.values() for p in records if p.error == kind) for kind in ERROR_KINDS}
+    result["candidates with no label at all"] = candidate_recall(test)
     timing = queue_timing(args.out)
     result["queue_seconds_10k"] = round(timing, 3)
     print(json.dumps(result, indent=2) if args.json else "", end="")

@@ -50,7 +50,7 @@ WorkspaceOption = typer.Option(
 )
 ProgressOption = typer.Option(True, help="Show a progress bar.")
 # what each stage needs done first: named when a run finds nothing to do
-PREVIOUS_STAGE = {"crop": "ums ingest", "align": "ums crop", "autolabel": "ums align"}
+PREVIOUS_STAGE = {"crop": "ums ingest", "align": "ums crop", "autolabel": "ums align", "queue": "ums align"}
 
 
 @app.callback()
@@ -401,6 +401,91 @@ def review(
             launch_app(dataset, port)
         except KeyboardInterrupt:  # Ctrl-C is how the App is meant to stop: no interruption to report
             console.print("FiftyOne App stopped: `ums review --sync` brings the review back")
+
+
+@app.command()
+def queue(
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = config_option("queue"),
+    rank: str = choice_option("ums.queue:RANKS", "priority: the expected number of label errors, from the evidence; "
+                              "cleanlab: cleanlab's object-detection label quality, for comparison.", shown_default="priority",
+                              default="priority"),
+    limit: int = typer.Option(20, min=0, help="Captures to print (0: every unreviewed one)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per capture per line (capture_id, priority, reasons)."),
+    progress: bool = ProgressOption,
+    workers: Optional[int] = WorkersOption,
+    executor: Optional[str] = ExecutorOption,
+    scheduler: Optional[str] = SchedulerOption,
+    scheduler_file: Optional[Path] = SchedulerFileOption,
+) -> None:
+    """Weigh the evidence against every label, then list the unreviewed captures most likely to hold label errors first."""
+    import json
+
+    from ums.executors import ExecutorError
+    from ums.queue import QueueConfig, queue_workspace, review_order
+
+    try:
+        settings = load_config(QueueConfig, config or default_config_path("queue"),
+                               show_progress=progress and sys.stderr.isatty() and not as_json,
+                               **executor_overrides(workers, executor, scheduler, scheduler_file))
+        with Workspace.open(workspace, create=False) as ws:
+            report = queue_workspace(ws, settings)
+            order = review_order(ws, rank=rank, limit=limit or None)
+    except (ConfigError, OSError, ValueError, WorkspaceError, ExecutorError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted("queue")
+    if as_json:
+        for entry in order:
+            sys.stdout.write(json.dumps(entry.as_dict()) + "\n")
+    else:
+        console.print(_table("ums queue", report.rows()))
+        _issue_lines(report.issues or [], 20)
+        Console().print(_queue_table(order, rank))
+    _finish(report, "queue")
+
+
+def _queue_table(order, rank: str) -> Table:
+    heading = "expected errors" if rank == "priority" else "1 - cleanlab quality"
+    table = Table("#", "capture", heading, "why", title=f"review first ({rank})")
+    for position, entry in enumerate(order, 1):
+        table.add_row(str(position), entry.capture_id, f"{entry.priority:.2f}", escape("; ".join(entry.reasons[:3])))
+    return table
+
+
+labels_app = CliTyper(help="Labels that come from elsewhere: a released dataset, a CVAT or Label Studio export.",
+                      no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Path = typer.Argument(..., metavar="PATH", help="A COCO annotations.json (or its folder), or a YOLO data.yaml, "
+                                "labels folder or .txt file."),
+    fmt: str = choice_option("ums.labels_import:FORMATS", "The file's format.", ..., "--format"),
+    source: str = choice_option("ums.labels_import:SOURCES", "human: protected like reviewed labels; auto: replaced by "
+                                "a later import of the same --model, never over human work.", ..., "--source"),
+    model: Optional[str] = typer.Option(None, metavar="NAME", help="auto: the model that made the labels [default: imported]."),
+    taxonomy: Optional[str] = typer.Option(None, metavar="NAME", help="The file's class names' taxonomy (labels/NAME.yaml) "
+                                           "[default: detected from the names]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would come in; write nothing."),
+    workspace: Optional[Path] = WorkspaceOption,
+    max_issues: int = typer.Option(20, metavar="N", help="Issues to print."),
+) -> None:
+    """Bring existing annotations into the workspace, mapped to the UMS taxonomy and matched to captures by file name."""
+    from ums.labels_import import LabelImportError, import_labels
+
+    try:
+        with Workspace.open(workspace, create=False) as ws:
+            report = import_labels(ws, file, fmt, source, model=model, taxonomy=taxonomy, dry_run=dry_run)
+    except (LabelImportError, WorkspaceError, OSError) as exc:
+        fail(exc)
+    console.print(_table(f"ums labels import {file.name}", report.rows()))
+    _issue_lines(report.issues, max_issues)
+    if report.refused:
+        fail(f"{file}: nothing imported, the file has malformed entries (listed above); correct them and import again", 1)
+    if not report.added and not getattr(report, "confirmed", 0) and not dry_run:
+        fail(f"{file}: no label came in (see the issues above)", 1)
 
 
 @app.command()

@@ -27,11 +27,12 @@ ON_BORDER = "on invalid border"
 TOO_SMALL = "below resolvable size"
 SIZE_UNLIKE_CLASS = "size unlike its class"
 NOT_WARM = "not warm"
+NOT_VISIBLE = "nothing distinct in visible"
 OFF_OBJECT = "box off its warm object"
 WARM_UNLABELLED = "warm, unlabelled"
 
 EVIDENCE_NAMES = (ONE_MODALITY, ONE_MODALITY_DARK, ONE_MODALITY_COLD, LOW_SCORE, MASK_MISMATCH, ON_BORDER, TOO_SMALL,
-                  SIZE_UNLIKE_CLASS, NOT_WARM, OFF_OBJECT)
+                  SIZE_UNLIKE_CLASS, NOT_WARM, NOT_VISIBLE, OFF_OBJECT)
 
 # Plausible footprint from above, square metres (smallest, largest), per UMS class name. People
 # seen from above are ~0.5 x 0.4 m; the largest road vehicles ~2.6 x 13 m.
@@ -71,6 +72,7 @@ class ThermalScene:
     contrast: np.ndarray  # float32 (H, W)
     warm: np.ndarray  # bool (H, W): contrast above WARM_CONTRAST_SIGMA
     metres_per_px: float
+    visible_contrast: np.ndarray | None = None  # |grey - its local background|, robust sigmas; None: too dark
 
 
 @dataclass
@@ -91,18 +93,28 @@ class LabelEvidence:
 
 
 # -- the capture's images --------------------------------------------------------------------------
-def thermal_scene(counts: np.ndarray, metres_per_px: float, valid: np.ndarray | None = None) -> ThermalScene:
+def thermal_scene(counts: np.ndarray, metres_per_px: float, valid: np.ndarray | None = None,
+                  visible: np.ndarray | None = None) -> ThermalScene:
     """Local thermal contrast of raw counts (uint16 or 8-bit): the counts minus a smooth local
-    background, over the robust spread (1.4826 MAD) of that difference."""
-    image = counts.astype(np.float32)
+    background, over the robust spread (1.4826 MAD) of that difference; and, given the aligned
+    visible image (not too dark), the same for its grey levels, unsigned (a dark car on light
+    asphalt is as distinct as a light one)."""
     sigma_px = max(BACKGROUND_SIGMA_M / max(metres_per_px, 1e-6), 3.0)
-    background = cv2.GaussianBlur(image, (0, 0), sigma_px)
-    residual = image - background
+    contrast = local_contrast(counts, sigma_px, valid)
+    visible_contrast = None
+    if visible is not None and not visible_is_dark(visible, valid):
+        grey = cv2.cvtColor(visible, cv2.COLOR_BGR2GRAY) if visible.ndim == 3 else visible
+        visible_contrast = np.abs(local_contrast(grey, sigma_px, valid))
+    return ThermalScene(contrast, contrast > WARM_CONTRAST_SIGMA, metres_per_px, visible_contrast)
+
+
+def local_contrast(image: np.ndarray, sigma_px: float, valid: np.ndarray | None = None) -> np.ndarray:
+    values = image.astype(np.float32)
+    residual = values - cv2.GaussianBlur(values, (0, 0), sigma_px)
     sample = residual[valid] if valid is not None and valid.any() else residual.ravel()
     centre = float(np.median(sample))
     spread = 1.4826 * float(np.median(np.abs(sample - centre)))
-    contrast = (residual - centre) / max(spread, 1e-3)
-    return ThermalScene(contrast, contrast > WARM_CONTRAST_SIGMA, metres_per_px)
+    return (residual - centre) / max(spread, 1e-3)
 
 
 def visible_is_dark(visible: np.ndarray, valid: np.ndarray | None = None) -> bool:
@@ -136,13 +148,22 @@ def label_evidence(label: BoxLabel, scene: ThermalScene | None, valid: np.ndarra
     if min(width, height) < MIN_RESOLVABLE_PX:
         evidence.names.append(TOO_SMALL)
     if scene is not None:
-        evidence.names += size_evidence(label.class_name, width * height * scene.metres_per_px ** 2)
+        if not touches_edge((x0, y0, x1, y1), scene.contrast.shape):  # a box cut by the frame holds part of its object
+            evidence.names += size_evidence(label.class_name, width * height * scene.metres_per_px ** 2)
         if label.class_name in WARM_CLASSES and evidence.warmth is not None:
             if evidence.warmth < WARM_CONTRAST_SIGMA:
                 evidence.names.append(NOT_WARM)
             elif off_its_object(scene.warm, (x0, y0, x1, y1)):
                 evidence.names.append(OFF_OBJECT)
+        if scene.visible_contrast is not None and x1 > x0 and y1 > y0:
+            if box_warmth(scene.visible_contrast[y0:y1, x0:x1]) < WARM_CONTRAST_SIGMA:
+                evidence.names.append(NOT_VISIBLE)
     return evidence
+
+
+def touches_edge(box: tuple[int, int, int, int], shape) -> bool:
+    x0, y0, x1, y1 = box
+    return x0 <= 0 or y0 <= 0 or x1 >= shape[1] or y1 >= shape[0]
 
 
 def box_warmth(contrast: np.ndarray) -> float:
@@ -180,20 +201,27 @@ def mask_fill(mask: np.ndarray, box: tuple[int, int, int, int]) -> float:
 
 
 def off_its_object(warm: np.ndarray, box: tuple[int, int, int, int]) -> bool:
-    """The warm region under the box reaches well outside it: the box covers part of an object."""
+    """The warm object under the box lies mostly outside it (over half of the object's bounds): the
+    box covers part of an object. A warm part inside the box (a car's engine) is no evidence; a warm
+    region much larger than the box (a road, a roof) is the ground the object stands on."""
     x0, y0, x1, y1 = box
     height, width = warm.shape
-    pad_x, pad_y = max(2, (x1 - x0) // 2), max(2, (y1 - y0) // 2)
+    pad_x, pad_y = max(2, x1 - x0), max(2, y1 - y0)
     ox0, oy0, ox1, oy1 = max(x0 - pad_x, 0), max(y0 - pad_y, 0), min(x1 + pad_x, width), min(y1 + pad_y, height)
-    window = warm[oy0:oy1, ox0:ox1].astype(np.uint8)
-    count, labels = cv2.connectedComponents(window, connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(warm[oy0:oy1, ox0:ox1].astype(np.uint8), connectivity=8)
     inner = labels[y0 - oy0:y1 - oy0, x0 - ox0:x1 - ox0]
-    touched = np.unique(inner[inner > 0])
+    touched, overlap = np.unique(inner[inner > 0], return_counts=True)
     if len(touched) == 0:
         return False
-    warm_inside = int(np.isin(inner, touched).sum())
-    warm_all = int(np.isin(labels, touched).sum())
-    return warm_inside < 0.6 * warm_all
+    x, y, w, h, area = (int(v) for v in stats[int(touched[np.argmax(overlap)])])
+    if area > 3 * (x1 - x0) * (y1 - y0):
+        return False
+    object_box = (x + ox0, y + oy0, x + ox0 + w, y + oy0 + h)
+    return _intersection(box, object_box) < 0.5 * w * h
+
+
+def _intersection(a, b) -> float:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 # -- what no label covers --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -41,7 +42,7 @@ from ums.stages import REVIEW as REVIEW_STAGE
 from ums.taxonomy import DATASET_TAXONOMY, load_taxonomy
 from ums.workspace import Workspace
 
-EVIDENCE_VERSION = "1"  # bump when evidence changes meaning: stored results are then recomputed
+EVIDENCE_VERSION = "2"  # bump when evidence changes meaning: stored results are then recomputed
 CLASS_DISAGREEMENT = "modalities disagree on class"
 DETECTED_UNLABELLED = "detected, unlabelled"
 LABEL_EVIDENCE = (*ev.EVIDENCE_NAMES, CLASS_DISAGREEMENT)
@@ -61,7 +62,7 @@ class PriorityModel(BaseModel):
     label_weights: dict[str, float] = Field(default_factory=lambda: {
         ev.ONE_MODALITY: 2.0, ev.ONE_MODALITY_DARK: 0.5, ev.ONE_MODALITY_COLD: 1.0, ev.LOW_SCORE: 1.0,
         ev.MASK_MISMATCH: 1.0, ev.ON_BORDER: 0.5, ev.TOO_SMALL: 0.5, ev.SIZE_UNLIKE_CLASS: 2.5, ev.NOT_WARM: 1.5,
-        ev.OFF_OBJECT: 2.0, CLASS_DISAGREEMENT: 2.5})
+        ev.NOT_VISIBLE: 1.5, ev.OFF_OBJECT: 2.0, CLASS_DISAGREEMENT: 2.5})
     label_score_weight: float = 1.0  # times (1 - merged score)
     candidate_bias: float = -3.0
     candidate_contrast_weight: float = 0.25  # times the peak contrast (robust sigmas, capped at 20)
@@ -153,7 +154,7 @@ def process(task: QueueTask) -> Evidence:
         raise ValueError(f"cannot decode the aligned image {task.visible}: run `ums align` again")
     valid = ev.valid_area(visible)
     dark = ev.visible_is_dark(visible, valid)
-    scene = ev.thermal_scene(counts, task.metres_per_px, valid) if counts is not None and task.metres_per_px else None
+    scene = ev.thermal_scene(counts, task.metres_per_px, valid, visible) if counts is not None and task.metres_per_px else None
     model = task.config.priority
     labels, reasons = {}, []
     for label in task.labels:
@@ -231,6 +232,7 @@ class QueueEntry:
 
 
 Rank = Literal["priority", "cleanlab"]
+RANKS: tuple[str, ...] = typing.get_args(Rank)
 
 
 def review_order(workspace: Workspace, rank: Rank = "priority", limit: int | None = None,

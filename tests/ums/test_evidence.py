@@ -119,3 +119,22 @@ def test_the_aligned_images_border_and_darkness():
     assert ev.visible_is_dark(visible, ev.valid_area(visible))
     visible[:, 2:] = 90
     assert not ev.visible_is_dark(visible, ev.valid_area(visible))
+
+
+def test_a_box_on_featureless_visible_ground_shows_nothing_distinct():
+    rng = np.random.default_rng(1)
+    visible = np.clip(120 + rng.normal(0, 4, (256, 320, 3)), 0, 255).astype(np.uint8)
+    visible[100:118, 100:145] = (30, 30, 200)  # a red car on grey ground
+    counts = (20_000 + rng.normal(0, 10, (256, 320))).astype(np.uint16)
+    scene = ev.thermal_scene(counts, METRES_PER_PX, visible=visible)
+    assert ev.NOT_VISIBLE not in ev.label_evidence(label(CAR), scene, None, False).names
+    assert ev.NOT_VISIBLE in ev.label_evidence(label((200, 150, 245, 168)), scene, None, False).names
+    dark = (visible * 0.1).astype(np.uint8)  # at night the visible frame cannot speak against a box
+    assert ev.thermal_scene(counts, METRES_PER_PX, visible=dark).visible_contrast is None
+
+
+def test_a_box_cut_by_the_frame_edge_is_not_judged_by_its_size():
+    scene = scene_with([(0, 100, 6, 118, 200)])
+    cut_car = (0.0, 100.0, 6.0, 118.0)  # 1 m2 visible of a car entering the frame
+    assert ev.SIZE_UNLIKE_CLASS not in ev.label_evidence(label(cut_car), scene, None, False).names
+    assert ev.SIZE_UNLIKE_CLASS in ev.label_evidence(label((50.0, 100.0, 56.0, 118.0)), scene, None, False).names

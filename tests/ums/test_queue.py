@@ -121,3 +121,31 @@ def test_the_report_has_a_review_first_page_in_queue_order(labelled):
     positions = [page.index(f'id="capture-{capture_id}"') for capture_id in order]
     assert positions == sorted(positions) and order[0] == spoiled
     assert "size unlike its class" in page
+
+
+def test_ums_queue_prints_the_order_as_json_lines(labelled):
+    from typer.testing import CliRunner
+
+    from ums.cli import app
+
+    ws, truth = labelled
+    spoiled = ws.captures()[2].capture_id
+    spoil(ws, spoiled, truth[2]["objects"])
+    result = CliRunner().invoke(app, ["queue", "-w", str(ws.root), "--json", "--limit", "2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["capture_id"] for line in lines][0] == spoiled and len(lines) == 2
+    assert lines[0]["priority"] >= lines[1]["priority"] and lines[0]["reasons"]
+    table = CliRunner().invoke(app, ["queue", "-w", str(ws.root), "--rank", "cleanlab", "--workers", "1"])
+    assert table.exit_code == 0 and "review first (cleanlab)" in table.output
+
+
+def test_ums_queue_before_align_exits_1_naming_the_stage(tmp_path):
+    from typer.testing import CliRunner
+
+    from ums.cli import app
+    from ums.workspace import Workspace
+
+    Workspace.open(tmp_path / "ws").close()
+    result = CliRunner().invoke(app, ["queue", "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 1 and "run `ums align` first" in result.output
