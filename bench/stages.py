@@ -1,4 +1,4 @@
-"""Captures/s of the per-capture stages by executor, and crop against its decode floor (issue 13).
+"""Captures/s of the per-capture stages by executor, and crop against its decode floor.
 
     python bench/stages.py [--n 32] [--flight DIR] [--repeat 1] [--floor-repeat 5] [--no-autolabel]
                            [--floor-only]

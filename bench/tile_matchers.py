@@ -1,4 +1,4 @@
-"""Classical local refinement after ECC, for bench/registration.py --tiles (issue 14): a check of
+"""Classical local refinement after ECC, for bench/registration.py --tiles: a check of
 how far local evidence between the modalities goes on the benchmark's pairs, beside the learned
 cascade. Not part of the package.
 

@@ -3,7 +3,7 @@
 The paper's Table 2 set (SSIM, PSNR, MSE, VIF, CC, CV) plus EN, SD, SF, AG, MI, SCD, Qabf, Nabf.
 Images are read as 0..255 grey (colour through BT.601 luma); the convention (``tsjnet``: mean over
 the two sources, bits; ``cddfuse``: sums, nats) applies to SSIM, MSE, VIF, CC and MI. PSNR is
-per image at peak 255 from the mean MSE of the two sources, averaged over images (metrics.md 2c).
+per image at peak 255 from the mean MSE of the two sources, averaged over images (docs/reference/metrics.md 2c).
 """
 
 from __future__ import annotations

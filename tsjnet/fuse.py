@@ -1,6 +1,6 @@
 """``tsjnet fuse``: fuse folders of infrared/visible pairs with TSJNet or a classical baseline.
 
-Clean inference (tsjnet.md §5): the network sees the visible BT.601 luma and the IR at native size,
+Clean inference (docs/reference/tsjnet.md §5): the network sees the visible BT.601 luma and the IR at native size,
 reflect-padded to a multiple of 32 and cropped back; its sigmoid output, in [0, 1], becomes the
 fused luma, recombined with the visible image's own chroma. ``official_compat`` instead reproduces
 the released script: 512 x 512 resize, per-image min-max stretch, resize back, truncation.

@@ -1,4 +1,4 @@
-"""The task networks TSJNet's joint loss attaches (tsjnet.md §4.2-4.3), built from torchvision's own
+"""The task networks TSJNet's joint loss attaches (docs/reference/tsjnet.md §4.2-4.3), built from torchvision's own
 classes and loaded from local weight files only.
 
 - Detector: Faster R-CNN ResNet-50 FPN (FrozenBatchNorm backbone, 3 trainable stages, as torchvision

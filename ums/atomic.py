@@ -102,7 +102,7 @@ FAST_PNG = [
 # The same with run-length deflate, for images with runs Huffman-only cannot see: a 640x512 validity
 # mask is 1 KB in 0.7 ms instead of 41 KB in 3.3 ms; a 640x512 visible crop 342 KB in 11.0 ms
 # instead of 400 KB in 11.6 ms (stored: 962 KB in 3.2 ms). On thermal counts it is no smaller and
-# ~10 % slower, so they keep FAST_PNG (bench/RESULTS.md, issue 13).
+# ~10 % slower, so they keep FAST_PNG (bench/RESULTS.md).
 RUNS_PNG = [
     cv2.IMWRITE_PNG_COMPRESSION, 1,
     cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
@@ -111,7 +111,7 @@ RUNS_PNG = [
 # For intermediate files that one later stage reads and replaces: no compression at all. A 640x512
 # colour image is 0.3 ms as an uncompressed TIFF, 2.3 ms as a stored PNG (libpng still checksums
 # and filters every row) and 11-16 ms deflated; it also decodes in 0.1 ms instead of 0.9
-# (bench/RESULTS.md, issue 13).
+# (bench/RESULTS.md).
 UNCOMPRESSED_TIFF = [cv2.IMWRITE_TIFF_COMPRESSION, 1]
 
 

@@ -294,7 +294,7 @@ def decode_mapped(path: Path, flags: int) -> np.ndarray | None:
 
     cv2.imread feeds libjpeg through stdio in 4 KB reads, and reading the file into bytes first
     copies it: on a 3 MB frame here they cost ~3.5 and ~1 ms more than a mapping populated up front
-    (bench/RESULTS.md, issue 13)."""
+    (bench/RESULTS.md)."""
     with open(path, "rb") as file:
         if os.fstat(file.fileno()).st_size == 0:
             return None
@@ -389,7 +389,7 @@ def process(task: CropTask) -> CropResult:
         ir_out = stretch_to_uint8(ir_out)
     write_image(files["ir"], ir_out, durable=False)
     # align reads vis.tif once and writes the dataset's visible image: compressing this intermediate
-    # would cost 2-16 of crop's ~70 ms per frame (bench/RESULTS.md, issue 13)
+    # would cost 2-16 of crop's ~70 ms per frame (bench/RESULTS.md)
     write_image(files["vis"], visible, UNCOMPRESSED_TIFF, durable=False)
     write_image(files["valid"], valid, RUNS_PNG, durable=False)
     return CropResult(

@@ -13,7 +13,7 @@ def m30t():
 
 def test_m30t_thermal_window_in_the_wide_frame(m30t):
     wide, thermal = m30t.cameras["W"], m30t.cameras["T"]
-    # dji-m30t.md: the thermal view is a central window of about 2554x2044 px of the wide frame
+    # docs/reference/dji-m30t.md: the thermal view is a central window of about 2554x2044 px of the wide frame
     scale = wide.focal_px / thermal.focal_px
     assert thermal.width * scale == pytest.approx(2554, abs=3)
     assert thermal.height * scale == pytest.approx(2044, abs=3)

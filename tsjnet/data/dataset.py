@@ -49,7 +49,7 @@ def read_grey(path: Path) -> np.ndarray:
 
 
 def read_segmentation(path: Path) -> np.ndarray:
-    """Class ids as stored (8-bit 'L' or 'P' PNGs): never divided by 255 (tsjnet.md §4.4)."""
+    """Class ids as stored (8-bit 'L' or 'P' PNGs): never divided by 255 (docs/reference/tsjnet.md §4.4)."""
     labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if labels is None or labels.ndim != 2:
         raise ValueError(f"{path}: not a single-channel class-id map")

@@ -1,5 +1,5 @@
 """``tsjnet train``'s configuration: one pydantic tree, loaded from YAML (pipelines/train*.yaml) and
-overridden by command-line flags. Defaults are the official run's (tsjnet.md §4.1) with its
+overridden by command-line flags. Defaults are the official run's (docs/reference/tsjnet.md §4.1) with its
 defects fixed: Adam lr 1e-4 with L2 0.01, batch 2, ReduceLROnPlateau(0.1, patience 3) on the epoch
 loss, clipping at 1.0 *after* unscaling."""
 
@@ -29,7 +29,7 @@ class DataConfig(BaseModel):
     crop: tuple[int, int] | None = None  # training crop (H, W); None = whole images (one size per batch)
     resize: tuple[int, int] | None = None  # scale every pair first (small CPU runs)
     augment: bool = True
-    visible_input: Literal["luma", "red"] = "luma"  # "red": the official training's R channel (tsjnet.md §1.1)
+    visible_input: Literal["luma", "red"] = "luma"  # "red": the official training's R channel (docs/reference/tsjnet.md §1.1)
     num_workers: int = 2
 
 

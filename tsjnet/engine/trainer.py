@@ -1,7 +1,7 @@
 """The training loop: TSJNet with its fusion terms and the task networks' losses on the fused image.
 
 Per step: forward (autocast when asked) -> fp32 loss terms -> scaled backward -> unscale -> clip ->
-step (the official script clipped the still-scaled gradients: tsjnet.md §6.1). Per epoch: the
+step (the official script clipped the still-scaled gradients: docs/reference/tsjnet.md §6.1). Per epoch: the
 plateau scheduler on the epoch's mean loss (averaged over processes), validation with fusion
 metrics and a sample image, the weights for ``tsjnet fuse`` and a resumable checkpoint.
 """

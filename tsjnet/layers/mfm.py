@@ -1,4 +1,4 @@
-"""MFM, MDM's second branch (tsjnet.md §1.4): out = R(x) + S(x).
+"""MFM, MDM's second branch (docs/reference/tsjnet.md §1.4): out = R(x) + S(x).
 
 R, the residual sub-network with the "COA" gate: conv-BN-ReLU, f + ReLU(1x1(f)), conv-BN-ReLU,
 channel dropout, 1x1. S, the salient path: LeakyReLU(3x3(x)), max-pool + avg-pool (/2), a squeeze-

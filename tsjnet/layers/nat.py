@@ -1,4 +1,4 @@
-"""NAT-Mini as TSJNet's MDM uses it (tsjnet.md §1.3): an overlapping conv tokenizer (/4), four
+"""NAT-Mini as TSJNet's MDM uses it (docs/reference/tsjnet.md §1.3): an overlapping conv tokenizer (/4), four
 levels of pre-norm neighborhood-attention layers with conv downsamplers between them (/32 in all),
 then a head that returns to the input resolution with transposed convolutions (x4, x4, x2)."""
 

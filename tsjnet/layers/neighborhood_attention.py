@@ -2,7 +2,7 @@
 
 natten >= 0.20 has no CPU kernels and no relative positional bias (RPB), while TSJNet's official
 weights were trained with natten 0.14 and its RPB. This module computes exactly what NATTEN
-computes (tsjnet.md §2.4): per axis, a query at in-group index i' of dilation group g attends to
+computes (docs/reference/tsjnet.md §2.4): per axis, a query at in-group index i' of dilation group g attends to
 the k keys centred on clamp(i', r, L_g - 1 - r); border windows shift inward, they are never
 zero-padded; 2-D neighbourhoods are the product of the two axes' windows; optional RPB per head
 from a (2k-1) x (2k-1) table indexed by in-group offsets. It uses ``natten.na2d`` when that can
@@ -57,7 +57,7 @@ def neighborhood_attention_2d(query: torch.Tensor, key: torch.Tensor, value: tor
     return torch.einsum("bxynij,bxyijnd->bxynd", weights, values)
 
 
-# natten's fused kernels exist on CUDA only (its CPU fallback materialises every score: tsjnet.md §2.3)
+# natten's fused kernels exist on CUDA only (its CPU fallback materialises every score: docs/reference/tsjnet.md §2.3)
 NATTEN_DEVICES = {"cuda"}
 
 

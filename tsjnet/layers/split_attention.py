@@ -1,4 +1,4 @@
-"""ResNeSt trunk as TSJNet builds it (tsjnet.md §1.2): a stride-1 deep stem and split-attention
+"""ResNeSt trunk as TSJNet builds it (docs/reference/tsjnet.md §1.2): a stride-1 deep stem and split-attention
 bottlenecks that keep full resolution.
 
 TSJNet's split attention differs from the official ResNeSt: fc1/fc2 have no bias and fc2 is followed

@@ -1,5 +1,5 @@
 """Every loss weight, with the official code's values by default and the paper's as a preset
-(tsjnet.md §3: the code adds 20 L_int + 20 L_grad, weights SSIM by gradient energy x10, puts 6 on the
+(docs/reference/tsjnet.md §3: the code adds 20 L_int + 20 L_grad, weights SSIM by gradient energy x10, puts 6 on the
 visible reconstruction and uses objectness too; Eq. 6-12 do not)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The fusion-side loss terms, always evaluated in fp32 (fp16 SSIM loses its E[x^2] - mu^2 to
-cancellation: tsjnet.md §6.12). Images are B x 1 x H x W in [0, 1]."""
+cancellation: docs/reference/tsjnet.md §6.12). Images are B x 1 x H x W in [0, 1]."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How a fusion metric turns two sources into one number: the choices the field leaves implicit.
 
-The TSJNet paper's Table 2 (metrics.md): images in 0..255, two-source metrics *averaged* over the
+The TSJNet paper's Table 2 (docs/reference/metrics.md): images in 0..255, two-source metrics *averaged* over the
 sources (CDDFuse *sums* them: its SSIM is near 1), PSNR per image at peak 255 then averaged over
 images, entropies in bits.
 """

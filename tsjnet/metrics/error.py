@@ -3,7 +3,7 @@
 MSE = combine(mean (F - IR)^2, mean (F - VI)^2) on 0..255 data (TSJNet's 1500-9600 range).
 PSNR per image = 10 log10(peak^2 / MSE) with peak = the convention's data range (255); a dataset's
 PSNR is the mean of the per-image values, which is why the paper's PSNR sits 0.2-2.7 dB above
-10 log10(255^2 / mean MSE) (Jensen's inequality; metrics.md 2c).
+10 log10(255^2 / mean MSE) (Jensen's inequality; docs/reference/metrics.md 2c).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ _RENAMES = [
     (r"(mfm_branch|mfm_fuse)\.conv_transpose\.", r"\1.upsample."),
     (r"(mfm_branch|mfm_fuse)\.spa\.conv\.", r"\1.unused_spatial_attention.heads."),
 ]
-# official modules that never run (tsjnet.md §6.11): kept only with ``official_layout``
+# official modules that never run (docs/reference/tsjnet.md §6.11): kept only with ``official_layout``
 _UNUSED = re.compile(r"(\.nat\.(norm|avgpool|conv_head)\.|\.unused_spatial_attention\.)")
 
 

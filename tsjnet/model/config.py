@@ -1,5 +1,5 @@
 """TSJNet's configuration: the released network by default, every documented paper/code
-difference a named option (tsjnet.md §1, §6.14)."""
+difference a named option (docs/reference/tsjnet.md §1, §6.14)."""
 
 from __future__ import annotations
 

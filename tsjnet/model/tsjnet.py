@@ -1,5 +1,5 @@
 """TSJNet (Xu et al.): shared ResNeSt encoder, per-modality MDM (NAT + MFM branches), separate
-fusion layers, ResNeSt decoder with 8-head spatial attention (tsjnet.md §1).
+fusion layers, ResNeSt decoder with 8-head spatial attention (docs/reference/tsjnet.md §1).
 
 Inputs are B x 1 x H x W in [0, 1] with H, W multiples of 32 (``TSJNetConfig.size_multiple``);
 ``tsjnet.fuse`` pads arbitrary images for it.

@@ -1,6 +1,6 @@
 """Seeded synthetic deformation fields in pixels: a global similarity/affine part and a smooth
 elastic part. The registration benchmark warps aligned pairs with them, and the learned net
-trains on them (registration.md §5.3-5.4)."""
+trains on them (docs/reference/registration.md §5.3-5.4)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Pass 1 registers every cropped pair (classical ECC by default) and keeps the estimate and its
 confidence. The rig is rigid, so the median translation of the confident frames of a flight is a
 far better estimate of the static offset than any single frame (0.17 px against 1.4 px per frame
-in registration.md §4.3). Pass 2 decides per frame: its own estimate when confident and close to
+in docs/reference/registration.md §4.3). Pass 2 decides per frame: its own estimate when confident and close to
 the flight offset, else the flight offset; a frame with neither is flagged for review, never
 silently called aligned. Every decision is recorded.
 """

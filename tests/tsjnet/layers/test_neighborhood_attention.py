@@ -10,7 +10,7 @@ natten = pytest.importorskip("natten")
 
 @pytest.mark.parametrize("height, width, heads, dilation", [(15, 20, 4, 1), (16, 16, 2, 1), (15, 20, 2, 2), (21, 29, 2, 3)])
 def test_matches_natten(height, width, heads, dilation):
-    """natten 0.21's own CPU path (Flex) against the gather implementation (tsjnet.md §2.4)."""
+    """natten 0.21's own CPU path (Flex) against the gather implementation (docs/reference/tsjnet.md §2.4)."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, height, width, heads, 32) for _ in range(3))
     expected = natten.na2d(q, k, v, kernel_size=7, dilation=dilation)
@@ -105,7 +105,7 @@ def test_small_maps_are_zero_padded_like_natten_014():
 
 
 def naive_neighborhood_attention(q, k, v, kernel, dilation, rpb):
-    """Query by query, straight from the definition (tsjnet.md §2.4): slow, obviously right."""
+    """Query by query, straight from the definition (docs/reference/tsjnet.md §2.4): slow, obviously right."""
     batch, height, width, heads, dim = q.shape
     radius = kernel // 2
     out = torch.zeros_like(q)

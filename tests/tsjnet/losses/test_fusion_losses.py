@@ -1,4 +1,4 @@
-"""The fusion loss terms against their definitions (tsjnet.md §3) and hand-worked values."""
+"""The fusion loss terms against their definitions (docs/reference/tsjnet.md §3) and hand-worked values."""
 
 from __future__ import annotations
 

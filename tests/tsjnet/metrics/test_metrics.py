@@ -83,7 +83,7 @@ def test_correlations_equal_numpy(real_triplet):
 
 
 def test_per_image_psnr_average_sits_above_the_psnr_of_the_mean_mse():
-    """The paper's consistency rule (metrics.md 2c): averaging per-image PSNR (Jensen) is never
+    """The paper's consistency rule (docs/reference/metrics.md 2c): averaging per-image PSNR (Jensen) is never
     below 10 log10(255^2 / mean MSE)."""
     rng = np.random.default_rng(0)
     triplets = [tuple(rng.normal(128, spread, (32, 32)).clip(0, 255) for _ in range(3)) for spread in (5, 20, 60)]

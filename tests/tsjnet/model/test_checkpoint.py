@@ -24,7 +24,7 @@ OFFICIAL_KEYS = Path(__file__).with_name("official_state_dict_keys.txt")
 
 
 def official_layout(with_rpb: bool = True) -> list[tuple[str, str, tuple[int, ...]]]:
-    """(part, key, shape) for every tensor of the released checkpoint (tsjnet.md appendix)."""
+    """(part, key, shape) for every tensor of the released checkpoint (docs/reference/tsjnet.md appendix)."""
     rows = []
     for line in OFFICIAL_KEYS.read_text().splitlines():
         if "\t" not in line:

@@ -1,4 +1,4 @@
-"""The network against the specification read from the official code (tsjnet.md §1.8-1.10)."""
+"""The network against the specification read from the official code (docs/reference/tsjnet.md §1.8-1.10)."""
 
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ def test_parameter_count_per_part_matches_the_official_tree():
     assert count_parameters(nat.tokenizer) == 37_088
     assert [count_parameters(level.blocks) for level in nat.levels] == [126_198, 664_208, 3_958_704, 13_151_440]
     assert [count_parameters(level.downsample) for level in nat.levels[:3]] == [73_984, 295_424, 1_180_672]
-    # tsjnet.md lists the head as 810,800, but its own parts (589,952 + 73,792 + 2 x 65,536 + 16,384)
+    # docs/reference/tsjnet.md lists the head as 810,800, but its own parts (589,952 + 73,792 + 2 x 65,536 + 16,384)
     # and its NAT total (20,307,494) both need 811,200
     assert count_parameters(nat.head) == 811_200
 
 
 def test_macs_at_480x640():
-    """tsjnet.md §1.10: 2,158.9 G true MACs for the official graph, which computes MFM's salient
+    """docs/reference/tsjnet.md §1.10: 2,158.9 G true MACs for the official graph, which computes MFM's salient
     3x3 conv twice; computing it once saves 64*64*9*480*640 MACs in each of the three MFM calls."""
     model = build_on_meta().eval()
     image = torch.empty(1, 1, 480, 640, device="meta")

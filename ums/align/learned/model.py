@@ -1,4 +1,4 @@
-"""A SuperFusion-style dense registration network ("DenseMatcher", registration.md §1), adapted:
+"""A SuperFusion-style dense registration network ("DenseMatcher", docs/reference/registration.md §1), adapted:
 the target grid is the thermal one, flows are in pixels of their level, and one warp convention
 (pixel centres, ``grid_sample(align_corners=False)``) is used everywhere.
 

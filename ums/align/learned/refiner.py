@@ -1,4 +1,4 @@
-"""The residual refiner of the learned cascade (registration.md §6: the net models what is left
+"""The residual refiner of the learned cascade (docs/reference/registration.md §6: the net models what is left
 after the geometry and the global fit).
 
 ECC has already brought the visible image onto the thermal grid with a global transform; what is

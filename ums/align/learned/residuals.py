@@ -3,7 +3,7 @@
 Each public pair is first registered globally by ECC with the default motion, exactly as the
 cascade does at run time, and its visible image warped onto the thermal grid: the pair's own
 global misalignment is gone and does not pollute the targets. A sample then draws a residual
-field r (issue 14's regimes, below), and resamples the ECC-aligned visible image by the inverse
+field r (the regimes below), and resamples the ECC-aligned visible image by the inverse
 of r, so that the thermal pixel x sees its visible content at x + r(x): the forward target is r on
 the thermal grid, the backward target is the inverse field on the visible grid. The thermal image
 is never resampled, as at run time.

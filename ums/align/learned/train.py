@@ -2,7 +2,7 @@
 
 Each sample: an aligned pair, one random field u on the full frame (80 % drone-like residuals,
 20 % SuperFusion-like, 10 % of all zero: "already aligned -> 0"), fixed = IR warped by u,
-moving = the visible image, a joint random crop. Losses (registration.md §5.3, registration only):
+moving = the visible image, a joint random crop. Losses (docs/reference/registration.md §5.3, registration only):
 Charbonnier end-point error against u, a mono-modal photometric term (the *IR* warped by the
 prediction must match the fixed image: same modality, so plain L1 works), and smoothness of the
 intermediate fields.

@@ -10,7 +10,7 @@ from ums.align.learned.model import (DenseMatcher, FlowEstimator, local_correlat
 
 
 def test_published_size_and_shapes():
-    assert parameter_count(DenseMatcher(readout="regress")) == 1_823_688  # registration.md §1.3, block by block
+    assert parameter_count(DenseMatcher(readout="regress")) == 1_823_688  # docs/reference/registration.md §1.3, block by block
     # the soft-argmax heads read 81 correlation channels instead of 49 SSD ones
     assert parameter_count(DenseMatcher()) == 1_823_688 + 32 * (3 * 3 * (128 // 2) + 3 * 3 * (64 // 2))
     for readout in ("soft-argmax", "regress"):
