@@ -3,6 +3,8 @@ the working folder, in a checkout and in a wheel installed elsewhere."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import shutil
@@ -64,6 +66,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     assert done.returncode == 0, f"{' '.join(map(str, args))} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_the_pipeline_from_another_folder(tmp_path):
     # build from a copy: an in-tree build writes build/ and *.egg-info into a checkout others work in
     source = tmp_path / "source"

@@ -1,3 +1,5 @@
+import pytest
+
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
 from tests.ums.autolabel.test_stage import ROWS
 from ums.autolabel.detectors import DetectorConfig
@@ -6,6 +8,7 @@ from ums.autolabel.stage import AutolabelConfig
 from ums.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_with_tiny_models(tmp_path):
     autolabel = AutolabelConfig(
         detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "yolov7.onnx", ROWS)),
