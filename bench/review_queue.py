@@ -337,8 +337,14 @@ def fit(folders: list[Path], planted: dict[str, list[Planted]], prior_shift: flo
     fitted = {}
     label_w = logistic(np.array(label_rows), np.array(label_y))
     if label_w:
-        fitted.update(label_bias=round(label_w[0] + prior_shift, 3), label_score_weight=round(label_w[-1], 3),
-                      label_weights={n: round(w, 3) for n, w in zip(LABEL_EVIDENCE, label_w[1:-1])})
+        seen = np.array(label_rows)[np.array(label_y, bool), 1:-1].sum(axis=0)
+        # evidence no wrong training label carried keeps its prior weight: the fit cannot tell its
+        # effect (the flights have no masks, dark frames or weak detectors, and no planted error
+        # sits on the border); evidence never makes a label more likely right
+        weights = {name: round(max(w, 0.0), 3) if count else base.label_weights.get(name, 0.0)
+                   for name, w, count in zip(LABEL_EVIDENCE, label_w[1:-1], seen)}
+        fitted.update(label_bias=round(label_w[0] + prior_shift, 3), label_score_weight=round(max(label_w[-1], 0.0), 3),
+                      label_weights=weights)
     candidate_w = logistic(np.array(candidate_rows).reshape(-1, 2), np.array(candidate_y))
     if candidate_w:
         fitted.update(candidate_bias=round(candidate_w[0] + prior_shift, 3), candidate_contrast_weight=round(candidate_w[1], 3))

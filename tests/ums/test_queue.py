@@ -50,7 +50,7 @@ def test_the_capture_with_errors_comes_first_with_its_reasons(labelled):
     assert any("one modality" in reason for reason in first.reasons)
     stored = ws.stage_result(spoiled, "queue")
     assert len(stored["labels"]) == len(truth[2]["objects"]) + 1  # every label weighed, with its evidence
-    assert sum(item["p_error"] for item in stored["labels"].values()) <= stored["priority"]
+    assert sum(item["p_error"] for item in stored["labels"].values()) <= stored["priority"] + 1e-3  # rounded to 4 places
 
 
 def test_a_rerun_weighs_only_captures_whose_labels_changed(labelled):
