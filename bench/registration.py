@@ -2,8 +2,14 @@
 
     python bench/registration.py [--pairs-per-set 12] [--fields 2] [--flight-captures 12]
                                  [--learned | --weights CKPT] [--only floor-free] [--control] [--tiles]
+                                 [--motions similarity ...] [--baseline REV]
 
-Floor-free tables (first, issue 14): each benchmark pair (the first --pairs-per-set of MSRS,
+--motions keeps only these ECC rows (and align runs). --baseline adds, after each ECC row, the same
+motion with ``ums/align/ecc.py`` as it was at the git revision REV, on the same pairs and warps in
+the same run (e.g. the ECC before its rewrite for speed, d391edf); in the synth-flight table both
+then align in this process (one worker), the baseline's on a copy of the cropped workspace.
+
+Floor-free tables (first): each benchmark pair (the first --pairs-per-set of MSRS,
 RoadScene, LLVIP: pairs no training here ever saw) has its visible image warped twice by known
 maps M1, M2 (drone-like similarity: <= 20 px, <= 2 deg, <= 3 %; then the same plus a smooth elastic
 part, sigma 30-80 px, RMS 1-2 px) and registered each time. For a fixed pixel x and flow f_k the
@@ -49,7 +55,7 @@ import scipy.io
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ums.align import RegistrationFailure, register  # noqa: E402
+from ums.align import Registration, RegistrationFailure, register  # noqa: E402
 from ums.align.deformation import DRONE, random_field, smooth_field  # noqa: E402
 from ums.align.flow import (compose, disagreement, endpoint_error, flow_from_transform,  # noqa: E402
                             grid_sample_to_flow, identity_grid, scoring_mask, valid_mask, warp_with_flow)
@@ -128,11 +134,44 @@ def run_method(options, fixed: np.ndarray, moving: np.ndarray, moving_mask: np.n
     return register(fixed, moving, moving_mask=moving_mask, **options)
 
 
+def baseline_ecc(revision: str):
+    """``ecc_register`` as it was at the git ``revision`` (bench/ecc_speed.py reads it from git)."""
+    from ecc_speed import module_at
+
+    return module_at(revision, "ums/align/ecc.py")
+
+
+def baseline_method(old_ecc, motion: str):
+    """register(method="ecc", motion=motion) with the baseline's ECC: a function of (fixed, moving, mask)."""
+    def run(fixed: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray | None) -> Registration:
+        try:
+            transform, score, converged = old_ecc.ecc_register(fixed, moving, motion, 3, moving_mask=moving_mask)
+        except old_ecc.RegistrationFailure as exc:
+            raise RegistrationFailure(str(exc)) from exc
+        matrix = np.vstack([transform, [0, 0, 1]]).astype(np.float64)
+        return Registration(flow_from_transform(matrix, *fixed.shape[:2]), score, matrix, "ecc",
+                            {"motion": motion, "converged": converged})
+    return run
+
+
+def with_baseline(methods: dict, revision: str) -> dict:
+    """``methods`` with each ECC row followed by the same motion at the baseline ``revision``."""
+    old_ecc = baseline_ecc(revision)
+    out = {}
+    for name, options in methods.items():
+        out[name] = options
+        if isinstance(options, dict) and options.get("method") == "ecc":
+            out[f"ECC {options['motion']} @{revision}"] = baseline_method(old_ecc, options["motion"])
+    return out
+
+
 def print_table(title: str, rows: dict[str, Row], note: str = "") -> None:
+    width = max(30, *map(len, rows))
     print(f"\n{title}  ({len(next(iter(rows.values())).epe)} pairs){'  ' + note if note else ''}")
-    print(f"{'method':<30} {'mean':>7} {'median':>7} {'p90':>7}  {'SR@1 @2   @3   @5':<19}  {'fail':>4} {'ms/pair':>8} {'median*':>7}")
+    print(f"{'method':<{width}} {'mean':>7} {'median':>7} {'p90':>7}  {'SR@1 @2   @3   @5':<19}  {'fail':>4} {'ms/pair':>8} "
+          f"{'median*':>7}")
     for name, row in rows.items():
-        print(f"{name:<30} {row.cells()}")
+        print(f"{name:<{width}} {row.cells()}")
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -313,9 +352,12 @@ def floor_of(pairs) -> float:
 
 
 # -- end to end on a synthetic flight --------------------------------------------------------------
-def synth_flight_rows(captures: int) -> dict[str, Row]:
+def synth_flight_rows(captures: int, motions: tuple[str, ...] = ("translation", "euclidean", "similarity"),
+                      baseline: str | None = None) -> dict[str, Row]:
+    import shutil
+
+    from ums.align import registration
     from ums.align.stage import AlignConfig, align_workspace
-    from ums.camera import apply_homography
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
     from ums.synth import SynthFlightConfig, synth_flight
@@ -326,33 +368,56 @@ def synth_flight_rows(captures: int) -> dict[str, Row]:
     truth = {c["sequence"]: c for c in json.loads(truth_path.read_text())["captures"]}
     grid = identity_grid(512, 640)[::8, ::8].reshape(-1, 2).astype(np.float64)
     rows = {"crop only": Row()}
+    # with a baseline both align in this process, where the baseline's ECC can stand in for ours
+    workers = {} if baseline is None else {"workers": 1}
     with Workspace.open(out / "ws") as ws:
         ingest_flight(ws, out / "flight", IngestConfig(show_progress=False))
         start = time.perf_counter()
         crop_workspace(ws, CropConfig(show_progress=False))
         crop_ms = (time.perf_counter() - start) / captures
-        for motion in ("translation", "euclidean", "similarity"):
-            start = time.perf_counter()
-            report = align_workspace(ws, AlignConfig(show_progress=False, motion=motion))
-            seconds = (time.perf_counter() - start) / captures
-            rows[f"+ align {motion}"] = row = Row()
-            rows[f"  flight offset ({motion})"] = offset_row = Row()
-            offset = report.offsets[str((out / "flight").resolve())]
-            for capture in ws.captures():
-                results = ws.stage_results(capture.capture_id)
-                crop_map = np.array(results["crop"]["thermal_to_visible"]) @ np.array(results["crop"]["output_to_thermal"])
-                back = np.linalg.inv(crop_map)
-                expected = apply_homography(back, apply_homography(np.array(truth[capture.sequence]["thermal_to_wide"]), grid))
-
-                def residual(transform):
-                    ours = apply_homography(back, apply_homography(crop_map @ np.asarray(transform), grid))
-                    return float(np.linalg.norm(ours - expected, axis=1).mean())
-
-                row.add(residual(results["align"]["transform"]), seconds)
-                offset_row.add(residual(offset))
-                if motion == "translation":
-                    rows["crop only"].add(residual(np.eye(3)), crop_ms)
+    if baseline is not None:
+        shutil.copytree(out / "ws", out / "ws-baseline")
+    runs = [(motion, "", out / "ws") for motion in motions]
+    if baseline is not None:
+        runs = [run for motion in motions for run in ((motion, "", out / "ws"), (motion, f" @{baseline}", out / "ws-baseline"))]
+    current = registration.ecc_register
+    old = baseline_ecc(baseline).ecc_register if baseline is not None else None
+    for motion, label, root in runs:
+        registration.ecc_register = old if label else current
+        try:
+            with Workspace.open(root) as ws:
+                start = time.perf_counter()
+                report = align_workspace(ws, AlignConfig(show_progress=False, motion=motion, **workers))
+                seconds = (time.perf_counter() - start) / captures
+                add_flight_rows(rows, ws, report.offsets[str((out / "flight").resolve())], truth, grid,
+                                f"{motion}{label}", seconds, crop_ms if motion == motions[0] and not label else None)
+        finally:
+            registration.ecc_register = current
     return rows
+
+
+def add_flight_rows(rows: dict[str, Row], ws, offset, truth: dict, grid: np.ndarray, name: str, seconds: float,
+                    crop_ms: float | None) -> None:
+    """The rows of one align run: each frame's and the flight offset's residual against the truth
+    (and crop's alone, given ``crop_ms``)."""
+    from ums.camera import apply_homography
+
+    rows[f"+ align {name}"] = row = Row()
+    rows[f"  flight offset ({name})"] = offset_row = Row()
+    for capture in ws.captures():
+        results = ws.stage_results(capture.capture_id)
+        crop_map = np.array(results["crop"]["thermal_to_visible"]) @ np.array(results["crop"]["output_to_thermal"])
+        back = np.linalg.inv(crop_map)
+        expected = apply_homography(back, apply_homography(np.array(truth[capture.sequence]["thermal_to_wide"]), grid))
+
+        def residual(transform):
+            ours = apply_homography(back, apply_homography(crop_map @ np.asarray(transform), grid))
+            return float(np.linalg.norm(ours - expected, axis=1).mean())
+
+        row.add(residual(results["align"]["transform"]), seconds)
+        offset_row.add(residual(offset))
+        if crop_ms is not None:
+            rows["crop only"].add(residual(np.eye(3)), crop_ms)
 
 
 def main() -> None:
@@ -372,12 +437,19 @@ def main() -> None:
                         help="add classical tile refinement after ECC (bench/tile_matchers.py) to the floor-free tables")
     parser.add_argument("--control", action="store_true",
                         help="floor-free tables also for the thermal image onto warps of itself")
+    parser.add_argument("--motions", nargs="+", choices=["translation", "euclidean", "similarity"],
+                        default=["translation", "euclidean", "similarity"], help="the ECC motions to run")
+    parser.add_argument("--baseline", metavar="REV", help="add each ECC motion as it was at this git revision")
     parser.add_argument("--write-train-split", type=Path, metavar="DIR",
                         help="write the pairs the tables do not use (DIR/train, DIR/val) for `ums align-train`, then exit")
     args = parser.parse_args()
     if args.write_train_split is not None:
         write_training_split(args.write_train_split, args.pairs_per_set, validate_only=tuple(args.validate_only))
         return
+    for name in [name for name, options in METHODS.items() if options.get("motion") not in (None, *args.motions)]:
+        del METHODS[name]
+    if args.baseline:
+        METHODS.update(with_baseline(dict(METHODS), args.baseline))
     if args.weights is not None or args.learned:
         METHODS["learned"] = dict(method="learned", weights=args.weights, device=args.device)
     cv2.setNumThreads(1)
@@ -395,7 +467,8 @@ def main() -> None:
             methods["ECC + tiles, NCC per tile"] = lambda f, m, mask: tile_refined(f, m, mask, "ncc", 48, 20.0)
         floor_free_tables(args.pairs_per_set, args.seed, methods, args.control)
     if args.only == "synth-flight":
-        print_table("synth-flight (crop + align vs groundtruth.json, thermal px)", synth_flight_rows(args.flight_captures))
+        print_table("synth-flight (crop + align vs groundtruth.json, thermal px)",
+                    synth_flight_rows(args.flight_captures, tuple(args.motions), args.baseline))
     if args.only:
         return
     for dataset in ("MSRS", "RoadScene"):
@@ -404,7 +477,8 @@ def main() -> None:
         pairs = aligned_pairs(dataset, args.pairs_per_set)
         print_table(f"drone-{dataset.split('/')[0]}", evaluate(drone_cases(pairs, args.fields, args.seed)),
                     f"aligned-data floor: median ECC shift on unwarped pairs {floor_of(pairs):.2f} px")
-    print_table("synth-flight (crop + align vs groundtruth.json, thermal px)", synth_flight_rows(args.flight_captures))
+    print_table("synth-flight (crop + align vs groundtruth.json, thermal px)",
+                synth_flight_rows(args.flight_captures, tuple(args.motions), args.baseline))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ def flow_from_transform(transform: np.ndarray, height: int, width: int) -> np.nd
     ys = np.arange(height, dtype=np.float64)[:, None]
     flow = np.empty((height, width, 2), np.float32)
     if not matrix[2, :2].any() and matrix[2, 2] == 1:
-        # affine: two broadcast planes, no per-pixel division (the common case, 20x faster)
-        flow[..., 0] = (matrix[0, 0] - 1) * xs + matrix[0, 1] * ys + matrix[0, 2]
-        flow[..., 1] = matrix[1, 0] * xs + (matrix[1, 1] - 1) * ys + matrix[1, 2]
+        # affine: per plane a row term and a column term, each in float64 rounded to float32, and
+        # one float32 sum per pixel: within 2e-5 px of a float64 sum per pixel, 2-3x faster
+        rows = ((matrix[0, 0] - 1, matrix[0, 1], matrix[0, 2]), (matrix[1, 0], matrix[1, 1] - 1, matrix[1, 2]))
+        for plane, (along_x, along_y, offset) in enumerate(rows):
+            np.add((along_x * xs + offset).astype(np.float32), (along_y * ys).astype(np.float32), out=flow[..., plane])
         return flow
     denominator = matrix[2, 0] * xs + matrix[2, 1] * ys + matrix[2, 2]
     flow[..., 0] = (matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]) / denominator - xs
@@ -57,7 +59,7 @@ def valid_mask(flow: np.ndarray, moving_shape: tuple[int, int], erode_px: int = 
 
 
 def scoring_mask(truth: np.ndarray, fixed: np.ndarray, moving_shape: tuple[int, ...]) -> np.ndarray:
-    """Where registration is scored (registration.md §5.4): the true sample lies inside the moving
+    """Where registration is scored (docs/reference/registration.md §5.4): the true sample lies inside the moving
     image, 8 px from its border, and the warped fixed image is not the zero border."""
     return valid_mask(truth, moving_shape, erode_px=8) & (fixed > 0)
 
@@ -93,5 +95,5 @@ def disagreement(flow_1: np.ndarray, map_1: np.ndarray, flow_2: np.ndarray, map_
     registered each time (``flow_k`` on the fixed grid, into moving_k). Registration k matches the
     fixed pixel x with the original moving pixel x + compose(map_k, flow_k)(x). A perfect method
     matches the same pixel both times, whatever the pair's own misalignment: this measures the
-    method, not the data (issue 14's floor-free measure)."""
+    method, not the data (the floor-free measure)."""
     return np.linalg.norm(compose(map_1, flow_1) - compose(map_2, flow_2), axis=-1)

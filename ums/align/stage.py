@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.align.ecc import RegistrationFailure
+from ums.align.ecc import ECC_VERSION, RegistrationFailure
 from ums.align.flow import warp_with_flow
 from ums.align.registration import DEFAULT_MOTION, MIN_CONSISTENT, register
 from ums.atomic import write_bytes, write_image
@@ -412,7 +412,7 @@ def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
     version = weights.stat().st_mtime_ns if weights is not None and weights.exists() else None
     if config.method == "learned" and weights is None:
         version = _shipped_refiner_version()  # another ums release may ship other weights
-    return settings_fingerprint(config, crop["fingerprint"], str(version),
+    return settings_fingerprint(config, crop["fingerprint"], str(version), ECC_VERSION,
                                 exclude={"score_threshold", "max_offset_deviation_px", "min_confident_frames", "flight_scale",
                                          "overlay", "device"})
 
