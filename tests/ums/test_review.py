@@ -7,7 +7,7 @@ import pytest
 
 from ums.masks import encode_rle
 from ums.records import LabelRecord
-from ums.review import SLICES, build_review_dataset, dataset_name, sync_review
+from ums.review import ALL_SLICES, CAPTIONS, build_review_dataset, dataset_name, sync_review
 from ums.workspace import Workspace
 
 pytest.importorskip("fiftyone")
@@ -39,8 +39,12 @@ def slice_sample(dataset, capture_id, slice_name):
 def test_dataset_groups_fields_and_saved_views(reviewed_workspace):
     ws, first, second, ids = reviewed_workspace
     dataset = build_review_dataset(ws)
-    assert dataset.persistent and sorted(dataset.group_slices) == sorted(SLICES)
-    assert len(dataset.select_group_slices(SLICES)) == 8
+    assert dataset.persistent and sorted(dataset.group_slices) == ["infrared", "overlay", "visible"]
+    assert dataset.default_group_slice == "visible" and dataset.group_slice == "visible"
+    assert len(dataset.select_group_slices(ALL_SLICES)) == 12
+    overlay = slice_sample(dataset, first, "overlay")
+    assert overlay.filepath.endswith("overlay.jpg") and overlay["detections"] is None
+    assert {name: slice_sample(dataset, first, name)["caption"] for name in ALL_SLICES} == CAPTIONS
     sample = slice_sample(dataset, first, "visible")
     assert sample.filepath.endswith("vis.png") and sample["registration_decision"] == "frame"
     assert sample["relative_altitude_m"] > 50 and sample["alignment_overlay"].endswith("overlay.jpg")
@@ -51,7 +55,8 @@ def test_dataset_groups_fields_and_saved_views(reviewed_workspace):
     assert dataset.default_mask_targets[3] == "car"
     views = set(dataset.list_saved_views())
     assert views == {"low registration confidence", "low-confidence detections", "visible/IR disagreements",
-                     "not yet reviewed"}
+                     "not yet reviewed"}  # no "review first" and no priority until `ums queue` has run
+    assert not dataset.has_sample_field("review_priority") and not dataset.has_sample_field("candidates")
     assert dataset.load_saved_view("low-confidence detections").count("detections.detections") == 2  # person x 2 slices
     assert dataset.load_saved_view("visible/IR disagreements").count("detections.detections") == 4
     assert len(dataset.load_saved_view("not yet reviewed")) == 8
@@ -87,6 +92,7 @@ def test_sync_brings_back_tags_edits_deletions_and_additions(reviewed_workspace)
     assert bicycle.source == "human" and bicycle.box == pytest.approx((320, 256, 352, 307.2))
     assert ws.stage_results(first)["review"]["tags"] == ["reviewed"]
     assert ws.stage_results(second)["review"]["tags"] == ["reject"]
+    assert [slice_sample(dataset, second, name).tags for name in ALL_SLICES] == [["reject"]] * 3  # the group reads alike
     # idempotent: a second sync changes nothing
     again = sync_review(ws)
     assert (again.edited, again.deleted, again.added, again.conflicts) == (0, 0, 0, 0)

@@ -1,5 +1,6 @@
-"""The human loop end to end: labels -> review dataset -> edits as the App stores them -> --sync ->
-autolabel rerun keeps the human labels -> split -> export, re-read by the formats' own readers."""
+"""The human loop end to end: labels -> review queue -> review dataset -> edits as the App stores them
+-> --sync -> autolabel rerun keeps the human labels -> split -> export, re-read by the formats' own
+readers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from ums.autolabel.detectors import DetectorConfig
 from ums.autolabel.masks import SamConfig
 from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 from ums.export import export_workspace
-from ums.review import build_review_dataset, sync_review
+from ums.queue import QueueConfig, queue_workspace
+from ums.review import REVIEW_FIRST, build_review_dataset, sync_review
 from ums.split import SplitConfig, split_workspace
 from ums.synth import SynthFlightConfig, synth_flight
 
@@ -30,9 +32,13 @@ def test_review_loop(tmp_path):
         sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),
         show_progress=False)
     autolabel_workspace(ws, config)
+    queue_workspace(ws, QueueConfig(show_progress=False, workers=1))
 
     dataset = build_review_dataset(ws)
+    assert len(dataset.load_saved_view(REVIEW_FIRST)) == 6
     first = dataset.select_group_slices("infrared").first()
+    candidates = len(first["candidates"].detections)
+    first["candidates"].detections = []  # the reviewer found no missed object
     # the App stores a moved box by rewriting the detection's bounding_box; a drawn box as a new detection
     car = next(d for d in first["detections"].detections if d.label == "car")
     car.bounding_box = [0.2, 0.2, 0.2, 0.1]
@@ -44,6 +50,8 @@ def test_review_loop(tmp_path):
     last.save()
     report = sync_review(ws)
     assert (report.edited, report.added, report.conflicts) == (1, 1, 0)
+    assert (report.queued_reviewed, report.candidates_accepted, report.candidates_dismissed) == (1, 0, candidates)
+    assert len(dataset.load_saved_view(REVIEW_FIRST)) == 5  # the reviewed group left it
 
     autolabel_workspace(ws, config.model_copy(update={"force": True}))  # must not undo the review
     labels = ws.labels(first["capture_id"])
