@@ -526,7 +526,7 @@ def export(
 
     try:
         with Workspace.open(workspace, create=False) as ws:
-            report = export_workspace(ws, out, format, redact, overwrite)
+            report = export_workspace(ws, out, format, redact, overwrite, show_progress=sys.stderr.isatty())
     except NothingToExport as exc:
         fail(exc, 1)
     except (ValueError, WorkspaceError, OSError) as exc:

@@ -11,11 +11,10 @@ import cv2
 import numpy as np
 
 from ums.atomic import write_bytes, write_image, write_text
-from ums.masks import decode_rle, semantic_map
 from ums.previews import preview
 from ums.manifest import manifest_records
 from ums.split import SPLITS, strata_of
-from ums.taxonomy import load_mapping, load_taxonomy
+from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
 SAMPLE_GRID = 6
@@ -33,27 +32,6 @@ LAYOUTS = {
 
 UNSPLIT_NOTE = {True: ", `unsplit.txt` (not split yet: in the train files above until `ums split` runs)",
                 False: ", `unsplit.txt` (not split yet: in no split list until `ums split` runs)"}
-
-
-def write_msrs(pairs, out: Path) -> None:
-    """MSRS-id semantic masks and YOLO boxes for pairs already copied to ``ir/`` and ``vi/``."""
-    to_msrs = load_mapping("ums", "msrs-seg")
-    ums = load_taxonomy("ums")
-    for pair in pairs:
-        capture_id = pair.capture.capture_id
-        width, height = pair.size
-        with_masks = [label for label in pair.labels if label.mask]
-        masks = np.array([decode_rle(label.mask) for label in with_masks]).reshape(-1, height, width)
-        msrs_ids = np.array([to_msrs(label.class_id) for label in with_masks], dtype=np.int64)
-        # semantic_map paints id + 1, so hand it MSRS ids - 1
-        semantic = semantic_map(masks, msrs_ids - 1, np.array([label.score if label.score is not None else 1.0
-                                                               for label in with_masks]), (height, width))
-        write_image(out / "Segmentation_labels" / f"{capture_id}.png", semantic)
-        lines = [f"{label.class_id} {(label.box[0] + label.box[2]) / 2 / width:.6f} "
-                 f"{(label.box[1] + label.box[3]) / 2 / height:.6f} {(label.box[2] - label.box[0]) / width:.6f} "
-                 f"{(label.box[3] - label.box[1]) / height:.6f}" for label in pair.labels]
-        write_text(out / "labels" / f"{capture_id}.txt", "\n".join(lines) + ("\n" if lines else ""))
-    write_text(out / "classes.txt", "\n".join(ums.names[i] for i in sorted(ums.names)) + "\n")
 
 
 def write_metadata_and_card(workspace: Workspace, pairs, out: Path, redact: bool, fmt: str) -> None:

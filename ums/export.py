@@ -35,29 +35,23 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.etree import ElementTree
 
 import cv2
-import numpy as np
-import yaml
 
 from ums.stages import ALIGN as ALIGN_STAGE
 from ums.stages import EXPORT
 from ums.stages import REVIEW as REVIEW_STAGE
 from ums.stages import SPLIT as SPLIT_STAGE
-from ums.atomic import TEMP_SUFFIX, remove_stale_temporaries, temporary_path, write_image, write_text
-from ums.masks import decode_rle, semantic_map
-from ums.dataset_card import write_metadata_and_card, write_msrs
+from ums.atomic import TEMP_SUFFIX, remove_stale_temporaries, temporary_path, write_text
+from ums.dataset_card import write_metadata_and_card
+from ums.exporters import EXPORTERS, Exporter
+from ums.progress import progress_bar
 from ums.records import CaptureRecord, Issue, LabelRecord
 from ums.split import SPLITS
-from ums.taxonomy import load_taxonomy
 from ums.workspace import Workspace
 
-FORMATS = ("msrs", "coco", "yolo", "voc", "semantic")
+FORMATS = tuple(EXPORTERS)
 EXPORT_MARK = ".ums-export.json"  # which workspace and format a folder holds an export of
-PAIR_FOLDERS = {"msrs": ("ir", "vi")}
-SPLIT_LAYOUTS = ("coco", "yolo")  # the formats whose files are per split; the others only list the splits
-MODALITIES = {"infrared": "data.yaml", "visible": "data-visible.yaml"}  # YOLO: one data yaml per modality
 
 
 class ExportError(ValueError):
@@ -101,7 +95,7 @@ class ExportReport:
 
 
 def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bool = False,
-                     overwrite: bool = False) -> ExportReport:
+                     overwrite: bool = False, show_progress: bool = False) -> ExportReport:
     """Export into ``out``; raises :class:`ExportError` for a folder it must not write into and
     :class:`NothingToExport` when no pair would be exported (both before anything is written)."""
     if fmt not in FORMATS:
@@ -115,7 +109,7 @@ def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bo
         write_text(out / EXPORT_MARK, json.dumps(export_mark(workspace, fmt), sort_keys=True) + "\n")
         report = ExportReport(out, fmt, removed_temporaries=len(remove_stale_temporaries(out, only_dead_writers=True)),
                               cleared=cleared)
-        _export(workspace, out, fmt, redact, report)
+        _export(workspace, out, fmt, redact, report, show_progress)
         workspace.replace_issues(EXPORT, "workspace", report.issues)
         summary.update(report.rows())
         summary["warnings"] = [issue.message for issue in report.issues]
@@ -217,28 +211,32 @@ def _nothing_to_export(workspace: Workspace) -> str:
             "`ums review`, then run `ums review --sync`)")
 
 
-def _export(workspace: Workspace, out: Path, fmt: str, redact: bool, report: ExportReport) -> None:
-    pairs = _copy_pairs(workspace, out, fmt)
-    if fmt == "msrs":
-        write_msrs(pairs, out)
-    else:
-        {"coco": _coco, "yolo": _yolo, "voc": _voc, "semantic": _semantic}[fmt](pairs, out)
+def _export(workspace: Workspace, out: Path, fmt: str, redact: bool, report: ExportReport, show_progress: bool = False) -> None:
+    """The one driver loop: each pair's images copied, then handed to the format's exporter."""
+    exporter = EXPORTERS[fmt](out)
+    exporter.setup()
+    pairs = []
+    for capture, aligned in progress_bar(_exportable(workspace), f"export ({fmt})", show_progress):
+        pair = _copy_pair(workspace, capture, aligned, out, exporter)
+        exporter.export_pair(pair)
+        pairs.append(pair)
+    exporter.close(pairs)
     write_metadata_and_card(workspace, pairs, out, redact, fmt)  # next to every export
     report.pairs, report.labels = len(pairs), sum(len(p.labels) for p in pairs)
     for split in (*SPLITS, None):
         count = sum(pair.split == split for pair in pairs)
         if count or split is not None:
             report.splits[split or "unsplit"] = count
-    report.issues.extend(_split_warnings(pairs, fmt))
+    report.issues.extend(_split_warnings(pairs, exporter.per_split))
 
 
-def _split_warnings(pairs: list[ExportedPair], fmt: str) -> list[Issue]:
+def _split_warnings(pairs: list[ExportedPair], per_split: bool) -> list[Issue]:
     if not pairs:
         return []
     warnings = []
     unsplit = sum(pair.split is None for pair in pairs)
     if unsplit:
-        where = "exported as train" if fmt in SPLIT_LAYOUTS else "in unsplit.txt, in no split list"
+        where = "exported as train" if per_split else "in unsplit.txt, in no split list"
         warnings.append(f"{unsplit} of {len(pairs)} captures are not split yet: {where}; run `ums split` first")
     for split in SPLITS[1:]:
         if not any(pair.split == split for pair in pairs):
@@ -246,25 +244,19 @@ def _split_warnings(pairs: list[ExportedPair], fmt: str) -> list[Issue]:
     return [Issue(stage=EXPORT, level="warning", message=message) for message in warnings]
 
 
-def _copy_pairs(workspace: Workspace, out: Path, fmt: str) -> list[ExportedPair]:
-    folders = PAIR_FOLDERS.get(fmt, ("infrared", "visible"))
-    pairs = []
-    for capture, aligned in _exportable(workspace):
-        labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
-        split = (workspace.stage_result(capture.capture_id, SPLIT_STAGE) or {}).get("split")
-        pair = ExportedPair(capture, "", "", (0, 0), labels, split if split in SPLITS else None)
-        names = {}
-        for modality, key in zip(folders, ("ir", "vis")):
-            # ultralytics finds labels by swapping /images/ for /labels/, and reads a split from a folder
-            folder = Path("images", modality, pair.layout_split) if fmt == "yolo" else Path(modality)
-            target = out / folder / f"{capture.capture_id}.png"
-            _copy(workspace.absolute(aligned["files"][key]), target)
-            names[modality] = str(target.relative_to(out))
-        pair.infrared, pair.visible = names[folders[0]], names[folders[1]]
-        height, width = cv2.imread(str(out / pair.infrared), cv2.IMREAD_GRAYSCALE).shape
-        pair.size = (width, height)
-        pairs.append(pair)
-    return pairs
+def _copy_pair(workspace: Workspace, capture: CaptureRecord, aligned: dict, out: Path, exporter: Exporter) -> ExportedPair:
+    labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
+    split = (workspace.stage_result(capture.capture_id, SPLIT_STAGE) or {}).get("split")
+    pair = ExportedPair(capture, "", "", (0, 0), labels, split if split in SPLITS else None)
+    names = []
+    for modality, key in zip(exporter.pair_folders, ("ir", "vis")):
+        target = out / exporter.image_folder(modality, pair.layout_split) / f"{capture.capture_id}.png"
+        _copy(workspace.absolute(aligned["files"][key]), target)
+        names.append(str(target.relative_to(out)))
+    pair.infrared, pair.visible = names
+    height, width = cv2.imread(str(out / pair.infrared), cv2.IMREAD_GRAYSCALE).shape
+    pair.size = (width, height)
+    return pair
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -273,98 +265,3 @@ def _copy(source: Path, target: Path) -> None:
     temporary = temporary_path(target)
     shutil.copyfile(source, temporary)
     os.replace(temporary, target)
-
-
-def _coco(pairs: list[ExportedPair], out: Path) -> None:
-    taxonomy = load_taxonomy("ums")
-    images, annotations = [], []
-    for image_id, pair in enumerate(pairs, start=1):
-        width, height = pair.size
-        images.append({"id": image_id, "file_name": pair.infrared, "visible_file_name": pair.visible,
-                       "width": width, "height": height, "capture_id": pair.capture.capture_id,
-                       "split": pair.layout_split})
-        for label in pair.labels:
-            x0, y0, x1, y1 = label.box
-            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": label.class_id + 1,
-                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-                          "score": label.score, "source": label.source, "reviewed": label.reviewed}
-            if label.mask:
-                annotation["segmentation"] = label.mask
-                annotation["area"] = float(decode_rle(label.mask).sum())
-            annotations.append(annotation)
-    categories = [{"id": c.id + 1, "name": c.name} for c in taxonomy.classes]
-    write_text(out / "annotations.json", json.dumps({"images": images, "annotations": annotations,
-                                                     "categories": categories}))
-    for split in SPLITS:  # every split's file, even an empty one, so a training config never names a missing file
-        ids = {image["id"] for image in images if image["split"] == split}
-        write_text(out / "annotations" / f"instances_{split}.json", json.dumps({
-            "images": [image for image in images if image["id"] in ids],
-            "annotations": [annotation for annotation in annotations if annotation["image_id"] in ids],
-            "categories": categories}))
-
-
-def _yolo(pairs: list[ExportedPair], out: Path) -> None:
-    for split in SPLITS:  # an empty split is an empty folder: ultralytics' dataset check wants it to exist
-        for modality in MODALITIES:
-            (out / "images" / modality / split).mkdir(parents=True, exist_ok=True)
-    for pair in pairs:
-        width, height = pair.size
-        lines = []
-        for label in pair.labels:
-            x0, y0, x1, y1 = label.box
-            lines.append(f"{label.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
-                         f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
-        for modality in MODALITIES:
-            write_text(out / "labels" / modality / pair.layout_split / f"{pair.capture.capture_id}.txt",
-                       "\n".join(lines) + ("\n" if lines else ""))
-    _remove_stale_split_files(pairs, out)
-    names = load_taxonomy("ums").names
-    for modality, name in MODALITIES.items():
-        # no `path`: ultralytics and FiftyOne then resolve the folders against the yaml's own folder, so the
-        # export can be moved, and two exports of one workspace are byte-identical wherever they are written
-        data = {split: f"images/{modality}/{split}" for split in SPLITS}
-        write_text(out / name, yaml.safe_dump({**data, "names": names}, sort_keys=False))
-
-
-def _remove_stale_split_files(pairs: list[ExportedPair], out: Path) -> None:
-    """A capture that ``ums split`` moved, or review rejected, since an earlier export into this folder would
-    otherwise stay in its old split folder: in two splits at once, or trained on after its rejection."""
-    current = {(pair.layout_split, pair.capture.capture_id) for pair in pairs}
-    for kind, suffix in (("images", ".png"), ("labels", ".txt")):
-        for modality in MODALITIES:
-            for split in SPLITS:
-                for path in (out / kind / modality / split).glob(f"*{suffix}"):
-                    if (split, path.stem) not in current:
-                        path.unlink()
-
-
-def _voc(pairs: list[ExportedPair], out: Path) -> None:
-    names = load_taxonomy("ums").names
-    for pair in pairs:
-        width, height = pair.size
-        root = ElementTree.Element("annotation")
-        ElementTree.SubElement(root, "filename").text = pair.infrared
-        size = ElementTree.SubElement(root, "size")
-        for tag, value in (("width", width), ("height", height), ("depth", 1)):
-            ElementTree.SubElement(size, tag).text = str(value)
-        for label in pair.labels:
-            obj = ElementTree.SubElement(root, "object")
-            ElementTree.SubElement(obj, "name").text = names[label.class_id]
-            ElementTree.SubElement(obj, "difficult").text = "0"
-            box = ElementTree.SubElement(obj, "bndbox")
-            # VOC boxes are 1-based inclusive pixel indices
-            for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), label.box):
-                ElementTree.SubElement(box, tag).text = str(int(round(value + (1 if tag.endswith("min") else 0))))
-        write_text(out / "Annotations" / f"{pair.capture.capture_id}.xml",
-                   ElementTree.tostring(root, encoding="unicode"))
-
-
-def _semantic(pairs: list[ExportedPair], out: Path) -> None:
-    for pair in pairs:
-        width, height = pair.size
-        with_masks = [label for label in pair.labels if label.mask]
-        masks = np.array([decode_rle(label.mask) for label in with_masks]).reshape(-1, height, width)
-        semantic = semantic_map(masks, np.array([label.class_id for label in with_masks]),
-                                np.array([label.score if label.score is not None else 1.0 for label in with_masks]),
-                                (height, width))
-        write_image(out / "Segmentation_labels" / f"{pair.capture.capture_id}.png", semantic)
