@@ -29,11 +29,11 @@ from timing import median_seconds  # noqa: E402  (bench/timing.py)
 
 from ums.detections import Detections  # noqa: E402
 from ums.autolabel.detectors import DetectorConfig, load_detector  # noqa: E402
-from ums.autolabel.masks import SamConfig, load_sam, segment_boxes  # noqa: E402
+from ums.autolabel.sam import SamConfig, load_sam, segment_boxes  # noqa: E402
 
 
 def detector_row(image: np.ndarray, scratch: Path, args) -> tuple[str, float, int]:
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
 
     configure_ultralytics()
     from ultralytics import YOLO

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from ums.align import ecc, flow, registration  # noqa: E402
 from ums.align.deformation import DRONE, random_field  # noqa: E402
-from ums.atomic import FAST_PNG, RUNS_PNG, UNCOMPRESSED_TIFF  # noqa: E402
+from ums.core.atomic import FAST_PNG, RUNS_PNG, UNCOMPRESSED_TIFF  # noqa: E402
 
 # ECC as it stood before its rewrite for speed (a remap per iteration, pinv, no control of the step)
 DEFAULT_BASELINE = "d391edf"
@@ -75,7 +75,7 @@ def cropped_flight(captures: int) -> Path:
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
     from ums.synth import SynthFlightConfig, synth_flight
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     out = Path(tempfile.mkdtemp(prefix="ums-ecc-speed-"))
     synth_flight(out / "flight", SynthFlightConfig(n=captures, seed=5, show_progress=False))
@@ -87,7 +87,7 @@ def cropped_flight(captures: int) -> Path:
 
 def crop_files(root: Path) -> list[dict[str, Path]]:
     """crop's files (ir, vis, valid) of every capture."""
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     with Workspace.open(root) as ws:
         return [{key: ws.absolute(path) for key, path in ws.stage_results(capture.capture_id)["crop"]["files"].items()}
@@ -236,7 +236,7 @@ def parts_rows(crops: list[dict[str, Path]], old_ecc: types.ModuleType, old_flow
 def stage_rows(root: Path, captures: int, old_ecc: types.ModuleType, repeat: int) -> list[str]:
     """ms per capture of `ums align` (one worker) on fresh copies of the cropped workspace."""
     from ums.align import stage
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     current = (registration.ecc_register, stage.overlay)
 
@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stage-repeat", type=int, default=3)
     args = parser.parse_args()
-    from ums.executors import pin_threads
+    from ums.core.executors import pin_threads
 
     pin_threads()
     old_ecc = module_at(args.baseline, "ums/align/ecc.py")

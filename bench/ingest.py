@@ -34,9 +34,9 @@ from ums.dji.rjpeg import extract_raw_thermal  # noqa: E402
 from ums.dji.xmp import find_xmp_packet, parse_drone_dji  # noqa: E402
 from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
 from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
-from ums.atomic import FAST_PNG, write_image  # noqa: E402
+from ums.core.atomic import FAST_PNG, write_image  # noqa: E402
 import cv2  # noqa: E402
-from ums.workspace import Workspace  # noqa: E402
+from ums.core.workspace import Workspace  # noqa: E402
 
 
 def exiftool(flight: Path) -> None:

@@ -361,7 +361,7 @@ def synth_flight_rows(captures: int, motions: tuple[str, ...] = ("translation", 
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
     from ums.synth import SynthFlightConfig, synth_flight
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     out = Path(tempfile.mkdtemp(prefix="ums-reg-bench-"))
     truth_path = synth_flight(out / "flight", SynthFlightConfig(n=captures, seed=5, show_progress=False))

@@ -54,12 +54,12 @@ from ums.queue import (  # noqa: E402
     QueueConfig,
     metres_per_px,
     queue_workspace,
-    review_order,
     thermal_focal_px,
 )
-from ums.records import LabelRecord  # noqa: E402
+from ums.queue_order import review_order  # noqa: E402
+from ums.core.records import LabelRecord  # noqa: E402
 from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
-from ums.workspace import Workspace  # noqa: E402
+from ums.core.workspace import Workspace  # noqa: E402
 
 CLASS_IDS = {"person": 0, "car": 2}
 CLASS_SIZE_M = {"person": (0.55, 0.45), "car": (4.5, 1.85)}
@@ -391,7 +391,7 @@ def logit(p: float) -> float:
 
 def queue_timing(out: Path, n: int = 10_000) -> float:
     """Seconds for `review_order` over ``n`` weighed captures (the stored results, one core)."""
-    from ums.records import CaptureRecord
+    from ums.core.records import CaptureRecord
 
     root = out / "timing-ws"
     if not (root / "ready").exists():

@@ -35,7 +35,7 @@ def aligned_workspace(flight: Path, root: Path):
     from ums.align.stage import AlignConfig, align_workspace
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     workspace = Workspace.open(root)
     ingest_flight(workspace, flight, IngestConfig(show_progress=False))

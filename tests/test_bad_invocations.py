@@ -31,7 +31,7 @@ def places(synthetic_flight, tmp_path_factory) -> SimpleNamespace:
     """The folders and files the bad invocations point at (made once: most cases only read them)."""
     from ums.export import export_workspace
     from ums.ingest import IngestConfig, ingest_flight
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     base = tmp_path_factory.mktemp("bad")
     with Workspace.open(base / "ingested") as ws:
@@ -263,7 +263,7 @@ app(["crop", "-w", sys.argv[2], "--no-progress"])
 
 
 def test_sigterm_mid_stage_ends_like_ctrl_c(tmp_path):
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     Workspace.open(tmp_path / "ws").close()
     started = tmp_path / "started"

@@ -21,7 +21,7 @@ STAGES = ("ingest", "crop", "align", "autolabel", "split", "synth-flight", "trai
 # what the build reads: the project table, the readme it names, the packages and the shipped YAML
 BUILD_INPUTS = ("pyproject.toml", "README.md", "ums", "tsjnet", "labels", "pipelines")
 PROBE = """
-import json, ums, ums.config as config, ums.taxonomy as taxonomy, ums.camera as camera
+import json, ums, ums.core.config as config, ums.taxonomy as taxonomy, ums.camera as camera
 print(json.dumps({
     "ums": ums.__file__,
     "configs": {stage: str(config.default_config_path(stage)) for stage in %r},

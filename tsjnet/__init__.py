@@ -1,6 +1,6 @@
 """tsjnet: the TSJNet infrared/visible fusion network, trained on UMS datasets."""
 
-from ums.offline import apply_offline_environment
+from ums.core.offline import apply_offline_environment
 
 apply_offline_environment()
 

@@ -146,9 +146,9 @@ def fuse(
 ) -> None:
     """Fuse IR/visible pairs at native size; colour comes back from the visible image's Cb/Cr."""
     from tsjnet.fuse import FuseConfig, fuse_folders
-    from ums.executors import ExecutorError
+    from ums.core.executors import ExecutorError
 
-    from ums.config import load_config
+    from ums.core.config import load_config
 
     overrides = executor_overrides(workers, executor, scheduler, scheduler_file)
     try:
@@ -259,7 +259,7 @@ def train(
 ) -> None:
     """Train TSJNet jointly with its detection and segmentation losses (multi-GPU: torchrun --nproc-per-node N)."""
     from tsjnet.engine import TrainConfig, train as run_training
-    from ums.config import ConfigError, default_config_path
+    from ums.core.config import ConfigError, default_config_path
 
     try:
         base = TrainConfig.load(config or default_config_path("train"))
@@ -323,7 +323,7 @@ def eval_det(
     classes: Optional[Path] = typer.Option(None, metavar="FILE", help="classes.txt [default: beside the labels]."),
     detector_weights: Optional[Path] = typer.Option(None, metavar="FILE|NAME", help=shown(
         "Faster R-CNN R50-FPN weights, or fasterrcnn_resnet50_fpn (`ums weights`).", "none: required unless --no-pretrained")),
-    detector_labels: str = choice_option("tsjnet.tasks:TaskConfig.detector_labels", "coco (91-way COCO head) or dataset "
+    detector_labels: str = choice_option("tsjnet.task_heads:TaskConfig.detector_labels", "coco (91-way COCO head) or dataset "
                                          "(1 + dataset classes).", "coco"),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="--no-pretrained: random (tests)."),
     device: str = DeviceOption,
@@ -333,9 +333,9 @@ def eval_det(
 ) -> None:
     """Detection mAP (pycocotools) of one detector on fused vs infrared vs visible images (Table 3)."""
     from tsjnet.downstream import evaluate_detection
-    from tsjnet.tasks import TaskConfig
+    from tsjnet.task_heads import TaskConfig
 
-    from ums.config import load_config
+    from ums.core.config import load_config
 
     _check_device(device)
     try:
@@ -354,7 +354,7 @@ def eval_det(
 def eval_seg(
     images: list[str] = typer.Option(..., "--images", metavar="NAME=DIR", help="Repeatable: fused=F/ infrared=IR/ visible=VI/."),
     labels: Path = typer.Option(..., metavar="DIR", help="Folder of class-id PNGs (MSRS Segmentation_labels)."),
-    segmenter: str = choice_option("tsjnet.tasks:TaskConfig.segmenter", "The segmentation network.", "deeplabv3_resnet101"),
+    segmenter: str = choice_option("tsjnet.task_heads:TaskConfig.segmenter", "The segmentation network.", "deeplabv3_resnet101"),
     segmenter_weights: Optional[Path] = typer.Option(None, metavar="FILE|NAME", help=shown(
         "Weights for the dataset's classes.", "none: required unless --no-pretrained")),
     num_classes: int = typer.Option(9, "--classes", min=1, help="Class count (MSRS: 9)."),
@@ -366,10 +366,10 @@ def eval_seg(
 ) -> None:
     """Per-class IoU and mIoU of one segmenter on fused vs infrared vs visible images (Table 3)."""
     from tsjnet.downstream import evaluate_segmentation
-    from tsjnet.tasks import TaskConfig
+    from tsjnet.task_heads import TaskConfig
     from ums.taxonomy import load_taxonomy
 
-    from ums.config import load_config
+    from ums.core.config import load_config
 
     _check_device(device)
     try:

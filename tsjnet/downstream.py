@@ -13,10 +13,10 @@ import torch
 from tsjnet.data.dataset import read_rgb, read_segmentation, read_voc, read_yolo
 from tsjnet.data.layout import read_class_names
 from tsjnet.images import list_images
-from tsjnet.tasks import TaskConfig, build_detector, build_segmenter, detector_label_ids, imagenet_normalise
+from tsjnet.task_heads import TaskConfig, build_detector, build_segmenter, detector_label_ids, imagenet_normalise
 from ums.detections import Detections
 from ums.detection_metrics import coco_map
-from ums.progress import progress_bar
+from ums.core.progress import progress_bar
 
 
 def read_rgb_tensor(path: Path) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 from tsjnet import metrics
 from tsjnet.images import match_by_stem, read_image
 from tsjnet.metrics.convention import CONVENTIONS, Convention
-from ums.progress import progress_bar
+from ums.core.progress import progress_bar
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray, Convention], float]
 

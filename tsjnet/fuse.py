@@ -26,9 +26,9 @@ from tsjnet.baselines import BASELINES
 from tsjnet.images import ImagePair, merge_luma, pair_folders, read_image, split_luma, to_uint8
 from tsjnet.model import TSJNet
 from tsjnet.model.checkpoint import load_checkpoint
-from ums.atomic import write_image
-from ums.executors import ExecutorSettings
-from ums.runner import Outcome, StageReport, Task, TaskMap
+from ums.core.atomic import write_image
+from ums.core.executors import ExecutorSettings
+from ums.core.runner import Outcome, StageReport, Task, TaskMap
 
 OFFICIAL_SIZE = 512
 

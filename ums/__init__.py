@@ -4,7 +4,7 @@ Importing the package applies the offline settings first, so that any library im
 (ultralytics, FiftyOne, albumentations) starts without reaching for the network.
 """
 
-from ums.offline import apply_offline_environment
+from ums.core.offline import apply_offline_environment
 
 apply_offline_environment()
 

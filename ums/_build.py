@@ -1,5 +1,5 @@
 """Build-time only (``[tool.setuptools.cmdclass]`` in pyproject.toml): put ``labels/`` and ``pipelines/``
-into the wheel as ``ums/_data/...``, read at run time by ``ums.resources``.
+into the wheel as ``ums/_data/...``, read at run time by ``ums.core.resources``.
 
 setuptools maps package data only from inside a package folder, and a package-dir mapping would need
 every package listed by hand instead of found; copying at build time keeps the top-level folders the
@@ -16,7 +16,7 @@ from glob import glob
 
 from setuptools.command.build_py import build_py as _build_py
 
-PACKAGED = "_data"  # the name ums.resources.PACKAGED reads
+PACKAGED = "_data"  # the name ums.core.resources.PACKAGED reads
 SHIPPED = ("labels", "pipelines")
 
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from ums.dji.filenames import THERMAL_LETTERS
-from ums.resources import resource_dir
+from ums.core.resources import resource_dir
 
 PROFILE_DIR = resource_dir("pipelines") / "cameras"
 # Frame sizes DJI thermal cameras write besides those in the profiles: the XT and XT2 (336x256,

@@ -31,8 +31,8 @@ from ums.cli_options import (
     shown,
     version_option,
 )
-from ums.config import ConfigError, default_config_path, load_config
-from ums.workspace import Workspace, WorkspaceError
+from ums.core.config import ConfigError, default_config_path, load_config
+from ums.core.workspace import Workspace, WorkspaceError
 
 app = CliTyper(
     name="ums",
@@ -136,7 +136,7 @@ def ingest(
 ) -> None:
     """Find DJI captures, pair their frames, read EXIF + drone-dji XMP, extract raw thermal."""
     from ums.ingest import IngestConfig, NothingToIngest, check_flight, ingest_flight
-    from ums.executors import ExecutorError
+    from ums.core.executors import ExecutorError
 
     try:
         settings = load_config(IngestConfig, config or default_config_path("ingest"),
@@ -211,7 +211,7 @@ def _issue_lines(issues, limit: int) -> None:
 def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path], config: Optional[Path],
                          progress: bool, executor: dict, **overrides) -> None:
     """Load a stage's config, run it on an existing workspace, print its table and issues."""
-    from ums.executors import ExecutorError
+    from ums.core.executors import ExecutorError
 
     try:
         settings = load_config(config_model, config or default_config_path(stage),
@@ -345,9 +345,9 @@ def autolabel(
         "labels/ file naming the detector's classes.", config_default("autolabel", "detector.taxonomy"))),
     sam: Optional[Path] = typer.Option(None, "--sam", metavar="FILE|NAME", help=shown(
         "SAM checkpoint (official sam_vit_b/l/h), or sam_vit_b/l/h (`ums weights`).", "none: required unless --no-masks")),
-    sam_type: Optional[str] = choice_option("ums.autolabel.masks:ARCHITECTURES", "SAM architecture of --sam.",
+    sam_type: Optional[str] = choice_option("ums.autolabel.sam:ARCHITECTURES", "SAM architecture of --sam.",
                                             shown_default=config_default("autolabel", "sam.model_type")),
-    sam_image: Optional[str] = choice_option("ums.autolabel.masks:SamConfig.image", "Image SAM segments (best: per box, "
+    sam_image: Optional[str] = choice_option("ums.autolabel.sam:SamConfig.image", "Image SAM segments (best: per box, "
                                              "the modality whose detector scored it higher).",
                                              shown_default=config_default("autolabel", "sam.image")),
     masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
@@ -407,7 +407,7 @@ def review(
 def queue(
     workspace: Optional[Path] = WorkspaceOption,
     config: Optional[Path] = config_option("queue"),
-    rank: str = choice_option("ums.queue:RANKS", "priority: the expected number of label errors, from the evidence; "
+    rank: str = choice_option("ums.queue_order:RANKS", "priority: the expected number of label errors, from the evidence; "
                               "cleanlab: cleanlab's object-detection label quality, for comparison.", shown_default="priority",
                               default="priority"),
     limit: int = typer.Option(20, min=0, help="Captures to print (0: every unreviewed one)."),
@@ -421,8 +421,9 @@ def queue(
     """Weigh the evidence against every label, then list the unreviewed captures most likely to hold label errors first."""
     import json
 
-    from ums.executors import ExecutorError
-    from ums.queue import QueueConfig, queue_workspace, review_order
+    from ums.core.executors import ExecutorError
+    from ums.queue import QueueConfig, queue_workspace
+    from ums.queue_order import review_order
 
     try:
         settings = load_config(QueueConfig, config or default_config_path("queue"),

@@ -1,7 +1,7 @@
 """What both commands (``ums`` and ``tsjnet``) share so that they read and fail alike:
 
 - the executor options of every command that runs a batch on workers (config keys of
-  :class:`ums.executors.ExecutorSettings`);
+  :class:`ums.core.executors.ExecutorSettings`);
 - help that reads the way a user types: ``--motion [translation|euclidean|similarity]``, ``PATH``,
   ``[default: ecc]``, never a Python type;
 - options with a fixed set of values, read from the config models' ``Literal`` types, so the choices
@@ -34,7 +34,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # the cli
 from typer._click.formatting import join_options
 from typer.core import TyperCommand, TyperGroup
 
-from ums.config import default_config_path
+from ums.core.config import default_config_path
 
 DEBUG_ENV = "UMS_DEBUG"
 
@@ -157,7 +157,7 @@ def device_problem(device: str | None, option: str = "--device") -> str | None:
 
 WorkersOption = typer.Option(None, "--workers", "-j", min=0, metavar="N",
                              help="Worker processes [default: one per CPU core; 1: in this process].")
-ExecutorOption = choice_option("ums.executors:ExecutorSettings.executor", "Where tasks run: local (a process pool) "
+ExecutorOption = choice_option("ums.core.executors:ExecutorSettings.executor", "Where tasks run: local (a process pool) "
                                "or dask (a Dask cluster).", None, "--executor", shown_default="local; dask with --scheduler")
 SchedulerOption = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                help=shown("Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786.", "none"))

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_image
+from ums.core.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_image
 from ums.camera import (
     CameraModel,
     CameraProfile,
@@ -44,11 +44,11 @@ from ums.camera import (
 from ums.dji.jpeg import JpegError, read_declared_size
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.dji.xmp import PLAUSIBLE_RANGES, is_number, parse_number
-from ums.records import CaptureRecord, CropResult, FrameRecord, Issue, XmpField
-from ums.executors import ExecutorSettings
-from ums.runner import CaptureStage, StageReport, Task, run_capture_stage, settings_fingerprint
-from ums.stages import CROP as STAGE
-from ums.workspace import Workspace
+from ums.core.records import CaptureRecord, CropResult, FrameRecord, Issue, XmpField
+from ums.core.executors import ExecutorSettings
+from ums.core.runner import CaptureStage, StageReport, Task, run_capture_stage, settings_fingerprint
+from ums.core.stage_names import CROP as STAGE
+from ums.core.workspace import Workspace
 
 # OpenCV's decode flags by DCT reduction, on the sensor's own pixel grid, which the intrinsics
 # describe: an EXIF Orientation applied by OpenCV would rotate the pixels away from them. Not

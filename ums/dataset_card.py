@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ums.atomic import write_bytes, write_image, write_text
+from ums.core.atomic import write_bytes, write_image, write_text
 from ums.previews import preview
 from ums.manifest import manifest_records
 from ums.split import SPLITS, strata_of
 from ums.taxonomy import load_taxonomy
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 SAMPLE_GRID = 6
 LAYOUTS = {

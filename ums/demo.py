@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ums.align.stage import AlignConfig, AlignReport, align_workspace
 from ums.autolabel.stage import AutolabelConfig, AutolabelReport, autolabel_workspace
-from ums.config import default_config_path, load_config
+from ums.core.config import default_config_path, load_config
 from ums.export import export_workspace
 from ums.review import build_review_dataset
 from ums.split import SplitConfig, SplitReport, split_workspace
@@ -16,7 +16,7 @@ from ums.crop import CropConfig, CropReport, crop_workspace
 from ums.ingest import IngestConfig, IngestReport, ingest_flight
 from ums.report import write_html_report
 from ums.synth import SynthFlightConfig, synth_flight
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 from ums.taxonomy import ClassMapping
 
 if TYPE_CHECKING:
-    from ums.records import LabelRecord
+    from ums.core.records import LabelRecord
 
 REPEAT_IOU = 0.5  # an automatic box this close to a kept one is the same object
 

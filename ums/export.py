@@ -19,7 +19,7 @@ Labels tagged ``reject``, and captures rejected in review, are left out. Capture
 placed yet go to train in the YOLO and COCO layouts (so nothing is dropped) with a warning; the split lists
 name them in ``unsplit.txt``. Warnings are recorded as issues of stage ``export``.
 
-An export first deletes the temporaries that killed writers (``.<name>.<pid>.tmp``, :mod:`ums.atomic`) left in
+An export first deletes the temporaries that killed writers (``.<name>.<pid>.tmp``, :mod:`ums.core.atomic`) left in
 the folder, so a rerun after a crash equals a clean export.
 
 The folder must be new, empty, or an earlier export of the same workspace in the same format (its first
@@ -38,17 +38,17 @@ from pathlib import Path
 
 import cv2
 
-from ums.stages import ALIGN as ALIGN_STAGE
-from ums.stages import EXPORT
-from ums.stages import REVIEW as REVIEW_STAGE
-from ums.stages import SPLIT as SPLIT_STAGE
-from ums.atomic import TEMP_SUFFIX, remove_stale_temporaries, temporary_path, write_text
+from ums.core.stage_names import ALIGN as ALIGN_STAGE
+from ums.core.stage_names import EXPORT
+from ums.core.stage_names import REVIEW as REVIEW_STAGE
+from ums.core.stage_names import SPLIT as SPLIT_STAGE
+from ums.core.atomic import TEMP_SUFFIX, remove_stale_temporaries, temporary_path, write_text
 from ums.dataset_card import write_metadata_and_card
 from ums.exporters import EXPORTERS, Exporter
-from ums.progress import progress_bar
-from ums.records import CaptureRecord, Issue, LabelRecord
+from ums.core.progress import progress_bar
+from ums.core.records import CaptureRecord, Issue, LabelRecord
 from ums.split import SPLITS
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 FORMATS = tuple(EXPORTERS)
 EXPORT_MARK = ".ums-export.json"  # which workspace and format a folder holds an export of

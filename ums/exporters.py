@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 import numpy as np
 import yaml
 
-from ums.atomic import write_image, write_text
+from ums.core.atomic import write_image, write_text
 from ums.masks import decode_rle, semantic_map
 from ums.split import SPLITS
 from ums.taxonomy import load_mapping, load_taxonomy

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field
 
-from ums.atomic import write_image
+from ums.core.atomic import write_image
 from ums.camera import THERMAL_FRAME_SIZES, frame_size_problem, max_source_bytes
 from ums.dji.exif import find_exif_block, read_exif
 from ums.dji.filenames import (
@@ -33,7 +33,7 @@ from ums.dji.filenames import (
 from ums.dji.jpeg import APP1, JpegError, JpegHeader, read_header
 from ums.dji.rjpeg import RawThermalError, extract_raw_thermal, has_flir_container, has_raw_thermal, raw_layout_fits
 from ums.dji.xmp import XmpError, find_xmp_packet, implausible_numbers, parse_drone_dji
-from ums.records import (
+from ums.core.records import (
     CaptureRecord,
     ExifSummary,
     FileProbe,
@@ -43,11 +43,11 @@ from ums.records import (
     ThermalRawRecord,
     XmpField,
 )
-from ums.executors import ExecutorSettings
-from ums.runner import CaptureStage, Outcome, StageContext, StageReport, Task, run_capture_stage
-from ums.stages import ALIGN, AUTOLABEL, CROP, EXPORT, REVIEW, SPLIT
-from ums.stages import INGEST as STAGE
-from ums.workspace import DATABASE_NAME, Workspace
+from ums.core.executors import ExecutorSettings
+from ums.core.runner import CaptureStage, Outcome, StageContext, StageReport, Task, run_capture_stage
+from ums.core.stage_names import ALIGN, AUTOLABEL, CROP, EXPORT, REVIEW, SPLIT
+from ums.core.stage_names import INGEST as STAGE
+from ums.core.workspace import DATABASE_NAME, Workspace
 
 THERMAL_RAW_DIR = "thermal_raw"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

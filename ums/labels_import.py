@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 
 from ums.detections import drop_repeats
-from ums.records import Issue, LabelRecord
-from ums.stages import CROP
+from ums.core.records import Issue, LabelRecord
+from ums.core.stage_names import CROP
 from ums.taxonomy import DATASET_TAXONOMY, LABELS_DIR, load_mapping, load_taxonomy
-from ums.workspace import Workspace, utc_now
+from ums.core.workspace import Workspace, utc_now
 
 STAGE = "labels"  # the stage name of the import's issues and of its hold on the writer lock
 FORMATS = ("coco", "yolo")
@@ -162,7 +162,7 @@ def import_labels(workspace: Workspace, path: str | Path, fmt: str, source: str,
     ``taxonomy`` names the ``labels/`` file of the file's classes (default: the one whose names the file
     uses). Raises :class:`LabelImportError` for a path or an option that cannot be used at all, before
     anything is written; everything else wrong in the file is an issue of the report. A workspace that cannot be
-    written (busy, read-only, full disk) raises its :class:`~ums.workspace.WorkspaceError`, with nothing written."""
+    written (busy, read-only, full disk) raises its :class:`~ums.core.workspace.WorkspaceError`, with nothing written."""
     path = Path(path)
     _check_options(path, fmt, source, taxonomy)
     if source == "auto":

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 # Fields that locate a flight or identify an aircraft and its owner.
 PRIVATE_EXIF_FIELDS = ("gps_latitude", "gps_longitude", "gps_altitude_m", "serial_number")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ums.records import LabelRecord
+from ums.core.records import LabelRecord
 from ums.taxonomy import DATASET_TAXONOMY as TARGET_TAXONOMY
 from ums.taxonomy import load_taxonomy
 

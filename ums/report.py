@@ -11,13 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ums.atomic import write_text
+from ums.core.atomic import write_text
 from ums.dji.filenames import VISIBLE_LETTERS
 from ums.dji.rjpeg import stretch_to_uint8
-from ums.records import CaptureRecord, Issue
-from ums.queue import review_order
-from ums.stages import ALIGN, AUTOLABEL, QUEUE
-from ums.workspace import Workspace
+from ums.core.records import CaptureRecord, Issue
+from ums.queue_order import review_order
+from ums.core.stage_names import ALIGN, AUTOLABEL, QUEUE
+from ums.core.workspace import Workspace
 
 THUMBNAIL_HEIGHT = 200
 

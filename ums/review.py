@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 
 from ums.detections import box_iou
-from ums.stages import ALIGN as ALIGN_STAGE
-from ums.stages import AUTOLABEL, CROP
-from ums.stages import QUEUE as QUEUE_STAGE
-from ums.stages import REVIEW as STAGE
-from ums.offline import cache_root
-from ums.records import CaptureRecord, Issue, LabelRecord
+from ums.core.stage_names import ALIGN as ALIGN_STAGE
+from ums.core.stage_names import AUTOLABEL, CROP
+from ums.core.stage_names import QUEUE as QUEUE_STAGE
+from ums.core.stage_names import REVIEW as STAGE
+from ums.core.offline import cache_root
+from ums.core.records import CaptureRecord, Issue, LabelRecord
 from ums.taxonomy import load_taxonomy
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 LOW_SCORE = 0.5
 SLICES = ("infrared", "visible")  # the slices that carry the boxes

@@ -20,12 +20,12 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ums.stages import ALIGN as ALIGN_STAGE
-from ums.stages import SPLIT as STAGE
-from ums.stages import REVIEW as REVIEW_STAGE
-from ums.records import CaptureRecord, Issue
+from ums.core.stage_names import ALIGN as ALIGN_STAGE
+from ums.core.stage_names import SPLIT as STAGE
+from ums.core.stage_names import REVIEW as REVIEW_STAGE
+from ums.core.records import CaptureRecord, Issue
 from ums.taxonomy import load_taxonomy
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
 

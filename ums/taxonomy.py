@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from ums.resources import resource_dir
+from ums.core.resources import resource_dir
 
 DATASET_TAXONOMY = "ums"  # the classes of every label a workspace stores
 

@@ -161,7 +161,7 @@ def weights_home() -> Path:
     explicit = os.environ.get(HOME_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    from ums.offline import cache_root
+    from ums.core.offline import cache_root
 
     return cache_root()
 
@@ -194,7 +194,7 @@ def read_hashes(home: Path) -> dict[str, dict]:
 
 
 def record_hash(home: Path, entry: Weight, digest: str, size: int, origin: str) -> dict:
-    from ums.atomic import write_text
+    from ums.core.atomic import write_text
 
     hashes = read_hashes(home)
     hashes[entry.file] = {"sha256": digest, "size": size, "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.tsjnet.data.test_dataset import make_ums_export
+from tests.tsjnet.conftest import make_ums_export
 from tsjnet import downstream
 from tsjnet.cli import app
 from tsjnet.downstream import confusion_matrix, evaluate_detection, evaluate_segmentation, iou_from_confusion
-from tsjnet.tasks import TaskConfig
+from tsjnet.task_heads import TaskConfig
 
 SMALL = dict(detector_min_size=96, detector_max_size=128, detector_box_samples=32)
 

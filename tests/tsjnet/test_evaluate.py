@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.tsjnet.test_fuse import copy_pairs
+from tests.tsjnet.conftest import copy_pairs
 from tsjnet import metrics
 from tsjnet.cli import app
 from tsjnet.evaluate import METRICS, TABLE2, evaluate_folders

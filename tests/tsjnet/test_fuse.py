@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+from tests.tsjnet.conftest import copy_pairs
 from pathlib import Path
 
 import cv2
@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import shared_data
 from tsjnet.cli import app
 from tsjnet.fuse import FuseConfig, NetworkFuser, fuse_folders, pad_to_multiple
 from tsjnet.images import merge_luma, split_luma
@@ -19,18 +18,6 @@ from tsjnet.model import TINY, TSJNet, TSJNetConfig
 from tsjnet.model.checkpoint import save_checkpoint
 
 
-def copy_pairs(tmp_path: Path, dataset: str, names: list[str], size: tuple[int, int] | None = None) -> tuple[Path, Path]:
-    ir_dir, vi_dir = tmp_path / "ir", tmp_path / "vi"
-    for folder in (ir_dir, vi_dir):
-        folder.mkdir(exist_ok=True)
-    for name in names:
-        for modality, folder in (("ir", ir_dir), ("vi", vi_dir)):
-            source = shared_data(dataset, modality, name)
-            if size is None:
-                shutil.copy(source, folder / name)
-            else:
-                cv2.imwrite(str(folder / name), cv2.resize(cv2.imread(str(source), cv2.IMREAD_UNCHANGED), size))
-    return ir_dir, vi_dir
 
 
 @pytest.fixture

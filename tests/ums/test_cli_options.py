@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tsjnet.cli import app as tsjnet_app
 from ums.cli import app as ums_app
 from ums.cli_options import Choices, choices, config_default
-from ums.config import default_config_path, load_config
+from ums.core.config import default_config_path, load_config
 
 
 def options(app, name: str):
@@ -112,16 +112,16 @@ def test_help_shows_no_python_type_and_no_relative_default(app, command):
 EXPECTED_CHOICES = [
     ("ums", "align", "--method", "ums.align.stage", "AlignConfig", "method"),
     ("ums", "align", "--motion", "ums.align.stage", "AlignConfig", "motion"),
-    ("ums", "align", "--executor", "ums.executors", "ExecutorSettings", "executor"),
+    ("ums", "align", "--executor", "ums.core.executors", "ExecutorSettings", "executor"),
     ("ums", "autolabel", "--detector-format", "ums.autolabel.detectors", "DetectorConfig", "format"),
-    ("ums", "autolabel", "--sam-image", "ums.autolabel.masks", "SamConfig", "image"),
+    ("ums", "autolabel", "--sam-image", "ums.autolabel.sam", "SamConfig", "image"),
     ("ums", "align-train", "--model", "ums.align.learned.train", "AlignTrainConfig", "model"),
     ("ums", "align-train", "--readout", "ums.align.learned.train", "AlignTrainConfig", "readout"),
     ("tsjnet", "fuse", "--method", "tsjnet.fuse", "FuseConfig", "method"),
     ("tsjnet", "fuse", "--precision", "tsjnet.fuse", "FuseConfig", "precision"),
     ("tsjnet", "train", "--amp", "tsjnet.engine.config", "TrainConfig", "amp"),
     ("tsjnet", "train", "--preset", "tsjnet.losses.config", "LossConfig", "preset"),
-    ("tsjnet", "eval-det", "--detector-labels", "tsjnet.tasks", "TaskConfig", "detector_labels"),
+    ("tsjnet", "eval-det", "--detector-labels", "tsjnet.task_heads", "TaskConfig", "detector_labels"),
 ]
 
 

@@ -20,9 +20,9 @@ from ums.crop import (
     _distort,
 )
 from ums.ingest import IngestConfig, ingest_flight
-from ums.records import ExifSummary, FrameRecord, XmpField
+from ums.core.records import ExifSummary, FrameRecord, XmpField
 from ums.synth import SynthFlightConfig, synth_flight
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 QUIET = CropConfig(show_progress=False)
 
@@ -194,14 +194,6 @@ def copied_flight(exact_flight, tmp_path):
     return flight
 
 
-def claim_size(path, width: int, height: int) -> None:
-    """Rewrite the frame size in the JPEG's SOF header, leaving the data as it was."""
-    data = bytearray(path.read_bytes())
-    index = 2
-    while data[index + 1] not in (0xC0, 0xC1, 0xC2):
-        index += 2 + int.from_bytes(data[index + 2:index + 4], "big")
-    data[index + 5:index + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    path.write_bytes(bytes(data))
 
 
 def test_a_header_over_the_crop_limit_is_refused_before_decoding(exact_flight, tmp_path):

@@ -1,9 +1,9 @@
 import pytest
 
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
-from tests.ums.autolabel.test_stage import ROWS
+from tests.ums.autolabel.models import ROWS
 from ums.autolabel.detectors import DetectorConfig
-from ums.autolabel.masks import SamConfig
+from ums.autolabel.sam import SamConfig
 from ums.autolabel.stage import AutolabelConfig
 from ums.demo import run_demo
 

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from ums.detections import Detections
 from ums.masks import encode_rle
 from ums.export import export_workspace
-from ums.records import LabelRecord
+from ums.core.records import LabelRecord
 from ums.split import SPLITS, SplitConfig, split_workspace
 from ums.taxonomy import load_taxonomy
 
@@ -115,7 +115,7 @@ def no_downloads(monkeypatch):
     import ultralytics.data.utils
     import ultralytics.utils.checks
 
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
 
     configure_ultralytics()  # puts the font in place, as every ums entry point into ultralytics does
 
@@ -347,7 +347,7 @@ def test_files_the_workspace_and_its_neighbourhood_are_refused(labelled, tmp_pat
 
 def test_nothing_to_export_writes_nothing(tmp_path):
     from ums.export import NothingToExport
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     with Workspace.open(tmp_path / "ws") as ws:
         with pytest.raises(NothingToExport) as error:

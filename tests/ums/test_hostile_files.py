@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.ums.test_crop import claim_size
+from tests.ums.conftest import claim_size
 from ums.crop import CropConfig, crop_workspace
 from ums.dji.filenames import parse_capture_name
 from ums.dji.jpeg import APP1, insert_segments, read_header
 from ums.dji.xmp import build_xmp_packet, find_xmp_packet, parse_drone_dji
 from ums.ingest import IngestConfig, NothingToIngest, ReadTask, check_flight, ingest_flight, read_file
 from ums.manifest import manifest_records
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 IN_PROCESS = IngestConfig(show_progress=False, workers=1)
 CROP = CropConfig(show_progress=False, workers=1)
@@ -51,7 +51,7 @@ def crop_results(ws: Workspace) -> dict[int, dict]:
 INGEST_SCRIPT = """
 import json, sys
 from ums.ingest import IngestConfig, ingest_flight
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 with Workspace.open(sys.argv[2]) as ws:
     report = ingest_flight(ws, sys.argv[1], IngestConfig(show_progress=False, workers=1))
 print(json.dumps({"captures": report.captures, "unreadable": report.unreadable,
@@ -311,7 +311,7 @@ def test_absurd_xmp_numbers_are_named_and_the_range_crop_falls_back_to_is_record
 
 
 def test_probes_stored_by_an_older_version_are_checked_again(synthetic_flight, tmp_path):
-    from ums.records import FileProbe
+    from ums.core.records import FileProbe
 
     root, folder = copy_flight(synthetic_flight, tmp_path)
     wide = sorted(folder.glob("*_W.JPG"))

@@ -16,16 +16,16 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import PROJECT_ROOT, shared_data
-from tests.ums.dji.test_rjpeg import with_raw_block
-from tests.ums.dji.test_xmp import BILLION_LAUGHS
+from tests.ums.dji.conftest import with_raw_block
+from tests.ums.dji.conftest import BILLION_LAUGHS
 from ums.cli import app
 from ums.dji.jpeg import APP1, insert_segments
 from ums.dji.xmp import XMP_APP1_PREFIX
 from ums.ingest import IngestConfig, NothingToIngest, ingest_flight
 from ums.manifest import manifest_records
-from ums.records import FileProbe, ThermalRawRecord
+from ums.core.records import FileProbe, ThermalRawRecord
 from ums.synth import SynthFlightConfig, synth_flight
-from ums.workspace import DATABASE_NAME, Workspace
+from ums.core.workspace import DATABASE_NAME, Workspace
 
 QUIET = IngestConfig(show_progress=False)
 

@@ -12,8 +12,8 @@ import pytest
 from ums.export import export_workspace
 from ums.labels_import import LabelImportError, import_labels
 from ums.masks import decode_rle, encode_rle
-from ums.records import LabelRecord
-from ums.workspace import Workspace
+from ums.core.records import LabelRecord
+from ums.core.workspace import Workspace
 
 CAR_MASK = np.zeros((512, 640), bool)
 CAR_MASK[100:160, 100:220] = True

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from ums.cli import app
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_records
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 POSITION_EXIF = ("gps_latitude", "gps_longitude", "gps_altitude_m")
 POSITION_XMP = ("GpsLatitude", "GpsLongitude", "AbsoluteAltitude", "LRFTargetLat", "LRFTargetLon", "LRFTargetAlt",

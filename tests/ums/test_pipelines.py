@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from tests.conftest import PROJECT_ROOT
-from ums.config import load_config
+from ums.core.config import load_config
 
 PIPELINES = PROJECT_ROOT / "pipelines"
 LABELS = PROJECT_ROOT / "labels"

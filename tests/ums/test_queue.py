@@ -7,8 +7,9 @@ import json
 import pytest
 
 from tests.conftest import aligned_workspace
-from ums.queue import DETECTED_UNLABELLED, PriorityModel, QueueConfig, queue_workspace, review_order
-from ums.records import LabelRecord
+from ums.queue import DETECTED_UNLABELLED, PriorityModel, QueueConfig, queue_workspace
+from ums.queue_order import review_order
+from ums.core.records import LabelRecord
 
 QUIET = QueueConfig(show_progress=False, workers=1)
 CLASS_IDS = {"person": 0, "car": 2}
@@ -144,7 +145,7 @@ def test_ums_queue_before_align_exits_1_naming_the_stage(tmp_path):
     from typer.testing import CliRunner
 
     from ums.cli import app
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     Workspace.open(tmp_path / "ws").close()
     result = CliRunner().invoke(app, ["queue", "-w", str(tmp_path / "ws")])

@@ -8,8 +8,8 @@ import pytest
 from tests.conftest import aligned_workspace
 from ums.ingest import IngestConfig, ingest_flight
 from ums.report import summarize, write_html_report
-from ums.stages import ALIGN, AUTOLABEL
-from ums.workspace import Workspace
+from ums.core.stage_names import ALIGN, AUTOLABEL
+from ums.core.workspace import Workspace
 
 
 def test_summary_counts_and_page(synthetic_flight, tmp_path):

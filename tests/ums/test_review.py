@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+from tests.ums.conftest import slice_sample
 from tests.conftest import aligned_workspace
 
 import numpy as np
 import pytest
 
 from ums.masks import encode_rle
-from ums.records import LabelRecord
+from ums.core.records import LabelRecord
 from ums.review import ALL_SLICES, CAPTIONS, build_review_dataset, dataset_name, sync_review
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 pytest.importorskip("fiftyone")
 
@@ -30,10 +31,6 @@ def reviewed_workspace(synthetic_flight, tmp_path):
     ws.close()
 
 
-def slice_sample(dataset, capture_id, slice_name):
-    from fiftyone import ViewField as F
-
-    return dataset.select_group_slices(slice_name).match(F("capture_id") == capture_id).first()
 
 
 def test_dataset_groups_fields_and_saved_views(reviewed_workspace):

@@ -7,8 +7,8 @@ from tests.conftest import aligned_workspace
 
 import pytest
 
-from tests.ums.test_review import slice_sample
-from ums.records import LabelRecord
+from tests.ums.conftest import slice_sample
+from ums.core.records import LabelRecord
 from ums.review import ALL_SLICES, REVIEW_FIRST, SLICES, build_review_dataset, sync_review
 
 pytest.importorskip("fiftyone")

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from ums.records import LabelRecord
+from ums.core.records import LabelRecord
 from ums.split import SplitConfig, split_workspace
 from ums.synth import SynthFlightConfig, synth_flight
 

@@ -103,7 +103,7 @@ def test_missing_pairs_folder_is_named(tmp_path):
 
 def test_real_pairs_make_an_ingestible_flight(tmp_path):
     from ums.ingest import IngestConfig, ingest_flight
-    from ums.workspace import Workspace
+    from ums.core.workspace import Workspace
 
     pairs = shared_data("llvip", "train")
     truth = load(synth_flight(tmp_path / "f", SynthFlightConfig(n=2, pairs=pairs, show_progress=False)))

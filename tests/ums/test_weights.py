@@ -354,7 +354,7 @@ def test_an_absent_name_is_an_error_naming_the_flag_and_never_a_download(home, s
 
 def test_detector_names_resolve_in_ums_home(home):
     from ums.autolabel.detectors import DetectorConfig, load_detector
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
 
     yolov7_end_to_end(home / "yolov7.onnx", [[0, 100, 150, 300, 350, 2, 0.9]])
     detector = load_detector(DetectorConfig(weights="yolov7"))
@@ -377,7 +377,7 @@ def test_detector_names_resolve_in_ums_home(home):
 
 
 def test_sam_names_resolve_in_ums_home(home):
-    from ums.autolabel.masks import SamConfig, load_sam
+    from ums.autolabel.sam import SamConfig, load_sam
 
     tiny_sam_checkpoint(home / "sam_vit_b_01ec64.pth")
     config = SamConfig(checkpoint="sam_vit_b", model_type="custom", architecture=TINY_SAM)
@@ -393,7 +393,7 @@ def test_sam_names_resolve_in_ums_home(home):
 
 
 def test_task_network_names_resolve_in_ums_home(home):
-    from tsjnet.tasks import read_state_dict
+    from tsjnet.task_heads import read_state_dict
 
     torch.save({"backbone.weight": torch.arange(6.0)}, home / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth")
     state = read_state_dict(Path("fasterrcnn_resnet50_fpn"), "--detector-weights")
@@ -431,7 +431,7 @@ def test_torchvision_entries_are_torchvisions_own():
 def test_ultralytics_entries_are_assets_of_the_pinned_release():
     import inspect
 
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
 
     configure_ultralytics()
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset

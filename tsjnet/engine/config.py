@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tsjnet.losses import LossConfig
 from tsjnet.model import TSJNetConfig
-from tsjnet.tasks import TaskConfig
-from ums.config import load_config
+from tsjnet.task_heads import TaskConfig
+from ums.core.config import load_config
 
 
 class DataConfig(BaseModel):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ums.atomic import write_bytes
+from ums.core.atomic import write_bytes
 
 
 def rng_state() -> dict:

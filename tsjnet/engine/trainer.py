@@ -28,14 +28,14 @@ from tsjnet.data.dataset import Batch
 from tsjnet.data.layout import _split_names
 from tsjnet.engine.config import TrainConfig
 from tsjnet.engine.distributed import DistributedContext
-from tsjnet.engine.records import RunRecords
+from tsjnet.engine.run_records import RunRecords
 from tsjnet.engine.state import load_state, restore_rng_state, rng_state, save_state
 from tsjnet.losses import fusion_terms
 from tsjnet.model import TSJNet
 from tsjnet.model.checkpoint import save_checkpoint
-from tsjnet.tasks import TaskHeads
-from ums.atomic import write_image
-from ums.progress import progress_bar
+from tsjnet.task_heads import TaskHeads
+from ums.core.atomic import write_image
+from ums.core.progress import progress_bar
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -19,7 +19,7 @@ from safetensors.torch import save as save_safetensors
 
 from tsjnet.model.config import TSJNetConfig
 from tsjnet.model.tsjnet import TSJNet
-from ums.atomic import write_bytes, write_text
+from ums.core.atomic import write_bytes, write_text
 
 OFFICIAL_PARTS = {"DIDF_Encoder": "encoder.", "DIDF_Decoder": "decoder.", "BaseFuseLayer": "nat_fuse.",
                   "DetailFuseLayer": "mfm_fuse."}

@@ -26,10 +26,10 @@ from pydantic import ConfigDict, Field
 from ums.align.ecc import ECC_VERSION, RegistrationFailure
 from ums.align.flow import warp_with_flow
 from ums.align.registration import DEFAULT_MOTION, MIN_CONSISTENT, register
-from ums.atomic import write_bytes, write_image
-from ums.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
-from ums.executors import ExecutorSettings
-from ums.runner import (
+from ums.core.atomic import write_bytes, write_image
+from ums.core.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
+from ums.core.executors import ExecutorSettings
+from ums.core.runner import (
     CaptureStage,
     Outcome,
     Pass,
@@ -41,9 +41,9 @@ from ums.runner import (
     run_capture_stage,
     settings_fingerprint,
 )
-from ums.stages import ALIGN as STAGE
-from ums.stages import CROP as CROP_STAGE
-from ums.workspace import Workspace
+from ums.core.stage_names import ALIGN as STAGE
+from ums.core.stage_names import CROP as CROP_STAGE
+from ums.core.workspace import Workspace
 
 
 class AlignConfig(ExecutorSettings):

@@ -86,7 +86,7 @@ def _grey_to_bgr(image: np.ndarray) -> np.ndarray:
 
 class UltralyticsDetector:
     def __init__(self, path: Path, config: DetectorConfig):
-        from ums.offline import configure_ultralytics
+        from ums.core.offline import configure_ultralytics
 
         configure_ultralytics()
         from ultralytics import YOLO

@@ -20,16 +20,16 @@ import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from ums.atomic import write_image
+from ums.core.atomic import write_image
 from ums.detections import Detections, drop_repeats
 from ums.autolabel.detectors import DetectorConfig, load_detector
-from ums.autolabel.masks import SamConfig, load_sam, segment_boxes
+from ums.autolabel.sam import SamConfig, load_sam, segment_boxes
 from ums.masks import decode_rle, encode_rle, semantic_map
 from ums.previews import preview
 from ums.autolabel.merge import MergeConfig, merge_modalities
-from ums.records import AutolabelResult, LabelRecord
-from ums.executors import ExecutorSettings
-from ums.runner import (
+from ums.core.records import AutolabelResult, LabelRecord
+from ums.core.executors import ExecutorSettings
+from ums.core.runner import (
     CaptureStage,
     Outcome,
     StageContext,
@@ -39,11 +39,11 @@ from ums.runner import (
     record_capture_outcome,
     run_capture_stage,
 )
-from ums.stages import ALIGN as ALIGN_STAGE
-from ums.stages import AUTOLABEL as STAGE
+from ums.core.stage_names import ALIGN as ALIGN_STAGE
+from ums.core.stage_names import AUTOLABEL as STAGE
 from ums.taxonomy import DATASET_TAXONOMY as TARGET_TAXONOMY
 from ums.taxonomy import load_mapping, load_taxonomy
-from ums.workspace import Workspace
+from ums.core.workspace import Workspace
 
 class AutolabelConfig(ExecutorSettings):
     """Settings of ``ums autolabel`` (``pipelines/autolabel.yaml`` holds the defaults)."""

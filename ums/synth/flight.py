@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ums.atomic import write_bytes, write_text
+from ums.core.atomic import write_bytes, write_text
 from ums.camera import (
     CameraModel,
     CameraProfile,
@@ -31,7 +31,7 @@ from ums.camera import (
 )
 from ums.dji.rjpeg import stretch_to_uint8
 from ums.dji.writer import build_exif, encode_dji_jpeg
-from ums.progress import progress_bar
+from ums.core.progress import progress_bar
 from ums.synth.scene import TEMPERATURE_SCALE, render_scene
 
 GROUND_TRUTH_NAME = "groundtruth.json"

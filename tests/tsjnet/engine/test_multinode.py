@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import PROJECT_ROOT
-from tests.tsjnet.data.test_dataset import make_ums_export
+from tests.tsjnet.conftest import make_ums_export
 from tsjnet.engine.state import load_state
 
 TINY_CONFIG = PROJECT_ROOT / "pipelines" / "train-tiny.yaml"

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.conftest import shared_data
-from tests.tsjnet.data.test_dataset import make_ums_export
+from tests.tsjnet.conftest import make_ums_export
 from tsjnet import metrics
 from tsjnet.cli import app
 from tsjnet.data import FusionDataset

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.ums.align.test_registration import real_pair, similarity_flow
+from tests.ums.align.conftest import real_pair, similarity_flow
 from ums.align.ecc import ecc_register, percentile_99
 from ums.align.flow import warp_with_flow
 

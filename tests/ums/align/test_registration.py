@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from tests.ums.align.conftest import real_pair, similarity_flow
 import cv2
 import numpy as np
 import pytest
@@ -10,11 +11,6 @@ from ums.align import RegistrationFailure, register
 from ums.align.flow import endpoint_error, flow_from_transform, grid_sample_to_flow, scoring_mask, valid_mask, warp_with_flow
 
 
-def real_pair(dataset: str, name: str):
-    root = shared_data(dataset)
-    ir = cv2.imread(str(root / "ir" / name), cv2.IMREAD_GRAYSCALE)
-    vi = cv2.imread(str(root / "vi" / name), cv2.IMREAD_COLOR)
-    return ir, vi
 
 
 def moved(image: np.ndarray, transform_fixed_to_moving: np.ndarray) -> np.ndarray:
@@ -199,11 +195,6 @@ def test_the_floor_free_disagreement_has_its_known_answer():
     assert np.abs(disagreement(perfect_1, map_1, perfect_3, map_3)[inside]).max() < 1e-3
 
 
-def similarity_flow(degrees: float, scale: float, shift: tuple[float, float], h: int, w: int) -> np.ndarray:
-    c, s = scale * np.cos(np.radians(degrees)), scale * np.sin(np.radians(degrees))
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    return flow_from_transform(np.array([[c, -s, cx - c * cx + s * cy + shift[0]], [s, c, cy - s * cx - c * cy + shift[1]],
-                                         [0, 0, 1.0]]), h, w)
 
 
 def test_the_moving_masks_own_border_does_not_pull_ecc():

@@ -11,8 +11,8 @@ from ums.camera import apply_homography
 from ums.crop import CropConfig, crop_workspace
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_records
-from ums.stamps import stamp
-from ums.workspace import Workspace
+from ums.core.stamps import stamp
+from ums.core.workspace import Workspace
 
 QUIET = AlignConfig(show_progress=False)
 GRID = np.stack(np.meshgrid(np.arange(0, 640, 16), np.arange(0, 512, 16)), -1).reshape(-1, 2).astype(float)

@@ -42,7 +42,7 @@ def test_yolov7_raw_export_gets_our_nms(tmp_path):
 
 
 def test_ultralytics_model_by_path(tmp_path):
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
 
     configure_ultralytics()
     from ultralytics import YOLO
@@ -59,7 +59,7 @@ def test_ultralytics_model_by_path(tmp_path):
 
 
 def test_class_names_must_match_the_taxonomy(tmp_path):
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
 
     configure_ultralytics()
     from ultralytics import YOLO

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from tests.ums.autolabel.models import ROWS
 from tests.conftest import aligned_workspace
 
 
@@ -10,14 +11,12 @@ from typer.testing import CliRunner
 
 from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
 from ums.autolabel.detectors import DetectorConfig
-from ums.autolabel.masks import SamConfig
+from ums.autolabel.sam import SamConfig
 from ums.masks import decode_rle
 from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 from ums.cli import app
-from ums.records import LabelRecord
+from ums.core.records import LabelRecord
 
-# 640x512 pairs letterbox into 640x640 with 64 px above: a car, a person, and a COCO dog (no UMS class)
-ROWS = [[0, 100, 164, 220, 224, 2, 0.9], [0, 400, 264, 430, 344, 0, 0.7], [0, 500, 100, 560, 150, 16, 0.8]]
 
 
 @pytest.fixture()

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from tests.ums.dji.conftest import with_raw_block
 import cv2
 import numpy as np
 import pytest
 
 from tests.conftest import shared_data
-from ums.dji.jpeg import APP3, insert_segments, read_header, split_payload
+from ums.dji.jpeg import read_header
 from ums.dji.rjpeg import (RawThermalError, count_percentiles, extract_raw_thermal, has_flir_container, has_raw_thermal,
                            stretch_to_uint8)
 from ums.dji.writer import encode_dji_jpeg
@@ -77,16 +78,6 @@ def test_count_percentiles_are_numpys_to_the_last_bit(seed):
     assert count_percentiles(np.array([5, 9], np.uint16), (50.0,)) == [7.0]
 
 
-def with_raw_block(jpeg: bytes, raw: bytes, marker: int = APP3) -> bytes:
-    """``jpeg`` with its APP3 segments replaced by ``raw`` split the way DJI splits it."""
-    header = read_header(jpeg)
-    kept, start = [], 0
-    for segment in header.segments:
-        if segment.marker == APP3:
-            kept.append(jpeg[start:segment.offset])
-            start = segment.offset + 4 + len(segment.payload)
-    stripped = b"".join(kept) + jpeg[start:]
-    return insert_segments(stripped, [(marker, chunk) for chunk in split_payload(raw)])
 
 
 def test_a_raw_block_smaller_than_its_frame_is_refused_naming_both_sizes():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from tests.ums.dji.conftest import BILLION_LAUGHS
 import pytest
 
 from ums.dji.xmp import (
@@ -52,12 +53,6 @@ def test_dewarp_data():
     assert parse_dewarp("garbage") is None
 
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
-<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
-<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" drone-dji:SelfData="&lol3;"/>
-</rdf:RDF></x:xmpmeta>"""
 
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
 <!DOCTYPE x [<!ENTITY secret SYSTEM "file:///etc/passwd">]>

@@ -16,7 +16,7 @@ import torch
 
 from ums.align.learned.model import DenseMatcher
 from ums.align.learned.refiner import ResidualRefiner
-from ums.atomic import write_bytes
+from ums.core.atomic import write_bytes
 
 CHECKPOINT_FORMAT = "ums-dense-matcher"
 REFINER_FORMAT = "ums-residual-refiner"

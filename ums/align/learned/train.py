@@ -36,8 +36,8 @@ from ums.align.learned.inference import matcher_flow
 from ums.align.learned.model import DenseMatcher, Readout, warp
 from ums.align.learned.refiner import ResidualRefiner
 from ums.align.learned.residuals import ResidualSampler, cases_to_batch, globally_aligned, residual_case, residual_field
-from ums.atomic import write_bytes, write_text
-from ums.progress import progress_bar
+from ums.core.atomic import write_bytes, write_text
+from ums.core.progress import progress_bar
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 

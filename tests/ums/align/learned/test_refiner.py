@@ -21,7 +21,7 @@ from ums.align.learned.refiner import ResidualRefiner, consistency_error
 from ums.align.learned.residuals import ResidualSampler, invert_field, residual_case, residual_field
 from ums.align.learned.train import load_pairs, refiner_losses
 from ums.align.registration import refine
-from tests.ums.align.learned.test_train import pair_folder  # noqa: F401  (fixture)
+from tests.ums.align.learned.conftest import pair_folder  # noqa: F401  (fixture)
 
 
 def textured(seed: int = 1, shape=(128, 160)) -> np.ndarray:

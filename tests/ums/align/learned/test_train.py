@@ -17,18 +17,6 @@ from ums.align.learned.train import AlignTrainConfig, PairSampler, load_pairs, l
 from ums.cli import app
 
 
-@pytest.fixture(scope="module")
-def pair_folder(tmp_path_factory):
-    """Six aligned 'pairs' made by the test: a textured image and its inverted, blurred twin."""
-    root = tmp_path_factory.mktemp("pairs")
-    (root / "ir").mkdir()
-    (root / "vi").mkdir()
-    rng = np.random.default_rng(4)
-    for index in range(6):
-        texture = cv2.resize(rng.integers(0, 255, (24, 32), dtype=np.uint8), (160, 128), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(root / "vi" / f"{index}.png"), cv2.cvtColor(texture, cv2.COLOR_GRAY2BGR))
-        cv2.imwrite(str(root / "ir" / f"{index}.png"), cv2.GaussianBlur(255 - texture, (0, 0), 1.0))
-    return root
 
 
 @pytest.mark.parametrize("readout", ["soft-argmax", "regress"])

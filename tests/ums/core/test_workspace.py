@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from ums.atomic import remove_stale_temporaries, temporary_path, write_bytes, write_image
-from ums.records import Issue
-from ums.workspace import DATABASE_NAME, SCHEMA_VERSION, Workspace, WorkspaceBusy, WorkspaceError, resolve_workspace_path
+from ums.core.atomic import remove_stale_temporaries, temporary_path, write_bytes, write_image
+from ums.core.records import Issue
+from ums.core.workspace import DATABASE_NAME, SCHEMA_VERSION, Workspace, WorkspaceBusy, WorkspaceError, resolve_workspace_path
 
 # spawn, not fork: a forked child would share the parent's open file descriptions (and their flocks).
 SPAWN = multiprocessing.get_context("spawn")

@@ -17,14 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import PROJECT_ROOT
-from tests.ums.dask_cluster import free_port, loopback_cluster
-from tests.ums.runner_stages import SQUARE, SquareConfig, add_captures
+from tests.ums.core.dask_cluster import free_port, loopback_cluster
+from tests.ums.core.runner_stages import SQUARE, SquareConfig, add_captures
 from ums.cli import app
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_lines
-from ums.executors import DaskExecutor, ExecutorError, ExecutorSettings
-from ums.runner import StageReport, run_capture_stage
-from ums.workspace import Workspace
+from ums.core.executors import DaskExecutor, ExecutorError, ExecutorSettings
+from ums.core.runner import StageReport, run_capture_stage
+from ums.core.workspace import Workspace
 
 PYTHON_BIN = Path(sys.executable).parent
 
@@ -85,9 +85,9 @@ def test_a_copied_output_with_the_same_bytes_is_still_current(tmp_path):
 
 
 def test_a_task_whose_input_was_damaged_fails_naming_the_stage_to_rerun(tmp_path):
-    from ums.records import StageResult
-    from ums.runner import Task, execute
-    from ums.stamps import stamp
+    from ums.core.records import StageResult
+    from ums.core.runner import Task, execute
+    from ums.core.stamps import stamp
 
     source = tmp_path / "crop" / "c1" / "vis.tif"
     source.parent.mkdir(parents=True)
@@ -109,7 +109,7 @@ def test_a_task_whose_input_was_damaged_fails_naming_the_stage_to_rerun(tmp_path
 
 
 def test_a_full_disk_stops_the_run_with_what_finished_recorded_and_the_rerun_completes(tmp_path):
-    from ums.atomic import NoSpaceLeft
+    from ums.core.atomic import NoSpaceLeft
 
     with square_workspace(tmp_path / "ws") as ws:
         with pytest.raises(NoSpaceLeft, match="0 B free"):
@@ -146,7 +146,7 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_resumes(tmp_path):
 def test_pool_workers_leave_when_their_driver_is_killed(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
-    driver = subprocess.Popen([sys.executable, "-m", "tests.ums.runner_stages", str(tmp_path / "ws"), "2", "60", str(pids)],
+    driver = subprocess.Popen([sys.executable, "-m", "tests.ums.core.runner_stages", str(tmp_path / "ws"), "2", "60", str(pids)],
                               cwd=PROJECT_ROOT)
     deadline = time.monotonic() + 60
     while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
@@ -222,7 +222,7 @@ def test_a_second_run_writes_the_same_bytes(flight, reference, tmp_path):
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
     """A scheduler and two single-threaded worker processes on 127.0.0.1, started as a cluster's are;
-    the workers import the tests' own stage (tests.ums.runner_stages)."""
+    the workers import the tests' own stage (tests.ums.core.runner_stages)."""
     with loopback_cluster(2, tmp_path_factory.mktemp("dask"), pythonpath=PROJECT_ROOT) as address:
         yield address
 
@@ -241,7 +241,7 @@ def test_a_failing_task_on_dask_is_an_issue_too(dask_cluster, tmp_path):
 
 
 def test_an_unreachable_scheduler_is_one_clear_message(tmp_path, monkeypatch):
-    monkeypatch.setattr("ums.executors.DASK_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr("ums.core.executors.DASK_CONNECT_TIMEOUT_S", 2)
     with square_workspace(tmp_path / "ws"):
         pass
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
@@ -339,7 +339,7 @@ def test_a_dask_workers_malloc_thresholds_are_restored_once(monkeypatch):
     """A nanny's MALLOC_TRIM_THRESHOLD_ makes every image array a fresh mmap (2.4x align's CPU time,
     bench/RESULTS.md): the task wrapper sets glibc's own thresholds back, once per process, and only
     where that variable is set."""
-    from ums import executors
+    from ums.core import executors
 
     calls = []
 

@@ -1,5 +1,5 @@
 """A Dask cluster on 127.0.0.1 started as a real one is: a `dask scheduler` and single-threaded
-`dask worker` processes. Shared by the runner's tests and bench/stages.py."""
+`dask worker` processes. Shared by the runner's tests and bench/stage_throughput.py."""
 
 from __future__ import annotations
 

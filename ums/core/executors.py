@@ -1,5 +1,5 @@
 """Where a batch of independent tasks runs: in this process, on a local process pool, or on a Dask
-cluster. Knows nothing of workspaces: the stage runner (:mod:`ums.runner`) and ``tsjnet fuse`` use it.
+cluster. Knows nothing of workspaces: the stage runner (:mod:`ums.core.runner`) and ``tsjnet fuse`` use it.
 
 Every worker computes on one thread (OpenCV, torch, BLAS): parallelism comes from processes, and
 thread-parallel reductions would change results in their last bits.
@@ -203,7 +203,7 @@ class LocalPoolExecutor:
     def __init__(self, workers: int, preload: Sequence[str], gpus: Sequence[int] | None = None):
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["ums.executors", *preload])
+            context.set_forkserver_preload(["ums.core.executors", *preload])
         else:
             context = multiprocessing.get_context("spawn")
         self.workers = workers
@@ -361,8 +361,7 @@ def gpu_workers(settings: ExecutorSettings, name: str) -> int:
 
 
 def gpu_count() -> int:
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count()
+    """CUDA devices torch sees. A GPU stage loads its model, and so torch, in the driver before its
+    run starts (to fail early naming the weights); this layer never imports a model library itself."""
+    torch = sys.modules.get("torch")
+    return torch.cuda.device_count() if torch is not None else 0

@@ -5,7 +5,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ums.align.stage import AlignConfig
 from ums.autolabel.stage import AutolabelConfig
-from ums.config import ConfigError, default_config_path, load_config
+from ums.core.config import ConfigError, default_config_path, load_config
 from ums.crop import CropConfig
 from ums.ingest import IngestConfig
 from ums.synth import SynthFlightConfig

@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import PROJECT_ROOT
-from tests.ums.dask_cluster import loopback_cluster
-from ums import executors
-from ums.executors import DaskExecutor, ExecutorError, ExecutorSettings, LocalPoolExecutor, gpu_workers
+from tests.ums.core.dask_cluster import loopback_cluster
+from ums.core import executors
+from ums.core.executors import DaskExecutor, ExecutorError, ExecutorSettings, LocalPoolExecutor, gpu_workers
 
 
 def test_workers_with_a_running_cluster_are_refused_not_ignored():
@@ -51,7 +51,7 @@ def test_pool_workers_leave_when_their_killed_driver_is_a_zombie_whose_parent_re
     driver until they close, so a signal-0 probe would find it alive forever."""
     pids = tmp_path / "pids"
     pids.mkdir()
-    driver = subprocess.Popen([sys.executable, "-m", "tests.ums.runner_stages", str(tmp_path / "ws"), "2", "60", str(pids)],
+    driver = subprocess.Popen([sys.executable, "-m", "tests.ums.core.runner_stages", str(tmp_path / "ws"), "2", "60", str(pids)],
                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:

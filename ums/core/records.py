@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ums.stamps import FileStamp
+from ums.core.stamps import FileStamp
 
 IssueLevel = Literal["error", "warning", "info"]
 

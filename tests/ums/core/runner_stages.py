@@ -8,11 +8,11 @@ import signal
 import time
 from pathlib import Path
 
-from ums.atomic import NoSpaceLeft, write_text
-from ums.records import CaptureRecord, StageResult
-from ums.executors import ExecutorSettings
-from ums.runner import CaptureStage, Task
-from ums.workspace import Workspace
+from ums.core.atomic import NoSpaceLeft, write_text
+from ums.core.records import CaptureRecord, StageResult
+from ums.core.executors import ExecutorSettings
+from ums.core.runner import CaptureStage, Task
+from ums.core.workspace import Workspace
 
 STAGE = "square"
 
@@ -78,7 +78,7 @@ SQUARE = CaptureStage(STAGE, plan, process)
 
 def main(root: str, workers: int, seconds: float, pid_dir: str) -> None:
     """A driver in its own process (tests kill it): square six captures on ``workers`` processes."""
-    from ums.runner import StageReport, run_capture_stage
+    from ums.core.runner import StageReport, run_capture_stage
 
     with Workspace.open(root) as workspace:
         add_captures(workspace, 6)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ums.atomic import write_bytes, write_text
+from ums.core.atomic import write_bytes, write_text
 
 
 class RunRecords:

@@ -47,7 +47,7 @@ AUDIT_SCRIPT = textwrap.dedent(
     assert result.ingest.paired == 2 and result.crop.done == 2 and result.align.failed == 0, result
     assert result.autolabel.startswith("skipped") and "--detector" in result.autolabel, result.autolabel
 
-    from ums.offline import configure_ultralytics
+    from ums.core.offline import configure_ultralytics
     configure_ultralytics()
     from ultralytics import YOLO
     YOLO("yolov8n.yaml")  # a model from the package's own config: no weights, no hub
@@ -78,7 +78,7 @@ def test_demo_and_library_imports_stay_on_loopback(tmp_path):
 
 
 def test_offline_settings_fill_only_gaps(monkeypatch, tmp_path):
-    from ums.offline import apply_offline_environment
+    from ums.core.offline import apply_offline_environment
 
     monkeypatch.setenv("UMS_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("YOLO_OFFLINE", "custom")

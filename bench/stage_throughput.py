@@ -1,6 +1,6 @@
 """Captures/s of the per-capture stages by executor, and crop against its decode floor.
 
-    python bench/stages.py [--n 32] [--flight DIR] [--repeat 1] [--floor-repeat 5] [--no-autolabel]
+    python bench/stage_throughput.py [--n 32] [--flight DIR] [--repeat 1] [--floor-repeat 5] [--no-autolabel]
                            [--floor-only]
 
 First table: ingest, crop, align and autolabel on a synthetic M30T flight of --n captures, each under
@@ -46,11 +46,11 @@ import cv2  # noqa: E402
 
 from ums import crop  # noqa: E402
 from ums.align.stage import AlignConfig, align_workspace  # noqa: E402
-from ums.executors import ExecutorSettings, open_executor, single_threaded  # noqa: E402
+from ums.core.executors import ExecutorSettings, open_executor, single_threaded  # noqa: E402
 from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
 from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
-from ums.workspace import Workspace  # noqa: E402
-from tests.ums.dask_cluster import loopback_cluster  # noqa: E402
+from ums.core.workspace import Workspace  # noqa: E402
+from tests.ums.core.dask_cluster import loopback_cluster  # noqa: E402
 
 STAGES = ("ingest", "crop", "align", "autolabel")
 # a car and a person in every letterboxed 640x640 frame, as the autolabel tests' detector answers
@@ -59,7 +59,7 @@ TARGETS = {"scaling": 1.6, "dask": 0.25, "floor": 1.3}
 # crop's own decode flags at 1/4 size (no EXIF orientation applied)
 FLOOR_FLAGS = crop.DECODE_FLAGS[4]
 STARTUP = "start+stop"  # the executor alone, no stage code
-UNLOCKED = shutil.ignore_patterns("ums.lock")  # a copy is a new workspace, not one in use
+UNLOCKED = shutil.ignore_patterns("ums.core.lock")  # a copy is a new workspace, not one in use
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def executors() -> list[Executor]:
 def autolabel_config(scratch: Path) -> Callable[[dict], object]:
     from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
     from ums.autolabel.detectors import DetectorConfig
-    from ums.autolabel.masks import SamConfig
+    from ums.autolabel.sam import SamConfig
     from ums.autolabel.stage import AutolabelConfig
 
     detector = DetectorConfig(weights=yolov7_end_to_end(scratch / "yolov7.onnx", DETECTOR_ROWS))

@@ -6,7 +6,7 @@ import torch
 from segment_anything.build_sam import _build_sam
 
 from ums.detections import Detections
-from ums.autolabel.masks import SamConfig, load_sam, segment_boxes, segment_boxes_one_by_one
+from ums.autolabel.sam import SamConfig, load_sam, segment_boxes, segment_boxes_one_by_one
 from ums.masks import decode_rle, encode_rle, semantic_map
 
 from tests.ums.autolabel.models import TINY_SAM as TINY

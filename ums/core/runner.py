@@ -1,9 +1,9 @@
 """The stage runner: one loop for every per-capture stage, in this process, on a local process pool
-or on a Dask cluster (:mod:`ums.executors`).
+or on a Dask cluster (:mod:`ums.core.executors`).
 
 A stage is a recipe (:class:`CaptureStage`): ``plan(workspace, config) -> tasks`` and a pure,
 picklable ``process(task) -> result`` that reads its inputs and writes its outputs under the
-workspace through :mod:`ums.atomic`, plus optional hooks: what counts as current, the driver's
+workspace through :mod:`ums.core.atomic`, plus optional hooks: what counts as current, the driver's
 writes for one outcome (labels beside the result), a driver step that plans a further pass (align's
 flight offset) and a final step (ingest's grouping). The runner owns everything else: the writer
 lock, the run record, the progress bar, skipping current work, checking that a task's inputs are
@@ -28,12 +28,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ums.atomic import NoSpaceLeft
-from ums.executors import ExecutorSettings, InProcessExecutor, WorkerLost, open_executor
-from ums.progress import progress_bar
-from ums.records import Issue, StageResult
-from ums.stamps import FileStamp, first_damage, stamps
-from ums.workspace import Workspace
+from ums.core.atomic import NoSpaceLeft
+from ums.core.executors import ExecutorSettings, InProcessExecutor, WorkerLost, open_executor
+from ums.core.progress import progress_bar
+from ums.core.records import Issue, StageResult
+from ums.core.stamps import FileStamp, first_damage, stamps
+from ums.core.workspace import Workspace
 
 
 def settings_fingerprint(config: BaseModel, *inputs: str, exclude: Iterable[str] = ()) -> str:

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import ums.atomic
-import ums.lock
-from ums.atomic import NoSpaceLeft, write_bytes
+import ums.core.atomic
+import ums.core.lock
+from ums.core.atomic import NoSpaceLeft, write_bytes
 from ums.cli import app
 from ums.manifest import manifest_records
-from ums.records import CaptureRecord, ExifSummary, FrameRecord
+from ums.core.records import CaptureRecord, ExifSummary, FrameRecord
 from ums.report import summarize
-from ums.workspace import (
+from ums.core.workspace import (
     DATABASE_NAME,
     Workspace,
     WorkspaceBusy,
@@ -273,7 +273,7 @@ def test_a_full_disk_while_a_file_is_written_leaves_no_temporary_and_names_the_s
     def disk_full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ums.atomic.os, "fsync", disk_full)  # some filesystems only say it at fsync
+    monkeypatch.setattr(ums.core.atomic.os, "fsync", disk_full)  # some filesystems only say it at fsync
     target = tmp_path / "crop" / "c000" / "vis.tif"
     with pytest.raises(NoSpaceLeft) as full:
         write_bytes(target, b"x" * 3000)
@@ -287,10 +287,10 @@ def test_a_full_disk_when_the_lock_file_is_written_still_locks(tmp_path, monkeyp
     def disk_full(fd, stage):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ums.lock, "_write_owner", disk_full)
+    monkeypatch.setattr(ums.core.lock, "_write_owner", disk_full)
     with Workspace.open(tmp_path) as first, Workspace.open(tmp_path) as second:
         with first.writing("crop"):
-            with pytest.raises(WorkspaceBusy, match=r"in use by another ums run \(its ums.lock does not say which\)"):
+            with pytest.raises(WorkspaceBusy, match=r"in use by another ums run \(its ums.core.lock does not say which\)"):
                 with second.writing("align"):
                     pass
         with second.writing("align"):
@@ -344,12 +344,12 @@ def test_ingest_into_a_garbage_database_is_one_line(tmp_path, synthetic_flight):
     assert line == f"error: {damaged_message(root, 'file is not a database')}"
 
 
-# -- ums.lock is a folder --------------------------------------------------------------------------
+# -- ums.core.lock is a folder --------------------------------------------------------------------------
 def test_a_folder_where_the_lock_file_goes_is_one_line_and_readers_still_read(tmp_path):
     root = make_workspace(tmp_path / "ws")
-    (root / "ums.lock").mkdir()
-    expected = (f"{root / 'ums.lock'} is a folder, not the writer lock file ums keeps there: move it aside "
-                f"(mv {root / 'ums.lock'} {root / 'ums.lock'}.moved), then rerun the command")
+    (root / "ums.core.lock").mkdir()
+    expected = (f"{root / 'ums.core.lock'} is a folder, not the writer lock file ums keeps there: move it aside "
+                f"(mv {root / 'ums.core.lock'} {root / 'ums.core.lock'}.moved), then rerun the command")
     with Workspace.open(root, create=False) as ws:
         with pytest.raises(WorkspaceError) as refused:
             with ws.writing("crop"):

@@ -132,7 +132,7 @@ def remove_stale_temporaries(folder: Path, only_dead_writers: bool = False) -> l
     """Delete temporaries left by killed writers under ``folder``; return what was removed.
 
     By default every ``.*.tmp`` counts, whoever wrote it: call it so only while holding the workspace's
-    writer lock (:meth:`ums.workspace.Workspace.writing`), or a live writer's temporary would go too.
+    writer lock (:meth:`ums.core.workspace.Workspace.writing`), or a live writer's temporary would go too.
     ``only_dead_writers`` keeps those whose writing process (the pid in the name) still runs, for
     folders no lock covers, such as an export folder another workspace may be writing into."""
     removed = []

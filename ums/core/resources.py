@@ -24,4 +24,4 @@ def resource_dir(folder: str) -> Path:
     # the packaged copy first: beside an installed package, ../<folder> would be some other site-packages entry
     if isinstance(packaged, Path) and packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / folder
+    return Path(__file__).resolve().parents[2] / folder

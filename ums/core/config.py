@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ums.resources import resource_dir
+from ums.core.resources import resource_dir
 
 PIPELINES_DIR = resource_dir("pipelines")
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tsjnet.tasks import DeepLabV3Plus, TaskConfig, TaskHeads, build_detector, build_segmenter, coco_label_ids
+from tsjnet.task_heads import DeepLabV3Plus, TaskConfig, TaskHeads, build_detector, build_segmenter, coco_label_ids
 
 SMALL = dict(detector_min_size=64, detector_max_size=96, detector_box_samples=32, segmenter="deeplabv3_resnet50")
 

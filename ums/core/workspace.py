@@ -2,7 +2,7 @@
 
 ``ums.sqlite`` (stdlib sqlite3, WAL) is the manifest of source files, captures, stage results and
 issues; derived files live in one folder per stage beside it. Everything a stage writes goes
-through :mod:`ums.atomic`, and every database change is a transaction, so a process killed at any
+through :mod:`ums.core.atomic`, and every database change is a transaction, so a process killed at any
 instant leaves a workspace that the next run can read and resume.
 """
 
@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ums.atomic import free_bytes, human_bytes, remove_stale_temporaries
-from ums.lock import LOCK_NAME, WriterLock, describe_owner
-from ums.records import CaptureManifest, CaptureRecord, FileProbe, Issue, LabelRecord
+from ums.core.atomic import free_bytes, human_bytes, remove_stale_temporaries
+from ums.core.lock import LOCK_NAME, WriterLock, describe_owner
+from ums.core.records import CaptureManifest, CaptureRecord, FileProbe, Issue, LabelRecord
 
 DATABASE_NAME = "ums.sqlite"
 DEFAULT_WORKSPACE = "ums-workspace"
@@ -270,7 +270,7 @@ class Workspace:
         The first entry deletes stale temporaries: with the lock held no other writer is alive, so
         every temporary left is a killed writer's. Raises :class:`WorkspaceBusy` when another run
         still holds the lock after ``wait_s`` seconds, :class:`WorkspaceReadOnly` on a read-only
-        workspace, and a :class:`WorkspaceError` when ``ums.lock`` cannot be opened (a folder, say).
+        workspace, and a :class:`WorkspaceError` when ``ums.core.lock`` cannot be opened (a folder, say).
         """
         first = self._writer.depth == 0
         self._refuse_if_read_only(f"`{stage}` writes to it")
