@@ -28,7 +28,7 @@ if [ -f .regstate/matcher.training-state.pt ]; then
 fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-  timeout $((BUDGET + 180)) $PY -m ums align-train --pairs .regdata/train --val-pairs .regdata/val \
+  timeout $((BUDGET + 180)) $PY -m ums align-train --model dense --pairs .regdata/train --val-pairs .regdata/val \
     --out "$OUT/matcher.pt" --steps "$TOTAL" --batch "$BATCH" --crop 256 --width 1.0 --readout "$READOUT" --translation-px 22 \
     --device "$DEVICE" --val-every 2000 --save-every 1000 --max-seconds "$BUDGET" --no-progress "${resume[@]}"
   echo "(exit $?)"

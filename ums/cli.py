@@ -287,7 +287,7 @@ def align_train(
     out: Path = typer.Option(..., metavar="FILE", help="Checkpoint to write (.pt); a .loss.png curve is written beside it."),
     model: str = choice_option("ums.align.learned.train:AlignTrainConfig.model", "dense: the SuperFusion-style net from "
                                "scratch; refiner: the residual net of the learned cascade (after ECC; what `ums align "
-                               "--method learned` ships).", "dense"),
+                               "--method learned` ships).", "refiner"),
     steps: int = typer.Option(1000, help="Optimiser steps."),
     batch: int = typer.Option(16, help="Pairs per step."),
     crop: int = typer.Option(256, help="Training crop size (multiple of 8)."),

@@ -49,7 +49,7 @@ class AlignTrainConfig(BaseModel):
 
     pairs: list[Path] = Field(..., min_length=1, description="folders of aligned pairs (ir/ + vi/)")
     out: Path = Field(..., description="checkpoint to write (.pt)")
-    model: Literal["dense", "refiner"] = Field("dense", description="dense: the SuperFusion-style matcher "
+    model: Literal["dense", "refiner"] = Field("refiner", description="dense: the SuperFusion-style matcher "
                                                "from scratch; refiner: the cascade's residual net after ECC")
     width: float = Field(1.0, gt=0, le=2, description="channel multiplier; 1.0 = the published size")
     spread: float = Field(8.0, ge=0, le=16, description="refiner: sigma (level px) of the confidence-weighted "

@@ -68,8 +68,8 @@ def test_samples_depend_on_seed_step_and_index_only(pair_folder):
 
 def test_training_writes_a_checkpoint_that_register_uses(pair_folder, tmp_path):
     out = tmp_path / "matcher.pt"
-    history = train_registration(AlignTrainConfig(pairs=[pair_folder], out=out, width=0.25, crop=64, batch=2,
-                                                  steps=3, show_progress=False))
+    history = train_registration(AlignTrainConfig(pairs=[pair_folder], out=out, model="dense", width=0.25, crop=64,
+                                                  batch=2, steps=3, show_progress=False))
     assert len(history) == 3 and all(np.isfinite(h["total"]) for h in history)
     assert out.exists() and out.with_suffix(".loss.png").exists()
     assert len(json.loads(out.with_suffix(".history.json").read_text())) == 3
@@ -84,7 +84,7 @@ def test_training_writes_a_checkpoint_that_register_uses(pair_folder, tmp_path):
 
 
 def _tiny(pair_folder, out, **overrides):
-    settings = dict(pairs=[pair_folder], out=out, width=0.25, crop=64, batch=2, steps=4, show_progress=False)
+    settings = dict(pairs=[pair_folder], out=out, model="dense", width=0.25, crop=64, batch=2, steps=4, show_progress=False)
     return AlignTrainConfig(**{**settings, **overrides})
 
 
@@ -185,8 +185,8 @@ def test_checkpoints_from_before_the_readout_option_load_as_published(tmp_path):
 def test_cli_train_then_align_with_the_learned_method(pair_folder, synthetic_flight, tmp_path):
     runner = CliRunner()
     weights = tmp_path / "m.pt"
-    trained = runner.invoke(app, ["align-train", "--pairs", str(pair_folder), "--out", str(weights), "--steps", "2",
-                                  "--batch", "2", "--crop", "64", "--width", "0.25", "--no-progress"])
+    trained = runner.invoke(app, ["align-train", "--model", "dense", "--pairs", str(pair_folder), "--out", str(weights),
+                                  "--steps", "2", "--batch", "2", "--crop", "64", "--width", "0.25", "--no-progress"])
     assert trained.exit_code == 0, trained.output
     workspace = str(tmp_path / "ws")
     runner.invoke(app, ["ingest", str(synthetic_flight), "-w", workspace, "--no-progress"])
