@@ -139,9 +139,8 @@ def ingest(
     from ums.core.executors import ExecutorError
 
     try:
-        settings = load_config(IngestConfig, config or default_config_path("ingest"),
-                               show_progress=progress and sys.stderr.isatty(),
-                               **executor_overrides(workers, executor, scheduler, scheduler_file))
+        settings = _stage_settings("ingest", IngestConfig, config, progress,
+                                   executor_overrides(workers, executor, scheduler, scheduler_file))
         check_flight(flight_dir)  # before Workspace.open creates the workspace: a run that finds nothing leaves none
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
@@ -208,14 +207,19 @@ def _issue_lines(issues, limit: int) -> None:
         console.print(f"... and {len(issues) - limit} more: `ums status --issues`")
 
 
+def _stage_settings(stage: str, config_model, config: Optional[Path], progress: bool, executor: dict, **overrides):
+    """A stage's settings: its YAML (or --config), the executor options and the overrides given."""
+    return load_config(config_model, config or default_config_path(stage), show_progress=progress and sys.stderr.isatty(),
+                       **executor, **overrides)
+
+
 def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path], config: Optional[Path],
                          progress: bool, executor: dict, **overrides) -> None:
     """Load a stage's config, run it on an existing workspace, print its table and issues."""
     from ums.core.executors import ExecutorError
 
     try:
-        settings = load_config(config_model, config or default_config_path(stage),
-                               show_progress=progress and sys.stderr.isatty(), **executor, **overrides)
+        settings = _stage_settings(stage, config_model, config, progress, executor, **overrides)
         _check_devices(settings, stage)
         with Workspace.open(workspace, create=False) as ws:
             report = run(ws, settings)
@@ -426,9 +430,8 @@ def queue(
     from ums.queue_order import review_order
 
     try:
-        settings = load_config(QueueConfig, config or default_config_path("queue"),
-                               show_progress=progress and sys.stderr.isatty() and not as_json,
-                               **executor_overrides(workers, executor, scheduler, scheduler_file))
+        settings = _stage_settings("queue", QueueConfig, config, progress and not as_json,
+                                   executor_overrides(workers, executor, scheduler, scheduler_file))
         with Workspace.open(workspace, create=False) as ws:
             report = queue_workspace(ws, settings)
             order = review_order(ws, rank=rank, limit=limit or None)

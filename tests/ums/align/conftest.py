@@ -20,3 +20,13 @@ def similarity_flow(degrees: float, scale: float, shift: tuple[float, float], h:
     cx, cy = (w - 1) / 2, (h - 1) / 2
     return flow_from_transform(np.array([[c, -s, cx - c * cx + s * cy + shift[0]], [s, c, cy - s * cx - c * cy + shift[1]],
                                          [0, 0, 1.0]]), h, w)
+
+
+def at_offset(array: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of ``array`` at ``offset`` bytes past a 64-byte boundary: process pools and Dask workers
+    hold the same image at other addresses, and the bits of a result must not care."""
+    raw = np.empty(array.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + offset
+    copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.ums.align.conftest import real_pair, similarity_flow
+from tests.ums.align.conftest import at_offset, real_pair, similarity_flow
 from ums.align.ecc import ecc_register, percentile_99
 from ums.align.flow import warp_with_flow
 
@@ -59,13 +59,6 @@ def test_ecc_gives_the_same_bits_at_any_memory_address():
     warp = similarity_flow(1.0, 1.01, (5.0, -3.0), h, w)
     moving = warp_with_flow(vi, warp)
     coverage = warp_with_flow(np.full((h, w), 255, np.uint8), warp)
-
-    def at_offset(array: np.ndarray, offset: int) -> np.ndarray:
-        raw = np.empty(array.nbytes + 128, np.uint8)
-        start = -raw.ctypes.data % 64 + offset
-        copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-        copy[...] = array
-        return copy
 
     results = set()
     for offset in (0, 4, 8, 16, 32):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.ums.align.conftest import real_pair, similarity_flow
+from tests.ums.align.conftest import at_offset, real_pair, similarity_flow
 import cv2
 import numpy as np
 import pytest
@@ -146,13 +146,6 @@ def test_gradient_representation_is_the_same_at_any_memory_address():
     from ums.align.ecc import gradient_representation
 
     image = cv2.GaussianBlur(np.random.default_rng(5).integers(0, 255, (512, 640, 3), np.uint8), (0, 0), 2.0)
-
-    def at_offset(array: np.ndarray, offset: int) -> np.ndarray:
-        raw = np.empty(array.nbytes + 128, np.uint8)
-        start = -raw.ctypes.data % 64 + offset
-        copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-        copy[...] = array
-        return copy
 
     assert len({gradient_representation(at_offset(image, offset)).tobytes() for offset in (0, 4, 8, 12, 16, 32, 48)}) == 1
 
