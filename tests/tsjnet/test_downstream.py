@@ -34,6 +34,7 @@ def test_detection_maps_coco_labels_back_to_dataset_classes(tmp_path, monkeypatc
     assert result["infrared"]["AP50"] == pytest.approx(1.0) and result["visible"]["images"] == 4
 
 
+@pytest.mark.slow
 def test_real_detector_runs_from_the_cli(tmp_path):
     root = make_ums_export(tmp_path / "data")
     result = CliRunner().invoke(app, ["eval-det", "--images", f"fused={root / 'ir'}", "--labels", str(root / "labels"),

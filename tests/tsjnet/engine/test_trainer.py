@@ -41,6 +41,7 @@ def fusion_scores(trainer: Trainer, dataset: FusionDataset) -> tuple[float, floa
     return float(np.mean(ssim)), float(np.mean(vif))
 
 
+@pytest.mark.slow
 def test_tiny_config_learns_on_msrs(tmp_path):
     """A few dozen CPU steps on the public MSRS pairs (boxes from labels_det_yolo/fusion): the loss
     falls and the fused output's SSIM and VIF against the sources rise above the untrained net's."""
@@ -59,6 +60,7 @@ def test_tiny_config_learns_on_msrs(tmp_path):
     assert any((tmp_path / "run" / "tensorboard").iterdir())
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_identically(tmp_path):
     root = make_ums_export(tmp_path / "data", names=tuple("abcdefg"))
     straight = train(tiny_config(root, tmp_path / "straight", max_steps=5))  # 3 steps per epoch: crosses one
@@ -126,6 +128,7 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     assert (tmp_path / "run" / "tsjnet.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_cli_train_names_missing_weights_and_trains(tmp_path):
     root = make_ums_export(tmp_path / "data")
     runner = CliRunner()

@@ -3,6 +3,8 @@ loopback. Runs in a subprocess because audit hooks cannot be removed once instal
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -60,6 +62,7 @@ AUDIT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_demo_and_library_imports_stay_on_loopback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "UMS_CACHE_DIR": str(tmp_path / "cache")}
     for key in [k for k in env if k.startswith(("YOLO_", "FIFTYONE_"))]:

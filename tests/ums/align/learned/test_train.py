@@ -19,6 +19,7 @@ from ums.cli import app
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("readout", ["soft-argmax", "regress"])
 def test_one_batch_is_learned(pair_folder, readout):
     """Gradients reach every block: the net fits one fixed batch of warps."""
