@@ -59,7 +59,7 @@ TARGETS = {"scaling": 1.6, "dask": 0.25, "floor": 1.3}
 # crop's own decode flags at 1/4 size (no EXIF orientation applied)
 FLOOR_FLAGS = crop.DECODE_FLAGS[4]
 STARTUP = "start+stop"  # the executor alone, no stage code
-UNLOCKED = shutil.ignore_patterns("ums.core.lock")  # a copy is a new workspace, not one in use
+UNLOCKED = shutil.ignore_patterns("ums.lock")  # a copy is a new workspace, not one in use
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The workspace writer lock: an exclusive ``flock`` on ``<workspace>/ums.core.lock`` held by the run that writes.
+"""The workspace writer lock: an exclusive ``flock`` on ``<workspace>/ums.lock`` held by the run that writes.
 
 Readers (``ums status``, reports) never take it. The holder records who it is in the file so that a
 refused writer can name the run it waits for. The kernel drops a ``flock`` when its holder dies, even
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-LOCK_NAME = "ums.core.lock"
+LOCK_NAME = "ums.lock"
 POLL_S = 0.1
 
 
@@ -97,7 +97,7 @@ def _write_owner(fd: int, stage: str) -> None:
 def describe_owner(owner: dict[str, Any] | None) -> str:
     """``crop`` (pid 1234 on host h, since ...: ums crop --workers 2), on one line."""
     if owner is None:
-        return "another ums run (its ums.core.lock does not say which)"
+        return "another ums run (its ums.lock does not say which)"
     command = " ".join(str(owner.get("command", "?")).split())
     return (f"`{owner.get('stage', '?')}` (pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, "
             f"since {owner.get('since', '?')}: {command})")

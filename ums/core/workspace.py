@@ -270,7 +270,7 @@ class Workspace:
         The first entry deletes stale temporaries: with the lock held no other writer is alive, so
         every temporary left is a killed writer's. Raises :class:`WorkspaceBusy` when another run
         still holds the lock after ``wait_s`` seconds, :class:`WorkspaceReadOnly` on a read-only
-        workspace, and a :class:`WorkspaceError` when ``ums.core.lock`` cannot be opened (a folder, say).
+        workspace, and a :class:`WorkspaceError` when ``ums.lock`` cannot be opened (a folder, say).
         """
         first = self._writer.depth == 0
         self._refuse_if_read_only(f"`{stage}` writes to it")

@@ -290,7 +290,7 @@ def test_a_full_disk_when_the_lock_file_is_written_still_locks(tmp_path, monkeyp
     monkeypatch.setattr(ums.core.lock, "_write_owner", disk_full)
     with Workspace.open(tmp_path) as first, Workspace.open(tmp_path) as second:
         with first.writing("crop"):
-            with pytest.raises(WorkspaceBusy, match=r"in use by another ums run \(its ums.core.lock does not say which\)"):
+            with pytest.raises(WorkspaceBusy, match=r"in use by another ums run \(its ums.lock does not say which\)"):
                 with second.writing("align"):
                     pass
         with second.writing("align"):
@@ -344,12 +344,12 @@ def test_ingest_into_a_garbage_database_is_one_line(tmp_path, synthetic_flight):
     assert line == f"error: {damaged_message(root, 'file is not a database')}"
 
 
-# -- ums.core.lock is a folder --------------------------------------------------------------------------
+# -- ums.lock is a folder -------------------------------------------------------------------------------
 def test_a_folder_where_the_lock_file_goes_is_one_line_and_readers_still_read(tmp_path):
     root = make_workspace(tmp_path / "ws")
-    (root / "ums.core.lock").mkdir()
-    expected = (f"{root / 'ums.core.lock'} is a folder, not the writer lock file ums keeps there: move it aside "
-                f"(mv {root / 'ums.core.lock'} {root / 'ums.core.lock'}.moved), then rerun the command")
+    (root / "ums.lock").mkdir()
+    expected = (f"{root / 'ums.lock'} is a folder, not the writer lock file ums keeps there: move it aside "
+                f"(mv {root / 'ums.lock'} {root / 'ums.lock'}.moved), then rerun the command")
     with Workspace.open(root, create=False) as ws:
         with pytest.raises(WorkspaceError) as refused:
             with ws.writing("crop"):
