@@ -13,6 +13,7 @@ from ums.cli_options import (
     CliGroup,
     CliTyper,
     ExecutorOption,
+    DashboardOption,
     SchedulerFileOption,
     SchedulerOption,
     WorkersOption,
@@ -143,6 +144,7 @@ def fuse(
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
     scheduler_file: Optional[Path] = SchedulerFileOption,
+    dashboard: bool = DashboardOption,
 ) -> None:
     """Fuse IR/visible pairs at native size; colour comes back from the visible image's Cb/Cr."""
     from tsjnet.fuse import FuseConfig, fuse_folders
@@ -150,7 +152,7 @@ def fuse(
 
     from ums.core.config import load_config
 
-    overrides = executor_overrides(workers, executor, scheduler, scheduler_file)
+    overrides = executor_overrides(workers, executor, scheduler, scheduler_file, dashboard)
     try:
         config = load_config(FuseConfig, None, method=method, weights=weights, device=device, precision=precision,
                              batch_size=batch_size, official_compat=official_compat, grey=grey, overwrite=overwrite,

@@ -16,6 +16,7 @@ from ums.cli_options import (
     CliGroup,
     CliTyper,
     ExecutorOption,
+    DashboardOption,
     SchedulerFileOption,
     SchedulerOption,
     WorkersOption,
@@ -133,6 +134,7 @@ def ingest(
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
     scheduler_file: Optional[Path] = SchedulerFileOption,
+    dashboard: bool = DashboardOption,
 ) -> None:
     """Find DJI captures, pair their frames, read EXIF + drone-dji XMP, extract raw thermal."""
     from ums.ingest import IngestConfig, NothingToIngest, check_flight, ingest_flight
@@ -140,7 +142,7 @@ def ingest(
 
     try:
         settings = _stage_settings("ingest", IngestConfig, config, progress,
-                                   executor_overrides(workers, executor, scheduler, scheduler_file))
+                                   executor_overrides(workers, executor, scheduler, scheduler_file, dashboard))
         check_flight(flight_dir)  # before Workspace.open creates the workspace: a run that finds nothing leaves none
         with Workspace.open(workspace) as ws:
             report = ingest_flight(ws, flight_dir, settings)
@@ -244,6 +246,7 @@ def crop(
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
     scheduler_file: Optional[Path] = SchedulerFileOption,
+    dashboard: bool = DashboardOption,
 ) -> None:
     """Resample each visible frame onto the thermal grid from the cameras' geometry."""
     from ums.crop import CropConfig, crop_workspace
@@ -255,7 +258,7 @@ def crop(
         except ValueError:
             fail(f"--size {size!r} is no size (write WIDTHxHEIGHT, e.g. --size 640x512)")
     _run_workspace_stage("crop", CropConfig, crop_workspace, workspace, config, progress,
-                         executor_overrides(workers, executor, scheduler, scheduler_file),
+                         executor_overrides(workers, executor, scheduler, scheduler_file, dashboard),
                          output_width=width, output_height=height)
 
 
@@ -276,12 +279,13 @@ def align(
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
     scheduler_file: Optional[Path] = SchedulerFileOption,
+    dashboard: bool = DashboardOption,
 ) -> None:
     """Register each cropped pair (ECC on gradients, or the learned net) with a per-flight rig offset as fallback."""
     from ums.align.stage import AlignConfig, align_workspace
 
     _run_workspace_stage("align", AlignConfig, align_workspace, workspace, config, progress,
-                         executor_overrides(workers, executor, scheduler, scheduler_file),
+                         executor_overrides(workers, executor, scheduler, scheduler_file, dashboard),
                          method=method, motion=motion, weights=weights, device=device)
 
 
@@ -363,12 +367,13 @@ def autolabel(
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
     scheduler_file: Optional[Path] = SchedulerFileOption,
+    dashboard: bool = DashboardOption,
 ) -> None:
     """Detect on both modalities, merge, segment with SAM; human labels are never overwritten."""
     from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 
     _run_workspace_stage("autolabel", AutolabelConfig, autolabel_workspace, workspace, config, progress,
-                         executor_overrides(workers, executor, scheduler, scheduler_file),
+                         executor_overrides(workers, executor, scheduler, scheduler_file, dashboard),
                          detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy, "device": device},
                          sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image, "device": device},
                          masks=masks, force=force)
@@ -421,6 +426,7 @@ def queue(
     executor: Optional[str] = ExecutorOption,
     scheduler: Optional[str] = SchedulerOption,
     scheduler_file: Optional[Path] = SchedulerFileOption,
+    dashboard: bool = DashboardOption,
 ) -> None:
     """Weigh the evidence against every label, then list the unreviewed captures most likely to hold label errors first."""
     import json
@@ -431,7 +437,7 @@ def queue(
 
     try:
         settings = _stage_settings("queue", QueueConfig, config, progress and not as_json,
-                                   executor_overrides(workers, executor, scheduler, scheduler_file))
+                                   executor_overrides(workers, executor, scheduler, scheduler_file, dashboard))
         with Workspace.open(workspace, create=False) as ws:
             report = queue_workspace(ws, settings)
             order = review_order(ws, rank=rank, limit=limit or None)

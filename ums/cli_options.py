@@ -163,14 +163,16 @@ SchedulerOption = typer.Option(None, "--scheduler", metavar="ADDRESS",
                                help=shown("Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786.", "none"))
 SchedulerFileOption = typer.Option(None, "--scheduler-file", metavar="FILE",
                                    help=shown("Scheduler file of a running Dask cluster (dask-jobqueue, SLURM).", "none"))
+DashboardOption = typer.Option(False, "--dashboard", help="With Dask: serve its dashboard on 127.0.0.1 and print the link.")
 
 
 def executor_overrides(workers: Optional[int], executor: Optional[str], scheduler: Optional[str],
-                       scheduler_file: Optional[Path]) -> dict[str, Any]:
+                       scheduler_file: Optional[Path], dashboard: bool = False) -> dict[str, Any]:
     """The options as config overrides (None: not given)."""
     if executor is None and (scheduler or scheduler_file):
         executor = "dask"  # an address says where the cluster is: no need to say it is Dask too
-    return {"workers": workers, "executor": executor, "scheduler": scheduler, "scheduler_file": scheduler_file}
+    return {"workers": workers, "executor": executor, "scheduler": scheduler, "scheduler_file": scheduler_file,
+            "dashboard": dashboard or None}
 
 
 # -- ending: one line per mistake -------------------------------------------------------------------

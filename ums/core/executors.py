@@ -53,6 +53,8 @@ class ExecutorSettings(BaseModel):
     scheduler: str | None = Field(None, description="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     scheduler_file: Path | None = Field(None, description="scheduler file written by `dask scheduler --scheduler-file`")
     show_progress: bool = True
+    dashboard: bool = Field(False, description="Dask: serve the dashboard of the LocalCluster this command starts on "
+                            "127.0.0.1, or name the running cluster's own (its link is printed)")
 
     @model_validator(mode="after")
     def _workers_are_local(self) -> ExecutorSettings:
@@ -261,8 +263,9 @@ class DaskExecutor:
                                      timeout=f"{DASK_CONNECT_TIMEOUT_S}s", set_as_default=False)
             else:
                 where = "a LocalCluster on 127.0.0.1"
+                dashboard = "127.0.0.1:0" if settings.dashboard else None  # a free port, never another interface
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                             dashboard_address=None, silence_logs=40)
+                                             dashboard_address=dashboard, silence_logs=40)
                 self.client = Client(self._cluster, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             self.close()
@@ -271,6 +274,7 @@ class DaskExecutor:
         self._require_single_threaded_workers(where)
         if gpu:
             self._require_gpu_workers(where)
+        self.dashboard_link = self.client.dashboard_link if settings.dashboard else None
 
     def _require_single_threaded_workers(self, where: str) -> None:
         """Refuse workers with several threads: each task pins OpenCV, torch and BLAS to one thread

@@ -187,6 +187,9 @@ class TaskMap:
         if not tasks:
             return []
         executor = self._executor_for(len(tasks))
+        link = getattr(executor, "dashboard_link", None)
+        if link and not any(link in notice for notice in report.notices):
+            report.notices.append(f"Dask dashboard: {link}")
         function = partial(execute, process, self.name, self.retry)
         finished: dict[int, Outcome] = {}
         next_to_record = 0

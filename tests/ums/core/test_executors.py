@@ -97,3 +97,22 @@ def test_the_api_uses_a_client_the_caller_already_holds(cluster):
         assert executor.client is client and executor._cluster is None
         executor.close()
         assert client.status == "running"  # the caller's client stays theirs
+
+
+def test_the_dashboard_is_served_on_loopback_when_asked():
+    import urllib.request
+    from urllib.parse import urlparse
+
+    executor = DaskExecutor(ExecutorSettings(executor="dask", dashboard=True), 1, False, "crop")
+    try:
+        link = urlparse(executor.dashboard_link)
+        assert link.hostname == "127.0.0.1" and link.port
+        with urllib.request.urlopen(executor.dashboard_link, timeout=30) as page:
+            assert page.status == 200
+    finally:
+        executor.close()
+    quiet = DaskExecutor(ExecutorSettings(executor="dask"), 1, False, "crop")
+    try:
+        assert quiet.dashboard_link is None
+    finally:
+        quiet.close()

@@ -356,3 +356,12 @@ def test_a_dask_workers_malloc_thresholds_are_restored_once(monkeypatch):
     executors._call_single_threaded(abs, -3)
     executors._call_single_threaded(abs, -4)
     assert calls == [(-3, 32 * 1024 * 1024), (-1, 64 * 1024 * 1024)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+
+
+def test_a_stage_on_a_local_dask_cluster_names_its_dashboard_when_asked(tmp_path):
+    with square_workspace(tmp_path / "ws") as ws:
+        config = SquareConfig(executor="dask", workers=1, dashboard=True, show_progress=False)
+        report = run_capture_stage(ws, SQUARE, config, StageReport())
+        assert report.done == 6
+        [notice] = [notice for notice in report.notices if notice.startswith("Dask dashboard: ")]
+        assert notice.startswith("Dask dashboard: http://127.0.0.1:") and notice.endswith("/status")
