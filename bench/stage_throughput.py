@@ -1,7 +1,7 @@
 """Captures/s of the per-capture stages by executor, and crop against its decode floor.
 
     python bench/stage_throughput.py [--n 32] [--flight DIR] [--repeat 1] [--floor-repeat 5] [--no-autolabel]
-                           [--floor-only]
+                                     [--floor-only] [--pipeline-only]
 
 First table: ingest, crop, align and autolabel on a synthetic M30T flight of --n captures, each under
 four executors: in this process (1 worker), a local process pool with one worker per core, a Dask
@@ -21,6 +21,12 @@ against decoding the same JPEGs at 1/4 size (cv2.IMREAD_REDUCED_COLOR_4, as crop
 cv2.imread, the floor the target is set against, and the way crop itself decodes (from the file's
 pages mapped in place, ~3 ms faster here), so that the ratio also shows what crop adds to its own
 decode. The ratios are medians of each repetition's own ratio. --floor-only prints only that table.
+
+Pipeline table: ingest + crop + align of the same flight into a fresh workspace, on one worker and
+on every core, as captures/s and as a ratio to decoding the flight's W frames at 1/4 size on one
+core in the same repetition (the floor a geometry pipeline cannot beat), with the time it projects
+for a 2,000-capture flight. The one-worker and all-core runs take turns within each repetition.
+--pipeline-only prints only that table.
 """
 
 from __future__ import annotations
@@ -216,6 +222,46 @@ def crop_floor(workspaces: Workspaces, repeat: int) -> Floor:
 
 
 
+PIPELINE = ("ingest", "crop", "align")
+PROJECTED_CAPTURES = 2000
+
+
+def pipeline_rows(flight: Path, scratch: Path, repeat: int) -> dict[str, dict[str, float]]:
+    """Ingest + crop + align on a fresh workspace per run, one worker and every core taking turns,
+    each repetition also timing the 1/4 decode of the W frames (one core); medians of the ratios."""
+    runs = {"1 worker": {"workers": 1}, f"{CORES} workers": {"workers": CORES}}
+    paths = sorted(str(path) for path in flight.rglob("DJI_*_W.JPG"))
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    ratios: dict[str, list[float]] = {name: [] for name in runs}
+    for repetition in range(repeat):
+        with single_threaded():
+            decode = median_seconds(lambda: [cv2.imread(path, FLOOR_FLAGS) for path in paths], 1)
+        for name, settings in runs.items():
+            root = scratch / f"pipeline-{repetition}-{settings['workers']}"
+            start = time.perf_counter()
+            for stage in PIPELINE:
+                run_stage(stage, root, flight, settings, None)
+            elapsed = time.perf_counter() - start
+            shutil.rmtree(root)
+            seconds[name].append(elapsed)
+            ratios[name].append(elapsed / decode)
+            print(f"  pipeline {name:<12} {elapsed:7.2f} s (decode floor {decode:.2f} s)", flush=True)
+    return {name: {"seconds": statistics.median(seconds[name]), "vs decode": statistics.median(ratios[name]),
+                   "captures": len(paths)} for name in runs}
+
+
+def print_pipeline(rows: dict[str, dict[str, float]]) -> None:
+    print(f"\n{'pipeline (ingest + crop + align)':<34} {'seconds':>8} {'captures/s':>11} {'vs 1/4 decode':>14} "
+          f"{'vs 1 worker':>12} {'2,000 captures':>15}")
+    one = rows["1 worker"]["seconds"]
+    for name, row in rows.items():
+        rate = row["captures"] / row["seconds"]
+        print(f"{name:<34} {row['seconds']:8.2f} {rate:11.2f} {row['vs decode']:13.2f}x {one / row['seconds']:11.2f}x "
+              f"{PROJECTED_CAPTURES / rate / 60:12.1f} min")
+    print(f"targets: one worker <= 2.2x the decode: {_met(rows['1 worker']['vs decode'] <= 2.2)}; all cores >= 1.6x one "
+          f"worker: {_met(one / rows[f'{CORES} workers']['seconds'] >= 1.6)}")
+
+
 def seconds_of(rows, stages: tuple[str, ...], executor: str) -> float:
     return sum(seconds for stage, name, seconds, _ in rows if stage in stages and name == executor)
 
@@ -271,6 +317,7 @@ def main() -> None:
     parser.add_argument("--floor-repeat", type=int, default=5, help="repetitions of the one-core crop and decode")
     parser.add_argument("--no-autolabel", action="store_true", help="skip autolabel (it imports torch)")
     parser.add_argument("--floor-only", action="store_true", help="only crop against its decode floor")
+    parser.add_argument("--pipeline-only", action="store_true", help="only ingest + crop + align against the decode")
     args = parser.parse_args()
     stages = STAGES[:3] if args.no_autolabel else STAGES
 
@@ -279,6 +326,16 @@ def main() -> None:
         print(f"writing a {args.n}-capture synthetic flight to {args.flight} ...", flush=True)
         synth_flight(args.flight, SynthFlightConfig(n=args.n, show_progress=False))
     scratch = Path(tempfile.mkdtemp(prefix="ums-bench-stages-"))
+    machine = (f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+               f"Python {platform.python_version()}, OpenCV {cv2.__version__}; flight: {args.n} captures")
+    if args.pipeline_only:
+        try:
+            rows = pipeline_rows(args.flight, scratch, args.repeat)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        print("\n" + machine)
+        print_pipeline(rows)
+        return
     try:
         labelling = None if args.no_autolabel else autolabel_config(scratch)
         print("preparing the workspaces of each stage ...", flush=True)
