@@ -89,7 +89,6 @@ class Candidate:
 class LabelEvidence:
     names: list[str] = field(default_factory=list)
     warmth: float | None = None  # local contrast of the box's warmest quarter
-    mask_fill: float | None = None
 
 
 # -- the capture's images --------------------------------------------------------------------------
@@ -139,8 +138,7 @@ def label_evidence(label: BoxLabel, scene: ThermalScene | None, valid: np.ndarra
     if label.score is not None and label.score < LOW_SCORE_BELOW:
         evidence.names.append(LOW_SCORE)
     if label.mask is not None:
-        evidence.mask_fill = mask_fill(label.mask, (x0, y0, x1, y1))
-        if evidence.mask_fill < MASK_FILL_BELOW:
+        if mask_fill(label.mask, (x0, y0, x1, y1)) < MASK_FILL_BELOW:
             evidence.names.append(MASK_MISMATCH)
     if valid is not None and x1 > x0 and y1 > y0 and 1 - valid[y0:y1, x0:x1].mean() > BORDER_SHARE:
         evidence.names.append(ON_BORDER)

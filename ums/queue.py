@@ -98,7 +98,6 @@ class QueueLabel(BaseModel):
     score: float | None
     provenance: dict[str, float]
     mask: dict | None = None
-    protected: bool
 
 
 class QueueTask(Task):
@@ -223,7 +222,7 @@ def _unlabelled_detections(task: QueueTask, covered: list) -> list[tuple[list[fl
 # -- helpers ---------------------------------------------------------------------------------------
 def _queue_label(label: LabelRecord, names: dict[int, str]) -> QueueLabel:
     return QueueLabel(id=label.id, class_name=names.get(label.class_id, str(label.class_id)), box=label.box,
-                      score=label.score, provenance=label.provenance, mask=label.mask, protected=label.protected)
+                      score=label.score, provenance=label.provenance, mask=label.mask)
 
 
 @lru_cache(maxsize=4)

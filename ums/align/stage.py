@@ -36,7 +36,7 @@ from ums.core.runner import (
     StageContext,
     StageReport,
     Task,
-    outputs_current,
+    outputs_intact,
     record_capture_outcome,
     run_capture_stage,
     settings_fingerprint,
@@ -185,10 +185,8 @@ def plan_renders(context: StageContext, estimated: Pass) -> Pass:
 def rendered_files(context: StageContext, render: RenderTask) -> AlignFiles | None:
     """The images written for the same geometry, while intact."""
     previous = context.workspace.stage_result(render.key, STAGE)
-    if previous is None or previous.get("render_fingerprint") != render.fingerprint:
-        return None
-    previous = {**previous, "fingerprint": render.fingerprint}
-    if not outputs_current(context.workspace, previous, render):
+    if (previous is None or previous["status"] != "done" or previous.get("render_fingerprint") != render.fingerprint
+            or not outputs_intact(context.workspace, previous)):
         return None
     return AlignFiles(files=previous["files"], outputs=previous.get("outputs"))
 

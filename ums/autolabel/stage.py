@@ -35,7 +35,7 @@ from ums.core.runner import (
     StageContext,
     StageReport,
     Task,
-    outputs_current,
+    outputs_intact,
     record_capture_outcome,
     run_capture_stage,
 )
@@ -110,7 +110,7 @@ def labelled(context: StageContext, task: AutolabelTask) -> dict | None:
     previous = context.workspace.stage_result(task.key, STAGE)
     if previous is None or previous["status"] != "done":
         return None
-    return previous if outputs_current(context.workspace, {**previous, "fingerprint": task.fingerprint}, task) else None
+    return previous if outputs_intact(context.workspace, previous) else None
 
 
 def record_labels(context: StageContext, outcome: Outcome) -> None:

@@ -306,6 +306,11 @@ def outputs_current(workspace: Workspace, previous: dict[str, Any] | None, task:
     """Done with the same fingerprint, and every output the result names is the file it wrote."""
     if previous is None or previous["status"] != "done" or previous.get("fingerprint") != task.fingerprint:
         return False
+    return outputs_intact(workspace, previous)
+
+
+def outputs_intact(workspace: Workspace, previous: dict[str, Any]) -> bool:
+    """Every output a stored result names is the file its stage wrote (by its stamp)."""
     if previous.get("outputs") is not None:
         return first_damage(workspace.root, previous["outputs"]) is None
     # a result from before outputs were stamped: its files must at least exist

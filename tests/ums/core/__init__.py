@@ -1,0 +1,1 @@
+"""Tests of ums.core: the runner, executors, workspace and the rest of the infrastructure."""
