@@ -168,6 +168,7 @@ class LabelRecord(BaseModel):
     model: str | None = None
     provenance: dict[str, float] = Field(default_factory=dict)  # score per modality that saw it
     tags: list[str] = Field(default_factory=list)
+    prompt: str | None = None  # what an open-vocabulary detector was asked to find for this class
     updated_at: str | None = None  # set by the workspace
 
     @property
@@ -187,13 +188,13 @@ class LabelRecord(BaseModel):
             score=row["score"], mask=json.loads(row["mask_json"]) if row["mask_json"] else None,
             source=row["source"], reviewed=bool(row["reviewed"]), model=row["model"],
             provenance=json.loads(row["provenance_json"] or "{}"), tags=json.loads(row["tags_json"]),
-            updated_at=row["updated_at"],
+            prompt=row["prompt"], updated_at=row["updated_at"],
         )
 
     def row_values(self, capture_id: str, now: str) -> tuple:
         return (capture_id, self.taxonomy, self.class_id, json.dumps(list(self.box)), self.score,
                 json.dumps(self.mask) if self.mask else None, self.source, int(self.reviewed), self.model,
-                json.dumps(self.provenance), json.dumps(self.tags), now, now)
+                json.dumps(self.provenance), json.dumps(self.tags), self.prompt, now, now)
 
 
 # -- stage results: what a stage stores per capture (``stages.<name>`` in the manifest) ------------

@@ -107,6 +107,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX labels_by_capture ON labels (capture_id);
     """,
+    # 3: the text prompt an open-vocabulary detector was given for a label's class (NULL otherwise)
+    """
+    ALTER TABLE labels ADD COLUMN prompt TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -563,7 +567,8 @@ class Workspace:
             now = utc_now()
             db.executemany(
                 "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
-                "model, provenance_json, tags_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "model, provenance_json, tags_json, prompt, created_at, updated_at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [label.row_values(capture_id, now) for label in fresh],
             )
         return len(fresh)
@@ -572,7 +577,8 @@ class Workspace:
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
-                "model, provenance_json, tags_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "model, provenance_json, tags_json, prompt, created_at, updated_at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 label.row_values(capture_id, utc_now()),
             )
         return int(cursor.lastrowid)
@@ -582,10 +588,10 @@ class Workspace:
         with self.transaction() as db:
             db.execute(
                 "UPDATE labels SET taxonomy = ?, class_id = ?, box_json = ?, score = ?, mask_json = ?, source = ?, "
-                "reviewed = ?, model = ?, provenance_json = ?, tags_json = ?, updated_at = ? WHERE id = ?",
+                "reviewed = ?, model = ?, provenance_json = ?, tags_json = ?, prompt = ?, updated_at = ? WHERE id = ?",
                 (label.taxonomy, label.class_id, json.dumps(list(label.box)), label.score,
                  json.dumps(label.mask) if label.mask else None, label.source, int(label.reviewed), label.model,
-                 json.dumps(label.provenance), json.dumps(label.tags), utc_now(), label.id),
+                 json.dumps(label.provenance), json.dumps(label.tags), label.prompt, utc_now(), label.id),
             )
 
     def mark_label_reviewed(self, label_id: int, reviewed: bool = True) -> None:

@@ -176,3 +176,22 @@ def test_writing_waits_for_the_holder_up_to_wait_s(tmp_path):
         with waiter.writing("align", wait_s=30):
             assert time.monotonic() - started >= 0.3
         thread.join()
+
+
+def test_a_version_2_workspace_gains_the_prompt_column_and_keeps_its_labels(tmp_path):
+    from ums.core.records import LabelRecord
+    from ums.core.workspace import MIGRATIONS
+
+    connection = sqlite3.connect(tmp_path / DATABASE_NAME)
+    for script in MIGRATIONS[:2]:
+        connection.executescript(script)
+    connection.execute("PRAGMA user_version=2")
+    connection.close()
+    with Workspace.open(tmp_path) as ws:
+        assert ws.schema_version == SCHEMA_VERSION
+        columns = [row[1] for row in ws._db.execute("PRAGMA table_info(labels)")]
+        assert columns[-1] == "prompt"
+        ws._db.execute("PRAGMA foreign_keys=OFF")  # a label without its capture row: only the column is tested
+        label_id = ws.add_label("c1", LabelRecord(class_id=1, box=(1, 2, 3, 4), prompt="a person seen from above"))
+        (stored,) = [label for label in ws.labels("c1") if label.id == label_id]
+    assert stored.prompt == "a person seen from above"
