@@ -72,6 +72,7 @@ def module_at(revision: str, path: str) -> types.ModuleType:
 
 def cropped_flight(captures: int) -> Path:
     """A workspace holding a synthetic flight of ``captures`` captures, ingested and cropped."""
+    from ums.core.executors import ExecutorSettings
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
     from ums.synth import SynthFlightConfig, synth_flight
@@ -80,8 +81,9 @@ def cropped_flight(captures: int) -> Path:
     out = Path(tempfile.mkdtemp(prefix="ums-ecc-speed-"))
     synth_flight(out / "flight", SynthFlightConfig(n=captures, seed=5, show_progress=False))
     with Workspace.open(out / "ws") as ws:
-        ingest_flight(ws, out / "flight", IngestConfig(show_progress=False, workers=1))
-        crop_workspace(ws, CropConfig(show_progress=False, workers=1))
+        in_process = ExecutorSettings(show_progress=False, workers=1)
+        ingest_flight(ws, out / "flight", IngestConfig(), in_process)
+        crop_workspace(ws, CropConfig(), in_process)
     return out / "ws"
 
 
@@ -236,6 +238,7 @@ def parts_rows(crops: list[dict[str, Path]], old_ecc: types.ModuleType, old_flow
 def stage_rows(root: Path, captures: int, old_ecc: types.ModuleType, repeat: int) -> list[str]:
     """ms per capture of `ums align` (one worker) on fresh copies of the cropped workspace."""
     from ums.align import stage
+    from ums.core.executors import ExecutorSettings
     from ums.core.workspace import Workspace
 
     current = (registration.ecc_register, stage.overlay)
@@ -256,7 +259,7 @@ def stage_rows(root: Path, captures: int, old_ecc: types.ModuleType, repeat: int
             try:
                 with Workspace.open(copy) as ws:
                     start = time.perf_counter()
-                    stage.align_workspace(ws, stage.AlignConfig(workers=1, show_progress=False))
+                    stage.align_workspace(ws, stage.AlignConfig(), ExecutorSettings(workers=1, show_progress=False))
                     names[name].append((time.perf_counter() - start) / captures * 1000)
             finally:
                 registration.ecc_register, stage.overlay = current

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The learned registration's training on a GPU (issue 3), in slices that fit lent machines: the
-# published-size net (width 1, 256x256 crops, batch 16; READOUT soft-argmax by default, regress
-# for the published head) on a schedule of TOTAL steps (default 60000, registration.md §5.3),
+# The dense matcher's training on a GPU (research code: bench/dense_matcher_train.py), in slices that
+# fit lent machines: the published-size net (width 1, 256x256 crops, batch 16; READOUT soft-argmax by
+# default, regress for the published head) on a schedule of TOTAL steps (default 60000,
+# docs/reference/registration.md §5.3),
 # trained for BUDGET seconds per call (default 240), then saved.
 # Here first:  bash bench/gpu_wheels.sh
 #              .venv/bin/python bench/registration.py --write-train-split .regdata
@@ -28,7 +29,7 @@ if [ -f .regstate/matcher.training-state.pt ]; then
 fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-  timeout $((BUDGET + 180)) $PY -m ums align-train --model dense --pairs .regdata/train --val-pairs .regdata/val \
+  timeout $((BUDGET + 180)) $PY bench/dense_matcher_train.py --pairs .regdata/train --val-pairs .regdata/val \
     --out "$OUT/matcher.pt" --steps "$TOTAL" --batch "$BATCH" --crop 256 --width 1.0 --readout "$READOUT" --translation-px 22 \
     --device "$DEVICE" --val-every 2000 --save-every 1000 --max-seconds "$BUDGET" --no-progress "${resume[@]}"
   echo "(exit $?)"

@@ -32,11 +32,14 @@ from ums.dji.exif import find_exif_block, read_exif  # noqa: E402
 from ums.dji.jpeg import APP1, read_header  # noqa: E402
 from ums.dji.rjpeg import extract_raw_thermal  # noqa: E402
 from ums.dji.xmp import find_xmp_packet, parse_drone_dji  # noqa: E402
+from ums.core.executors import ExecutorSettings  # noqa: E402
 from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
 from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
 from ums.core.atomic import FAST_PNG, write_image  # noqa: E402
 import cv2  # noqa: E402
 from ums.core.workspace import Workspace  # noqa: E402
+
+QUIET = ExecutorSettings(show_progress=False)
 
 
 def exiftool(flight: Path) -> None:
@@ -88,12 +91,12 @@ def main() -> None:
         def fresh_ingest():
             workspace = scratch / f"ws-{time.monotonic_ns()}"
             with Workspace.open(workspace) as ws:
-                ingest_flight(ws, args.flight, IngestConfig(show_progress=False))
+                ingest_flight(ws, args.flight, IngestConfig(), QUIET)
 
         rows.append(("ums ingest (new workspace)", median_seconds(fresh_ingest, args.repeat), args.n))
         with Workspace.open(scratch / "warm") as ws:
-            ingest_flight(ws, args.flight, IngestConfig(show_progress=False))
-            rerun = median_seconds(lambda: ingest_flight(ws, args.flight, IngestConfig(show_progress=False)), args.repeat)
+            ingest_flight(ws, args.flight, IngestConfig(), QUIET)
+            rerun = median_seconds(lambda: ingest_flight(ws, args.flight, IngestConfig(), QUIET), args.repeat)
         rows.append(("ums re-ingest (unchanged)", rerun, args.n))
         raw_out = scratch / "raw"
         raw_out.mkdir()

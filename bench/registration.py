@@ -24,7 +24,9 @@ cannot do from what the visible images do not show (MSRS and LLVIP are night sce
 classical local refinement after ECC (bench/tile_matchers.py) as a check of the learned cascade.
 
 Tables (rows: identity, oracle affine (least-squares fit to the truth: the floor of any global
-model), ECC translation, Euclidean and similarity, and the learned net with --weights):
+model), ECC translation, Euclidean and similarity, and the learned net with --learned or --weights:
+the cascade with a refiner checkpoint from `ums align-train`, or the dense matcher alone with one of
+its checkpoints from bench/dense_matcher_train.py, research code in bench/dense_matcher.py):
   superfusion-MSRS / -RoadScene  SuperFusion's released warps with ground-truth grids
   drone-<set>                    seeded drone-like residual warps of aligned pairs: translation
                                  <= 20 px, rotation <= 2 deg, scale <= 3 %, smooth elastic <= 1.5 px
@@ -125,6 +127,16 @@ def evaluate(cases: list[Case]) -> dict[str, Row]:
             corrected = None if case.corrected is None else endpoint_error(flow, case.corrected, mask)
             rows[name].add(endpoint_error(flow, case.truth, mask), seconds, failed, corrected)
     return rows
+
+
+def learned_method(weights: Path | None, device: str):
+    """The learned row's name and method: the cascade with the refiner at ``weights`` (the shipped
+    one when None), or the dense matcher alone when ``weights`` is one of its checkpoints."""
+    from dense_matcher import is_dense_checkpoint, register_dense  # bench/dense_matcher.py
+
+    if weights is not None and is_dense_checkpoint(weights):
+        return "dense matcher", lambda fixed, moving, mask: register_dense(fixed, moving, weights, device)
+    return "learned", dict(method="learned", weights=weights, device=device)
 
 
 def run_method(options, fixed: np.ndarray, moving: np.ndarray, moving_mask: np.ndarray | None = None):
@@ -358,6 +370,7 @@ def synth_flight_rows(captures: int, motions: tuple[str, ...] = ("translation", 
 
     from ums.align import registration
     from ums.align.stage import AlignConfig, align_workspace
+    from ums.core.executors import ExecutorSettings
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
     from ums.synth import SynthFlightConfig, synth_flight
@@ -371,9 +384,9 @@ def synth_flight_rows(captures: int, motions: tuple[str, ...] = ("translation", 
     # with a baseline both align in this process, where the baseline's ECC can stand in for ours
     workers = {} if baseline is None else {"workers": 1}
     with Workspace.open(out / "ws") as ws:
-        ingest_flight(ws, out / "flight", IngestConfig(show_progress=False))
+        ingest_flight(ws, out / "flight", IngestConfig(), ExecutorSettings(show_progress=False))
         start = time.perf_counter()
-        crop_workspace(ws, CropConfig(show_progress=False))
+        crop_workspace(ws, CropConfig(), ExecutorSettings(show_progress=False))
         crop_ms = (time.perf_counter() - start) / captures
     if baseline is not None:
         shutil.copytree(out / "ws", out / "ws-baseline")
@@ -387,7 +400,7 @@ def synth_flight_rows(captures: int, motions: tuple[str, ...] = ("translation", 
         try:
             with Workspace.open(root) as ws:
                 start = time.perf_counter()
-                report = align_workspace(ws, AlignConfig(show_progress=False, motion=motion, **workers))
+                report = align_workspace(ws, AlignConfig(motion=motion), ExecutorSettings(show_progress=False, **workers))
                 seconds = (time.perf_counter() - start) / captures
                 add_flight_rows(rows, ws, report.offsets[str((out / "flight").resolve())], truth, grid,
                                 f"{motion}{label}", seconds, crop_ms if motion == motions[0] and not label else None)
@@ -426,7 +439,8 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=2)
     parser.add_argument("--flight-captures", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weights", type=Path, help="a checkpoint from `ums align-train`: adds the learned row")
+    parser.add_argument("--weights", type=Path, help="adds the learned row: a refiner checkpoint from "
+                        "`ums align-train`, or a dense matcher's from bench/dense_matcher_train.py")
     parser.add_argument("--learned", action="store_true", help="add the learned cascade with the shipped refiner")
     parser.add_argument("--only", choices=["floor-free", "synth-flight"], help="print only these tables")
     parser.add_argument("--device", default="cpu")
@@ -450,10 +464,12 @@ def main() -> None:
         del METHODS[name]
     if args.baseline:
         METHODS.update(with_baseline(dict(METHODS), args.baseline))
-    if args.weights is not None or args.learned:
-        METHODS["learned"] = dict(method="learned", weights=args.weights, device=args.device)
+    learned = args.weights is not None or args.learned
+    if learned:
+        name, method = learned_method(args.weights, args.device)
+        METHODS[name] = method
     cv2.setNumThreads(1)
-    if "learned" in METHODS:
+    if learned:
         import torch
 
         torch.set_num_threads(1)

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from ums import evidence as ev  # noqa: E402
 from ums.align.stage import AlignConfig, align_workspace  # noqa: E402
+from ums.core.executors import ExecutorSettings  # noqa: E402
 from ums.crop import CropConfig, crop_workspace  # noqa: E402
 from ums.detections import box_iou  # noqa: E402
 from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
@@ -64,7 +65,7 @@ from ums.core.workspace import Workspace  # noqa: E402
 CLASS_IDS = {"person": 0, "car": 2}
 CLASS_SIZE_M = {"person": (0.55, 0.45), "car": (4.5, 1.85)}
 ERROR_KINDS = ("missed", "false box", "wrong class", "shifted box", "one-modality artefact")
-QUIET = dict(show_progress=False)
+QUIET = ExecutorSettings(show_progress=False)
 CONDITIONS = [(light, band) for light in ("day", "night") for band in ((55.0, 65.0), (85.0, 95.0), (110.0, 125.0))]
 TRAIN = [(f"train-{light}-{band[0]:.0f}m", seed, light == "night", band) for seed, (light, band) in enumerate(CONDITIONS, 100)]
 TEST = [(f"test-{light}-{band[0]:.0f}m", seed, light == "night", band) for seed, (light, band) in enumerate(CONDITIONS, 200)]
@@ -88,11 +89,11 @@ def prepared_flight(out: Path, name: str, seed: int, night: bool, band, n: int) 
     if (folder / "ready").exists():
         return folder
     flight = folder / "flight"
-    synth_flight(flight, SynthFlightConfig(n=n, seed=seed, night=night, altitude_m=band, **QUIET))
+    synth_flight(flight, SynthFlightConfig(n=n, seed=seed, night=night, altitude_m=band, show_progress=False))
     with Workspace.open(workspace) as ws:
-        ingest_flight(ws, flight, IngestConfig(**QUIET))
-        crop_workspace(ws, CropConfig(**QUIET))
-        align_workspace(ws, AlignConfig(**QUIET))
+        ingest_flight(ws, flight, IngestConfig(), QUIET)
+        crop_workspace(ws, CropConfig(), QUIET)
+        align_workspace(ws, AlignConfig(), QUIET)
     (folder / "ready").write_text("ok")
     return folder
 
@@ -226,7 +227,7 @@ def evaluate(folders: list[Path], planted: dict[str, list[Planted]], priority: P
     misses = {"objects": 0, "proposed": 0, "false": 0, "captures": 0}
     for folder in folders:
         with Workspace.open(folder / "ws") as ws:
-            queue_workspace(ws, QueueConfig(priority=priority, **QUIET))
+            queue_workspace(ws, QueueConfig(priority=priority), QUIET)
             for entry in review_order(ws):
                 entries.append((entry.priority, f"{folder.name}/{entry.capture_id}"))
             for entry in review_order(ws, rank="cleanlab"):
@@ -315,7 +316,7 @@ def fit(folders: list[Path], planted: dict[str, list[Planted]], prior_shift: flo
     label_rows, label_y, candidate_rows, candidate_y, detection_rows, detection_y = [], [], [], [], [], []
     for folder in folders:
         with Workspace.open(folder / "ws") as ws:
-            queue_workspace(ws, QueueConfig(priority=base, **QUIET))
+            queue_workspace(ws, QueueConfig(priority=base), QUIET)
             for record in planted[folder.name]:
                 stored = ws.stage_result(record.capture_id, "queue")
                 labels = {str(label.id): label for label in ws.labels(record.capture_id)}

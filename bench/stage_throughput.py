@@ -40,7 +40,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +86,11 @@ def executors() -> list[Executor]:
              Executor(f"Dask LocalCluster, {CORES} workers", {"workers": CORES, "executor": "dask"})]
     if RUNNING_CLUSTER:
         found.append(Executor(f"Dask running cluster, {CORES} workers",
-                              {"workers": CORES, "executor": "dask", "scheduler": RUNNING_CLUSTER["address"]}))
+                              {"executor": "dask", "scheduler": RUNNING_CLUSTER["address"]}))  # its CORES workers
     return found
 
 
-def autolabel_config(scratch: Path) -> Callable[[dict], object]:
+def autolabel_config(scratch: Path) -> object:
     from tests.ums.autolabel.models import TINY_SAM, tiny_sam_checkpoint, yolov7_end_to_end
     from ums.autolabel.detectors import DetectorConfig
     from ums.autolabel.sam import SamConfig
@@ -99,26 +98,27 @@ def autolabel_config(scratch: Path) -> Callable[[dict], object]:
 
     detector = DetectorConfig(weights=yolov7_end_to_end(scratch / "yolov7.onnx", DETECTOR_ROWS))
     sam = SamConfig(checkpoint=tiny_sam_checkpoint(scratch / "sam.pth"), model_type="custom", architecture=TINY_SAM)
-    return lambda settings: AutolabelConfig(detector=detector, sam=sam, show_progress=False, **settings)
+    return AutolabelConfig(detector=detector, sam=sam)
 
 
-def run_stage(stage: str, root: Path, flight: Path, settings: dict, labelling: Callable[[dict], object] | None) -> int:
-    """One stage on one workspace; the number of captures it did (all of them, or the bench is wrong)."""
-    quiet = {"show_progress": False, **settings}
+def run_stage(stage: str, root: Path, flight: Path, settings: dict, labelling: object | None) -> int:
+    """One stage on one workspace, on the executor ``settings`` name; the number of captures it did
+    (all of them, or the bench is wrong)."""
+    executor = ExecutorSettings(show_progress=False, **settings)
     with Workspace.open(root) as workspace:
         if stage == "ingest":
-            ingested = ingest_flight(workspace, flight, IngestConfig(**quiet))
+            ingested = ingest_flight(workspace, flight, IngestConfig(), executor)
             if ingested.unreadable or ingested.incomplete or ingested.paired != ingested.captures:
                 raise RuntimeError(f"ingest {settings}: {ingested.rows()}")
             return ingested.captures
         if stage == "crop":
-            report = crop.crop_workspace(workspace, crop.CropConfig(**quiet))
+            report = crop.crop_workspace(workspace, crop.CropConfig(), executor)
         elif stage == "align":
-            report = align_workspace(workspace, AlignConfig(**quiet))
+            report = align_workspace(workspace, AlignConfig(), executor)
         else:
             from ums.autolabel.stage import autolabel_workspace
 
-            report = autolabel_workspace(workspace, labelling(settings))
+            report = autolabel_workspace(workspace, labelling, executor)
     if report.failed or report.not_run or report.skipped:
         raise RuntimeError(f"{stage} {settings}: {report.rows()} {report.issues[:1]}")
     return report.planned
@@ -169,7 +169,7 @@ def startup_rows(repeat: int) -> list[tuple[str, str, float, int]]:
     rows = []
     for executor in executors():
         settings = ExecutorSettings(show_progress=False, **executor.settings)
-        workers = settings.workers
+        workers = settings.workers or CORES  # a running cluster has the workers it was started with
 
         def cycle():
             pool = open_executor(settings, workers, "bench", preload=["ums.crop"])
@@ -204,7 +204,7 @@ def crop_floor(workspaces: Workspaces, repeat: int) -> Floor:
     task_lists = []
     for _ in range(repeat + 1):  # one warm-up, then a fresh workspace per repetition: no file is replaced
         with Workspace.open(workspaces.fresh("crop")) as workspace:
-            task_lists.append(crop.plan(workspace, crop.CropConfig(show_progress=False)))
+            task_lists.append(crop.plan(workspace, crop.CropConfig()))
     paths = [task.capture.frames["W"].path for task in task_lists[0]]
     seconds: dict[str, list[float]] = {name: [] for name in (*FLOOR_DECODES, CROP_ROW)}
     with single_threaded():

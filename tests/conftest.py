@@ -35,10 +35,12 @@ def aligned_workspace(flight: Path, root: Path):
     from ums.align.stage import AlignConfig, align_workspace
     from ums.crop import CropConfig, crop_workspace
     from ums.ingest import IngestConfig, ingest_flight
+    from ums.core.executors import ExecutorSettings
     from ums.core.workspace import Workspace
 
     workspace = Workspace.open(root)
-    ingest_flight(workspace, flight, IngestConfig(show_progress=False))
-    crop_workspace(workspace, CropConfig(show_progress=False))
-    align_workspace(workspace, AlignConfig(show_progress=False))
+    quiet = ExecutorSettings(show_progress=False)
+    ingest_flight(workspace, flight, IngestConfig(), quiet)
+    crop_workspace(workspace, CropConfig(), quiet)
+    align_workspace(workspace, AlignConfig(), quiet)
     return workspace

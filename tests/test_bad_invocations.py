@@ -30,12 +30,13 @@ APPS = {"ums": ums_app, "tsjnet": tsjnet_app}
 def places(synthetic_flight, tmp_path_factory) -> SimpleNamespace:
     """The folders and files the bad invocations point at (made once: most cases only read them)."""
     from ums.export import export_workspace
+    from ums.core.executors import ExecutorSettings
     from ums.ingest import IngestConfig, ingest_flight
     from ums.core.workspace import Workspace
 
     base = tmp_path_factory.mktemp("bad")
     with Workspace.open(base / "ingested") as ws:
-        ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+        ingest_flight(ws, synthetic_flight, IngestConfig(), ExecutorSettings(show_progress=False))
     aligned = aligned_workspace(synthetic_flight, base / "aligned")
     export_workspace(aligned, base / "coco-export", "coco")
     aligned.close()
@@ -46,6 +47,7 @@ def places(synthetic_flight, tmp_path_factory) -> SimpleNamespace:
     (base / "home" / "yolov8n.pt").write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
     (base / "broken.yaml").write_text("seed: [1,\n")
     (base / "bad-value.yaml").write_text("timestamp_tolerance_s: fast\n")
+    (base / "crop-workers.yaml").write_text("output_width: 640\nworkers: 4\n")  # the form before `executor:`
     (base / "train-amp.yaml").write_text("amp: fp8\n")
     (base / "train-batch.yaml").write_text("batch_size: 1\n")
     with socket.socket() as probe:  # a port nothing listens on
@@ -121,8 +123,8 @@ CASES = [
     Case("export format foo", "ums", lambda p: ["export", str(p.base / "x"), "-f", "pascal"], 2,
          "'pascal' is not one of msrs, coco, yolo, voc, semantic"),
     Case("review port zero", "ums", lambda p: ["review", "--port", "0"], 2, "'--port': should be greater than or equal to 1"),
-    Case("align-train model foo", "ums", lambda p: ["align-train", "--pairs", "a", "--out", "b.pt", "--model", "big"], 2,
-         "'big' is not one of dense, refiner"),
+    Case("align-train model (the dense matcher is in bench/ now)", "ums",
+         lambda p: ["align-train", "--pairs", "a", "--out", "b.pt", "--model", "dense"], 2, "error: no such option: --model"),
     Case("learned align on a missing GPU", "ums", lambda p: ["align", "-w", str(p.ingested), "--method", "learned",
                                                              "--device", "cuda:0"], 2,
          "--device cuda:0: torch sees no CUDA GPU", no_gpu=True),
@@ -141,6 +143,13 @@ CASES = [
     Case("ingest missing config", "ums", lambda p: ["ingest", str(p.flight), "-w", str(p.base / "ws4"), "--config",
                                                     str(p.base / "absent.yaml")], 2,
          "No such file or directory (check the --config path)"),
+    Case("crop config holding workers", "ums", lambda p: ["crop", "-w", str(p.ingested), "--config",
+                                                          str(p.base / "crop-workers.yaml")], 2,
+         lambda p: f"workers in {p.base / 'crop-workers.yaml'} says where the stage runs, not what it computes (move it "
+                   "under an `executor:` section, e.g. `executor: {workers: 4}`, or give --workers)"),
+    Case("crop workers on a running cluster", "ums", lambda p: ["crop", "-w", str(p.ingested), "--workers", "2",
+                                                                "--scheduler", "tcp://127.0.0.1:9"], 2,
+         "invalid executor settings: workers applies to processes this command starts"),
     Case("split broken yaml", "ums", lambda p: ["split", "-w", str(p.aligned), "--config", str(p.base / "broken.yaml")], 2,
          "not valid YAML at line 2"),
     Case("align before crop", "ums", lambda p: ["align", "-w", str(p.ingested), "--no-progress"], 1,
@@ -250,7 +259,7 @@ import pathlib, sys, time
 
 import ums.crop
 
-def slow_crop(workspace, settings):  # a stage that is mid-way when the signal comes
+def slow_crop(workspace, settings, executor):  # a stage that is mid-way when the signal comes
     with workspace.recorded_run("crop", {}):
         pathlib.Path(sys.argv[1]).write_text("started")
         time.sleep(120)

@@ -150,16 +150,16 @@ def fuse(
     from tsjnet.fuse import FuseConfig, fuse_folders
     from ums.core.executors import ExecutorError
 
-    from ums.core.config import load_config
+    from ums.core.config import load_stage_config
 
-    overrides = executor_overrides(workers, executor, scheduler, scheduler_file, dashboard)
+    overrides = executor_overrides(workers, executor, scheduler, scheduler_file, dashboard, progress)
     try:
-        config = load_config(FuseConfig, None, method=method, weights=weights, device=device, precision=precision,
-                             batch_size=batch_size, official_compat=official_compat, grey=grey, overwrite=overwrite,
-                             show_progress=progress, **overrides)
-        if config.method == "tsjnet" and config.executor != "dask":  # a cluster's workers may have the GPU this machine lacks
+        config, where = load_stage_config(FuseConfig, None, overrides, method=method, weights=weights, device=device,
+                                          precision=precision, batch_size=batch_size, official_compat=official_compat,
+                                          grey=grey, overwrite=overwrite)
+        if config.method == "tsjnet" and where.executor != "dask":  # a cluster's workers may have the GPU this machine lacks
             _check_device(config.device)
-        report = fuse_folders(ir, vi, out, config)
+        report = fuse_folders(ir, vi, out, config, where)
     except (ValueError, OSError, ExecutorError) as error:
         fail(error)
     except KeyboardInterrupt:

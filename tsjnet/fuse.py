@@ -33,9 +33,9 @@ from ums.core.runner import Outcome, StageReport, Task, TaskMap
 OFFICIAL_SIZE = 512
 
 
-class FuseConfig(ExecutorSettings):
-    """Settings of ``tsjnet fuse``; ``workers``/``executor``/``scheduler`` spread the batches over
-    processes or a Dask cluster (GPU workers: ``--resources GPU=1``), each loading the model once."""
+class FuseConfig(BaseModel):
+    """Settings of ``tsjnet fuse``. Where the batches run (processes or a Dask cluster, GPU workers
+    with ``--resources GPU=1``, each loading the model once) is the executor passed beside it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -174,7 +174,8 @@ def output_path(out_dir: Path, pair: ImagePair) -> Path:
     return out_dir / f"{pair.name}.png"
 
 
-def fuse_folders(infrared_dir: Path, visible_dir: Path, out_dir: Path, config: FuseConfig | None = None) -> FuseReport:
+def fuse_folders(infrared_dir: Path, visible_dir: Path, out_dir: Path, config: FuseConfig | None = None,
+                 executor: ExecutorSettings | None = None) -> FuseReport:
     """Fuse every pair of the two folders into ``out_dir/<stem>.png``; rerunning skips done pairs."""
     config = config or FuseConfig()
     out_dir = Path(out_dir)
@@ -202,7 +203,7 @@ def fuse_folders(infrared_dir: Path, visible_dir: Path, out_dir: Path, config: F
             report.written += outcome.result.written
             report.problems += outcome.result.problems
 
-    with TaskMap(config, "fuse", gpu=config.device.startswith("cuda"), preload=[__name__],
+    with TaskMap(executor, "fuse", gpu=config.device.startswith("cuda"), preload=[__name__],
                  retry="rerun `tsjnet fuse`") as batch_map:
         batch_map.map(tasks, fuse_batch, record, f"fuse ({config.method})", batches)
     report.incomplete = batches.incomplete

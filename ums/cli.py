@@ -32,7 +32,7 @@ from ums.cli_options import (
     shown,
     version_option,
 )
-from ums.core.config import ConfigError, default_config_path, load_config
+from ums.core.config import ConfigError, default_config_path, load_config, load_stage_config
 from ums.core.workspace import Workspace, WorkspaceError
 
 app = CliTyper(
@@ -89,10 +89,10 @@ def _shortfall(report, stage: str) -> str | None:
     return None
 
 
-def _check_devices(settings, stage: str) -> None:
+def _check_devices(settings, executor, stage: str) -> None:
     """A device this machine lacks fails now, before the run starts. A Dask cluster's workers may
     have GPUs this machine lacks, so there the workers decide; ECC runs on the CPU whatever is set."""
-    if getattr(settings, "executor", "local") == "dask" or (stage == "align" and settings.method != "learned"):
+    if executor.executor == "dask" or (stage == "align" and settings.method != "learned"):
         return
     for key, device in _devices(settings):
         problem = device_problem(device)
@@ -141,11 +141,11 @@ def ingest(
     from ums.core.executors import ExecutorError
 
     try:
-        settings = _stage_settings("ingest", IngestConfig, config, progress,
-                                   executor_overrides(workers, executor, scheduler, scheduler_file, dashboard))
+        settings, where = _stage_settings("ingest", IngestConfig, config, progress,
+                                          executor_overrides(workers, executor, scheduler, scheduler_file, dashboard))
         check_flight(flight_dir)  # before Workspace.open creates the workspace: a run that finds nothing leaves none
         with Workspace.open(workspace) as ws:
-            report = ingest_flight(ws, flight_dir, settings)
+            report = ingest_flight(ws, flight_dir, settings, where)
     except (ConfigError, OSError, NothingToIngest, WorkspaceError, ExecutorError) as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -210,9 +210,10 @@ def _issue_lines(issues, limit: int) -> None:
 
 
 def _stage_settings(stage: str, config_model, config: Optional[Path], progress: bool, executor: dict, **overrides):
-    """A stage's settings: its YAML (or --config), the executor options and the overrides given."""
-    return load_config(config_model, config or default_config_path(stage), show_progress=progress and sys.stderr.isatty(),
-                       **executor, **overrides)
+    """A stage's settings from its YAML (or --config) and the overrides given, and beside them where
+    it runs: the file's ``executor:`` section under the executor options. A bar is drawn on a terminal only."""
+    executor = {**executor, "show_progress": None if progress and sys.stderr.isatty() else False}
+    return load_stage_config(config_model, config or default_config_path(stage), executor, **overrides)
 
 
 def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path], config: Optional[Path],
@@ -221,10 +222,10 @@ def _run_workspace_stage(stage: str, config_model, run, workspace: Optional[Path
     from ums.core.executors import ExecutorError
 
     try:
-        settings = _stage_settings(stage, config_model, config, progress, executor, **overrides)
-        _check_devices(settings, stage)
+        settings, where = _stage_settings(stage, config_model, config, progress, executor, **overrides)
+        _check_devices(settings, where, stage)
         with Workspace.open(workspace, create=False) as ws:
-            report = run(ws, settings)
+            report = run(ws, settings, where)
     except (ConfigError, OSError, ValueError, WorkspaceError, ExecutorError) as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -293,20 +294,13 @@ def align(
 def align_train(
     pairs: list[Path] = typer.Option(..., "--pairs", metavar="DIR", help="Folder of aligned pairs (ir/ + vi/); repeatable."),
     out: Path = typer.Option(..., metavar="FILE", help="Checkpoint to write (.pt); a .loss.png curve is written beside it."),
-    model: str = choice_option("ums.align.learned.train:AlignTrainConfig.model", "dense: the SuperFusion-style net from "
-                               "scratch; refiner: the residual net of the learned cascade (after ECC; what `ums align "
-                               "--method learned` ships).", "refiner"),
     steps: int = typer.Option(1000, help="Optimiser steps."),
     batch: int = typer.Option(16, help="Pairs per step."),
     crop: int = typer.Option(256, help="Training crop size (multiple of 8)."),
-    width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the published size."),
-    spread: float = typer.Option(8.0, help="Refiner: sigma (level px) of the confidence-weighted averaging of its flows; 0: none."),
-    readout: str = choice_option("ums.align.learned.train:AlignTrainConfig.readout", "Cost-volume readout: soft-argmax, "
-                                 "or regress (the published 1.82 M-parameter net).", "soft-argmax"),
+    width: float = typer.Option(1.0, help="Channel multiplier: 1.0 is the shipped refiner's size."),
+    spread: float = typer.Option(8.0, help="Sigma (level px) of the confidence-weighted averaging of the refiner's flows; 0: none."),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda ..."),
     seed: int = typer.Option(0, help="Random seed of the warps, crops and initial weights."),
-    translation_px: Optional[float] = typer.Option(None, help=shown("Largest synthetic translation (px).",
-                                                                    "each regime's own: 16 drone-like, 15 SuperFusion-like")),
     val_pairs: Optional[list[Path]] = typer.Option(None, "--val-pairs", metavar="DIR",
                                                    help=shown("Held-out aligned pairs to score; repeatable.", "none")),
     val_every: int = typer.Option(0, help="Steps between validations (0: after the last step only)."),
@@ -315,17 +309,16 @@ def align_train(
     max_seconds: Optional[float] = typer.Option(None, help=shown("Stop after this much wall time; --resume continues.", "no limit")),
     progress: bool = ProgressOption,
 ) -> None:
-    """Train a learned registration net (the cascade's refiner or the dense net) on synthetic warps of aligned pairs."""
+    """Train the learned cascade's residual refiner on synthetic residual fields of aligned pairs."""
     from ums.align.learned.train import AlignTrainConfig, train_registration
 
     problem = device_problem(device)
     if problem:
         fail(problem)
     try:
-        settings = load_config(AlignTrainConfig, None, pairs=pairs, out=out, model=model, steps=steps, batch=batch,
-                               crop=crop, width=width, spread=spread, readout=readout, device=device, seed=seed,
-                               translation_px=translation_px, val_pairs=val_pairs or [], val_every=val_every,
-                               save_every=save_every, resume=resume, max_seconds=max_seconds,
+        settings = load_config(AlignTrainConfig, None, pairs=pairs, out=out, steps=steps, batch=batch, crop=crop,
+                               width=width, spread=spread, device=device, seed=seed, val_pairs=val_pairs or [],
+                               val_every=val_every, save_every=save_every, resume=resume, max_seconds=max_seconds,
                                show_progress=progress and sys.stderr.isatty())
         history = train_registration(settings)
     except (ValueError, OSError) as exc:
@@ -336,7 +329,7 @@ def align_train(
         console.print(f"trained to step {len(history)}: end-point error {history[0]['epe']:.2f} -> "
                       f"{history[-1]['epe']:.2f} px")
         if "val_epe_median" in history[-1]:
-            console.print(f"held-out drone-like warps: median EPE {history[-1]['val_epe_median']:.2f} px")
+            console.print(f"held-out residual fields: median EPE {history[-1]['val_epe_median']:.2f} px")
     console.print(f"wrote {out} and {out.with_suffix('.loss.png')}")
 
 
@@ -361,6 +354,21 @@ def autolabel(
     masks: Optional[bool] = typer.Option(None, "--masks/--no-masks", help="Segment the boxes with SAM."),
     device: Optional[str] = typer.Option(None, metavar="DEVICE", help=shown(
         "Device of the detector and SAM: cpu, cuda, cuda:1 ...", config_default("autolabel", "detector.device"))),
+    classes: Optional[str] = typer.Option(None, "--classes", metavar="WORDS", help=shown(
+        "YOLO-World/YOLOE prompts: comma-separated class names or synonyms of labels/ums.yaml.",
+        "every name and synonym")),
+    text_encoder: Optional[Path] = typer.Option(None, "--text-encoder", metavar="FILE|NAME", help=shown(
+        "Text encoder of a YOLO-World/YOLOE detector, or a name from `ums weights list`.", "the model family's own")),
+    slice_mode: Optional[str] = choice_option(
+        "ums.autolabel.stage:AutolabelConfig.slice", "Sliced detection (auto: when a person would be too small for "
+        "one full-image pass, from the range and the focal length).", None, "--slice",
+        shown_default=config_default("autolabel", "slice")),
+    visible_resolution: Optional[str] = choice_option(
+        "ums.autolabel.stage:AutolabelConfig.visible_resolution", "Visible image the visible detector sees: the "
+        "source frame's own pixels over the thermal view (native) or the aligned image.", None,
+        "--visible-resolution", shown_default=config_default("autolabel", "visible_resolution")),
+    thermal_upsample: Optional[float] = typer.Option(None, "--thermal-upsample", metavar="FACTOR", help=shown(
+        "Enlarge the thermal image for its detector.", config_default("autolabel", "thermal_upsample"))),
     force: Optional[bool] = typer.Option(None, "--force", help="Replace unreviewed automatic labels."),
     progress: bool = ProgressOption,
     workers: Optional[int] = WorkersOption,
@@ -369,14 +377,17 @@ def autolabel(
     scheduler_file: Optional[Path] = SchedulerFileOption,
     dashboard: bool = DashboardOption,
 ) -> None:
-    """Detect on both modalities, merge, segment with SAM; human labels are never overwritten."""
+    """Detect on both modalities (visible at its own resolution, sliced where objects are small), merge,
+    segment with SAM; human labels are never overwritten."""
     from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 
     _run_workspace_stage("autolabel", AutolabelConfig, autolabel_workspace, workspace, config, progress,
                          executor_overrides(workers, executor, scheduler, scheduler_file, dashboard),
-                         detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy, "device": device},
+                         detector={"weights": detector, "format": detector_format, "taxonomy": taxonomy, "device": device,
+                                   "classes": classes, "text_encoder": text_encoder},
                          sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image, "device": device},
-                         masks=masks, force=force)
+                         masks=masks, force=force, slice=slice_mode, visible_resolution=visible_resolution,
+                         thermal_upsample=thermal_upsample)
 
 
 @app.command()
@@ -436,10 +447,10 @@ def queue(
     from ums.queue_order import review_order
 
     try:
-        settings = _stage_settings("queue", QueueConfig, config, progress and not as_json,
-                                   executor_overrides(workers, executor, scheduler, scheduler_file, dashboard))
+        settings, where = _stage_settings("queue", QueueConfig, config, progress and not as_json,
+                                          executor_overrides(workers, executor, scheduler, scheduler_file, dashboard))
         with Workspace.open(workspace, create=False) as ws:
-            report = queue_workspace(ws, settings)
+            report = queue_workspace(ws, settings, where)
             order = review_order(ws, rank=rank, limit=limit or None)
     except (ConfigError, OSError, ValueError, WorkspaceError, ExecutorError) as exc:
         fail(exc)
@@ -496,6 +507,55 @@ def labels_import(
         fail(f"{file}: nothing imported, the file has malformed entries (listed above); correct them and import again", 1)
     if not report.added and not getattr(report, "confirmed", 0) and not dry_run:
         fail(f"{file}: no label came in (see the issues above)", 1)
+
+
+@app.command("train-detector")
+def train_detector(
+    workspace: Optional[Path] = WorkspaceOption,
+    config: Optional[Path] = config_option("train-detector"),
+    base: Optional[str] = typer.Option(None, metavar="NAME|FILE", help=shown(
+        "Model to fine-tune (a `ums weights` name or .pt) or an ultralytics .yaml to train from scratch.",
+        config_default("train-detector", "base"))),
+    epochs: Optional[int] = typer.Option(None, min=1, metavar="N", help=shown("Epochs.", config_default("train-detector", "epochs"))),
+    image_size: Optional[int] = typer.Option(None, metavar="PX", help=shown(
+        "Training input size.", config_default("train-detector", "image_size"))),
+    batch: Optional[int] = typer.Option(None, min=1, metavar="N", help=shown("Batch size.", config_default("train-detector", "batch"))),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help=shown(
+        "cpu, cuda, cuda:1 ...", config_default("train-detector", "device"))),
+    name: Optional[str] = typer.Option(None, metavar="RUN", help=shown(
+        "Run folder under <workspace>/detectors/.", "the next train-N")),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue an interrupted run from its last.pt."),
+    modalities: Optional[str] = choice_option("ums.train_detector:TrainDetectorConfig.modalities",
+                                              "Images of each pair to train on.",
+                                              shown_default=config_default("train-detector", "modalities")),
+    split_rule: Optional[str] = choice_option("ums.train_detector:TrainDetectorConfig.split",
+                                              "Where the val split comes from.", None, "--split",
+                                              shown_default=config_default("train-detector", "split")),
+    seed: Optional[int] = typer.Option(None, help=shown("Random seed.", config_default("train-detector", "seed"))),
+    progress: bool = ProgressOption,
+) -> None:
+    """Fine-tune a detector on the reviewed and human labels; relabel the rest with
+    `ums autolabel --detector <workspace>/detectors/<run>/best.pt --taxonomy ums --force`."""
+    from ums.train_detector import TrainDetectorConfig, TrainDetectorError, train_detector as train
+
+    try:
+        settings = load_config(TrainDetectorConfig, config or default_config_path("train-detector"), base=base,
+                               epochs=epochs, image_size=image_size, batch=batch, device=device, name=name,
+                               resume=resume, modalities=modalities, split=split_rule, seed=seed)
+        problem = device_problem(settings.device)
+        if problem:
+            fail(problem)
+        with Workspace.open(workspace, create=False) as ws:
+            report = train(ws, settings, progress=progress)
+    except (ConfigError, TrainDetectorError, WorkspaceError, OSError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("train-detector interrupted: `ums train-detector --resume` continues the run from its last epoch",
+                   err=True)
+        raise typer.Exit(130)
+    console.print(_table("ums train-detector", report.rows()))
+    for notice in report.notices:
+        console.print(f"[yellow]{escape(notice)}[/yellow]")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """What both commands (``ums`` and ``tsjnet``) share so that they read and fail alike:
 
-- the executor options of every command that runs a batch on workers (config keys of
-  :class:`ums.core.executors.ExecutorSettings`);
+- the executor options of every command that runs a batch on workers (the keys of
+  :class:`ums.core.executors.ExecutorSettings`, passed beside the stage's config);
 - help that reads the way a user types: ``--motion [translation|euclidean|similarity]``, ``PATH``,
   ``[default: ecc]``, never a Python type;
 - options with a fixed set of values, read from the config models' ``Literal`` types, so the choices
@@ -167,12 +167,12 @@ DashboardOption = typer.Option(False, "--dashboard", help="With Dask: serve its 
 
 
 def executor_overrides(workers: Optional[int], executor: Optional[str], scheduler: Optional[str],
-                       scheduler_file: Optional[Path], dashboard: bool = False) -> dict[str, Any]:
-    """The options as config overrides (None: not given)."""
-    if executor is None and (scheduler or scheduler_file):
-        executor = "dask"  # an address says where the cluster is: no need to say it is Dask too
+                       scheduler_file: Optional[Path], dashboard: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The options as overrides of the executor settings (None: not given, a ``--config`` file's
+    ``executor:`` section or the default decides). ``progress``: whether this run may draw a bar
+    (--progress and a terminal); a file may still turn it off, never on where it cannot be drawn."""
     return {"workers": workers, "executor": executor, "scheduler": scheduler, "scheduler_file": scheduler_file,
-            "dashboard": dashboard or None}
+            "dashboard": dashboard or None, "show_progress": None if progress else False}
 
 
 # -- ending: one line per mistake -------------------------------------------------------------------

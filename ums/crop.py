@@ -29,7 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ums.core.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_image
 from ums.camera import (
@@ -66,7 +66,7 @@ ALTITUDE_SOURCE = "RelativeAltitude / cos(gimbal)"
 NO_RANGE = "unknown (no parallax correction)"
 
 
-class CropConfig(ExecutorSettings):
+class CropConfig(BaseModel):
     """Settings of ``ums crop`` (``pipelines/crop.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -411,9 +411,10 @@ def process(task: CropTask) -> CropResult:
 CROP = CaptureStage(STAGE, plan, process)
 
 
-def crop_workspace(workspace: Workspace, config: CropConfig | None = None) -> CropReport:
+def crop_workspace(workspace: Workspace, config: CropConfig | None = None,
+                   executor: ExecutorSettings | None = None) -> CropReport:
     """Crop every visible/thermal pair of the workspace that is not cropped yet (or changed)."""
-    return run_capture_stage(workspace, CROP, config or CropConfig(), CropReport())
+    return run_capture_stage(workspace, CROP, config or CropConfig(), CropReport(), executor)
 
 
 @lru_cache(maxsize=8)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ums.align.stage import AlignConfig, AlignReport, align_workspace
 from ums.autolabel.stage import AutolabelConfig, AutolabelReport, autolabel_workspace
 from ums.core.config import default_config_path, load_config
+from ums.core.executors import ExecutorSettings
 from ums.export import export_workspace
 from ums.review import build_review_dataset
 from ums.split import SplitConfig, SplitReport, split_workspace
@@ -71,11 +72,12 @@ def run_demo(out: str | Path, n: int = 6, seed: int = 0, show_progress: bool = T
     truth = flight / "groundtruth.json"
     if not truth.exists():  # a finished flight is reused: the demo is resumable like every stage
         synth_flight(flight, SynthFlightConfig(n=n, seed=seed, show_progress=show_progress))
+    executor = ExecutorSettings(show_progress=show_progress)
     with Workspace.open(out / "workspace") as workspace:
-        ingest = ingest_flight(workspace, flight, IngestConfig(show_progress=show_progress))
-        crop = crop_workspace(workspace, CropConfig(show_progress=show_progress))
-        align = align_workspace(workspace, AlignConfig(show_progress=show_progress))
-        labels = _autolabel_step(workspace, autolabel, show_progress)
+        ingest = ingest_flight(workspace, flight, IngestConfig(), executor)
+        crop = crop_workspace(workspace, CropConfig(), executor)
+        align = align_workspace(workspace, AlignConfig(), executor)
+        labels = _autolabel_step(workspace, autolabel, executor)
         review = build_review_dataset(workspace).name  # built, not launched: `ums review` serves it
         split = split_workspace(workspace, SplitConfig(max_block_captures=2))  # tiny flight: small blocks
         export_workspace(workspace, out / "export", "msrs", redact=True)
@@ -105,8 +107,8 @@ def _fusion_step(export: Path, out: Path, show_progress: bool, steps: int = 24) 
     scores = {}
     for method, weights in (("tsjnet", trainer.out / "tsjnet.safetensors"), ("mean", None)):
         fused = out / "fused" / method
-        fuse_folders(export / "ir", export / "vi", fused, FuseConfig(method=method, weights=weights,
-                                                                    show_progress=False))
+        fuse_folders(export / "ir", export / "vi", fused, FuseConfig(method=method, weights=weights),
+                     ExecutorSettings(show_progress=False))
         result = evaluate_folders(export / "ir", export / "vi", fused, names=("SSIM", "VIF", "Qabf", "EN"),
                                   show_progress=False)
         scores[method] = result["mean"]
@@ -115,10 +117,11 @@ def _fusion_step(export: Path, out: Path, show_progress: bool, steps: int = 24) 
             "last_loss": losses[-1], "curves": trainer.out / "curves.png", "fused": out / "fused", "metrics": scores}
 
 
-def _autolabel_step(workspace: Workspace, config: AutolabelConfig | None, show_progress: bool) -> AutolabelReport | str:
+def _autolabel_step(workspace: Workspace, config: AutolabelConfig | None,
+                    executor: ExecutorSettings) -> AutolabelReport | str:
     if config is None:
-        config = load_config(AutolabelConfig, default_config_path("autolabel"), show_progress=show_progress)
+        config = load_config(AutolabelConfig, default_config_path("autolabel"))
     try:
-        return autolabel_workspace(workspace, config)
+        return autolabel_workspace(workspace, config, executor)
     except FileNotFoundError as exc:
         return f"skipped: {exc}"

@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ums.core.atomic import write_image
 from ums.camera import THERMAL_FRAME_SIZES, frame_size_problem, max_source_bytes
@@ -65,7 +65,7 @@ class SkipFile(ValueError):
     """A readable file that is not a DJI capture frame."""
 
 
-class IngestConfig(ExecutorSettings):
+class IngestConfig(BaseModel):
     """Settings of ``ums ingest`` (``pipelines/ingest.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a no-op
@@ -120,7 +120,8 @@ class IngestReport(StageReport):
 
 
 def ingest_flight(
-    workspace: Workspace, flight_dir: str | os.PathLike[str], config: IngestConfig | None = None
+    workspace: Workspace, flight_dir: str | os.PathLike[str], config: IngestConfig | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> IngestReport:
     """Ingest one flight folder (an SD card's DCIM, or any folder below it) into ``workspace``.
 
@@ -137,7 +138,7 @@ def ingest_flight(
         record=partial(_record_read, flight_root), finish=partial(_group_flight, scan),
         details=lambda config: {"flight_root": flight_root})
     report = IngestReport(flight_root=flight_root, ignored=scan.ignored, unreadable=len(scan.refused))
-    return run_capture_stage(workspace, stage, config, report)
+    return run_capture_stage(workspace, stage, config, report, executor)
 
 
 def _read_tasks(scan: FlightScan, workspace: Workspace, config: IngestConfig) -> list[ReadTask]:

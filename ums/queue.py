@@ -82,7 +82,7 @@ class PriorityModel(BaseModel):
         return _sigmoid(self.detection_bias + self.detection_score_weight * score)
 
 
-class QueueConfig(ExecutorSettings):
+class QueueConfig(BaseModel):
     """Settings of ``ums queue`` (``pipelines/queue.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -124,9 +124,10 @@ class QueueReport(StageReport):
     row_names = ("captures weighed now", "unchanged (kept)", "failed")
 
 
-def queue_workspace(workspace: Workspace, config: QueueConfig | None = None) -> QueueReport:
+def queue_workspace(workspace: Workspace, config: QueueConfig | None = None,
+                    executor: ExecutorSettings | None = None) -> QueueReport:
     """Weigh the evidence of every labelled capture that changed since it was last weighed."""
-    return run_capture_stage(workspace, QUEUE, config or QueueConfig(), QueueReport())
+    return run_capture_stage(workspace, QUEUE, config or QueueConfig(), QueueReport(), executor)
 
 
 def plan(workspace: Workspace, config: QueueConfig) -> list[QueueTask]:
@@ -241,8 +242,7 @@ def metres_per_px(crop: dict, thermal_focal_px: float) -> float | None:
 
 
 def _fingerprint(task: QueueTask, align: dict, crop: dict) -> str:
-    inputs = task.model_dump_json(include={"labels", "detections", "counts", "visible", "metres_per_px", "config"},
-                                  exclude={"config": set(ExecutorSettings.model_fields)})
+    inputs = task.model_dump_json(include={"labels", "detections", "counts", "visible", "metres_per_px", "config"})
     state = json.dumps([EVIDENCE_VERSION, align.get("render_fingerprint"), crop.get("fingerprint")])
     return hashlib.sha256((inputs + state).encode()).hexdigest()[:16]
 

@@ -15,12 +15,14 @@ from tsjnet import metrics
 from tsjnet.cli import app
 from tsjnet.evaluate import METRICS, TABLE2, evaluate_folders
 from tsjnet.fuse import FuseConfig, fuse_folders
+from ums.core.executors import ExecutorSettings
 
 
 @pytest.fixture
 def fused_folders(tmp_path):
     ir_dir, vi_dir = copy_pairs(tmp_path, "msrs", ["00004N.png", "00055D.png"], size=(320, 240))
-    fuse_folders(ir_dir, vi_dir, tmp_path / "fused", FuseConfig(method="max", grey=True, show_progress=False))
+    fuse_folders(ir_dir, vi_dir, tmp_path / "fused", FuseConfig(method="max", grey=True),
+                 ExecutorSettings(show_progress=False))
     return ir_dir, vi_dir, tmp_path / "fused"
 
 

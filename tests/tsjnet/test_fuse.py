@@ -13,9 +13,12 @@ from typer.testing import CliRunner
 
 from tsjnet.cli import app
 from tsjnet.fuse import FuseConfig, NetworkFuser, fuse_folders, pad_to_multiple
+from ums.core.executors import ExecutorSettings
 from tsjnet.images import merge_luma, split_luma
 from tsjnet.model import TINY, TSJNet, TSJNetConfig
 from tsjnet.model.checkpoint import save_checkpoint
+
+QUIET = ExecutorSettings(show_progress=False)
 
 
 
@@ -71,7 +74,7 @@ def test_baselines_fuse_real_pairs_and_rerun_skips(tmp_path):
     ir_dir, vi_dir = copy_pairs(tmp_path, "msrs", ["00004N.png", "00055D.png"])
     (vi_dir / "orphan.png").write_bytes((vi_dir / "00004N.png").read_bytes())
     out = tmp_path / "mean"
-    report = fuse_folders(ir_dir, vi_dir, out, FuseConfig(method="mean", show_progress=False))
+    report = fuse_folders(ir_dir, vi_dir, out, FuseConfig(method="mean"), QUIET)
     assert len(report.written) == 2
     assert any("orphan.png" in problem and "no partner" in problem for problem in report.problems)
     fused = cv2.imread(str(out / "00055D.png"))
@@ -79,7 +82,7 @@ def test_baselines_fuse_real_pairs_and_rerun_skips(tmp_path):
     infrared = cv2.imread(str(ir_dir / "00055D.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)
     expected_luma = (infrared + split_luma(visible.astype(np.float32))[0]) / 2
     assert np.abs(split_luma(fused.astype(np.float32))[0] - expected_luma).mean() < 1.0
-    again = fuse_folders(ir_dir, vi_dir, out, FuseConfig(method="mean", show_progress=False))
+    again = fuse_folders(ir_dir, vi_dir, out, FuseConfig(method="mean"), QUIET)
     assert not again.written and len(again.skipped) == 2
 
 
@@ -89,7 +92,7 @@ def test_size_mismatch_is_reported_and_the_rest_continue(tmp_path):
     cv2.imwrite(str(vi_dir / "00004N.png"), cv2.resize(image, (320, 240)))
     (ir_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (vi_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    report = fuse_folders(ir_dir, vi_dir, tmp_path / "out", FuseConfig(method="max", show_progress=False, grey=True))
+    report = fuse_folders(ir_dir, vi_dir, tmp_path / "out", FuseConfig(method="max", grey=True), QUIET)
     assert [path.name for path in report.written] == ["00055D.png"]
     assert any("00004N.png" in p and "ums align" in p for p in report.problems)
     assert any("broken.png" in p and "not a readable image" in p for p in report.problems)
@@ -125,8 +128,8 @@ def test_two_workers_fuse_the_same_bytes_as_one(tmp_path, tiny_weights):
     outputs = {}
     for workers in (1, 2):
         out = tmp_path / f"fused{workers}"
-        report = fuse_folders(ir_dir, vi_dir, out, FuseConfig(weights=tiny_weights, batch_size=2, workers=workers,
-                                                               show_progress=False))
+        report = fuse_folders(ir_dir, vi_dir, out, FuseConfig(weights=tiny_weights, batch_size=2),
+                              ExecutorSettings(workers=workers, show_progress=False))
         assert len(report.written) == 6 and not report.problems and not report.incomplete
         outputs[workers] = {path.name: path.read_bytes() for path in sorted(out.iterdir())}
     assert outputs[1] == outputs[2]

@@ -116,3 +116,24 @@ def test_a_partial_failure_exits_1_with_one_line(capsys):
     assert capsys.readouterr().err == ("error: 1 of 24 crop tasks failed (`ums status --issues` lists why; rerun `ums crop` "
                                        "to retry them)\n")
     _finish(stage_report(3, done=1, skipped=2), "crop")  # all done or skipped: no exit
+
+
+def test_a_config_files_executor_section_says_where_the_stage_runs_and_an_option_wins(synthetic_flight, tmp_path):
+    import cv2
+
+    from ums.core.workspace import Workspace
+
+    workspace = str(tmp_path / "ws")
+    runner.invoke(app, ["ingest", str(synthetic_flight), "--workspace", workspace, "--no-progress", "--workers", "1"])
+    config = tmp_path / "crop.yaml"
+    config.write_text("output_width: 320\noutput_height: 256\nexecutor:\n  workers: 2\n  dashboard: false\n")
+    crop = runner.invoke(app, ["crop", "--workspace", workspace, "--config", str(config), "--workers", "1", "--no-progress"])
+    assert crop.exit_code == 0, crop.output
+    with Workspace.open(workspace, create=False) as ws:
+        [run] = ws.runs("crop")
+        vis = {cv2.imread(str(ws.absolute(ws.stage_result(c.capture_id, "crop")["files"]["vis"]))).shape for c in ws.captures()}
+    assert vis == {(256, 320, 3)}
+    recorded = json.loads(run["config_json"])
+    assert (recorded["output_width"], recorded["output_height"]) == (320, 256) and "workers" not in recorded
+    assert recorded["executor"] == {"workers": 1, "executor": "local", "scheduler": None, "scheduler_file": None,
+                                    "show_progress": False, "dashboard": False}

@@ -115,8 +115,6 @@ EXPECTED_CHOICES = [
     ("ums", "align", "--executor", "ums.core.executors", "ExecutorSettings", "executor"),
     ("ums", "autolabel", "--detector-format", "ums.autolabel.detectors", "DetectorConfig", "format"),
     ("ums", "autolabel", "--sam-image", "ums.autolabel.sam", "SamConfig", "image"),
-    ("ums", "align-train", "--model", "ums.align.learned.train", "AlignTrainConfig", "model"),
-    ("ums", "align-train", "--readout", "ums.align.learned.train", "AlignTrainConfig", "readout"),
     ("tsjnet", "fuse", "--method", "tsjnet.fuse", "FuseConfig", "method"),
     ("tsjnet", "fuse", "--precision", "tsjnet.fuse", "FuseConfig", "precision"),
     ("tsjnet", "train", "--amp", "tsjnet.engine.config", "TrainConfig", "amp"),

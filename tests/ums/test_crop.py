@@ -19,18 +19,20 @@ from ums.crop import (
     frame_intrinsics,
     _distort,
 )
+from ums.core.executors import ExecutorSettings
 from ums.ingest import IngestConfig, ingest_flight
 from ums.core.records import ExifSummary, FrameRecord, XmpField
 from ums.synth import SynthFlightConfig, synth_flight
 from ums.core.workspace import Workspace
 
-QUIET = CropConfig(show_progress=False)
+QUIET = ExecutorSettings(show_progress=False)
+IN_PROCESS = ExecutorSettings(show_progress=False, workers=1)
 
 
-def cropped_workspace(flight, path, config=QUIET):
+def cropped_workspace(flight, path, config=None):
     ws = Workspace.open(path)
-    ingest_flight(ws, flight, IngestConfig(show_progress=False))
-    report = crop_workspace(ws, config)
+    ingest_flight(ws, flight, IngestConfig(), QUIET)
+    report = crop_workspace(ws, config, QUIET)
     return ws, report
 
 
@@ -51,7 +53,7 @@ def exact_flight(tmp_path_factory):
 
 @pytest.mark.parametrize("use_xmp", [True, False], ids=["xmp-calibration", "camera-profile"])
 def test_crop_geometry_equals_the_ground_truth(exact_flight, tmp_path, use_xmp):
-    ws, report = cropped_workspace(exact_flight, tmp_path / "ws", CropConfig(show_progress=False, use_xmp_calibration=use_xmp))
+    ws, report = cropped_workspace(exact_flight, tmp_path / "ws", CropConfig(use_xmp_calibration=use_xmp))
     assert report.done == 2
     truth = {c["sequence"]: c for c in json.loads((exact_flight / "groundtruth.json").read_text())["captures"]}
     grid = np.array([[x, y] for x in (0, 320, 639) for y in (0, 256, 511)], float)
@@ -91,14 +93,14 @@ def test_cropped_visible_matches_the_thermal_on_an_identical_pair(tmp_path):
 
 def test_rerun_skips_and_a_changed_setting_redoes(exact_flight, tmp_path):
     ws, _ = cropped_workspace(exact_flight, tmp_path / "ws")
-    assert crop_workspace(ws, QUIET).skipped == 2
-    assert crop_workspace(ws, CropConfig(show_progress=False, output_width=1280, output_height=1024)).done == 2
+    assert crop_workspace(ws, executor=QUIET).skipped == 2
+    assert crop_workspace(ws, CropConfig(output_width=1280, output_height=1024), QUIET).done == 2
     result = ws.stage_results(ws.captures()[0].capture_id)["crop"]
     assert result["decode_reduction"] == 2 and result["output_size"] == [1280, 1024]
     assert cv2.imread(str(ws.absolute(result["files"]["vis"]))).shape == (1024, 1280, 3)
     resampled_counts = ws.absolute(result["files"]["ir16"])
     assert cv2.imread(str(resampled_counts), cv2.IMREAD_UNCHANGED).shape == (1024, 1280)
-    crop_workspace(ws, QUIET)  # back on the thermal grid: the resampled counts of the run before go
+    crop_workspace(ws, executor=QUIET)  # back on the thermal grid: the resampled counts of the run before go
     assert not resampled_counts.exists()
     ws.close()
 
@@ -109,10 +111,10 @@ def test_unreadable_visible_is_a_recorded_failure(exact_flight, tmp_path):
     flight = tmp_path / "flight"
     shutil.copytree(exact_flight, flight)
     ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, flight, IngestConfig(show_progress=False))
+    ingest_flight(ws, flight, IngestConfig(), QUIET)
     broken = next(flight.rglob("*_0001_W.JPG"))
     broken.write_bytes(broken.read_bytes()[:2000])  # damaged after ingest
-    report = crop_workspace(ws, QUIET)
+    report = crop_workspace(ws, executor=QUIET)
     assert (report.done, report.failed) == (1, 1)
     assert "crop failed" in report.issues[0].message and report.issues[0].file.endswith("_T.JPG")
     ws.close()
@@ -198,8 +200,7 @@ def copied_flight(exact_flight, tmp_path):
 
 def test_a_header_over_the_crop_limit_is_refused_before_decoding(exact_flight, tmp_path):
     # ingest refuses sizes no camera writes (tests/ums/test_hostile_files.py); crop's own limit is lower
-    ws, report = cropped_workspace(exact_flight, tmp_path / "ws", CropConfig(show_progress=False,
-                                                                             max_visible_pixels=10_000_000))
+    ws, report = cropped_workspace(exact_flight, tmp_path / "ws", CropConfig(max_visible_pixels=10_000_000))
     assert (report.done, report.failed) == (0, 2)
     wide = sorted(capture.frames["W"].path for capture in ws.captures())
     assert sorted(issue.message for issue in report.issues) == [
@@ -246,7 +247,7 @@ def test_a_crop_that_raises_once_is_failed_and_the_rerun_retries_it(exact_flight
     from ums import crop
 
     ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, exact_flight, IngestConfig(show_progress=False))
+    ingest_flight(ws, exact_flight, IngestConfig(), QUIET)
     real_decode, calls = crop.decode_mapped, []
 
     def decode_out_of_memory_once(*args):
@@ -256,12 +257,11 @@ def test_a_crop_that_raises_once_is_failed_and_the_rerun_retries_it(exact_flight
         return real_decode(*args)
 
     monkeypatch.setattr(crop, "decode_mapped", decode_out_of_memory_once)
-    in_process = CropConfig(show_progress=False, workers=1)  # where the patch is
-    report = crop_workspace(ws, in_process)
+    report = crop_workspace(ws, executor=IN_PROCESS)  # in this process, where the patch is
     assert (report.planned, report.done, report.failed) == (2, 1, 1)
     [issue] = report.issues
     assert issue.message == "crop failed: unexpected MemoryError: cannot allocate 36 MB (rerun `ums crop` to retry)"
     assert ws.stage_result(issue.capture_id, "crop")["status"] == "failed"
-    again = crop_workspace(ws, in_process)
+    again = crop_workspace(ws, executor=IN_PROCESS)
     assert (again.done, again.skipped, again.failed, again.issues) == (1, 1, 0, [])
     ws.close()

@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 from tests.ums.conftest import claim_size
-from ums.crop import CropConfig, crop_workspace
+from ums.crop import crop_workspace
+from ums.core.executors import ExecutorSettings
 from ums.dji.filenames import parse_capture_name
 from ums.dji.jpeg import APP1, insert_segments, read_header
 from ums.dji.xmp import build_xmp_packet, find_xmp_packet, parse_drone_dji
@@ -28,8 +29,7 @@ from ums.ingest import IngestConfig, NothingToIngest, ReadTask, check_flight, in
 from ums.manifest import manifest_records
 from ums.core.workspace import Workspace
 
-IN_PROCESS = IngestConfig(show_progress=False, workers=1)
-CROP = CropConfig(show_progress=False, workers=1)
+IN_PROCESS = ExecutorSettings(show_progress=False, workers=1)
 
 
 def copy_flight(synthetic_flight: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -50,10 +50,11 @@ def crop_results(ws: Workspace) -> dict[int, dict]:
 # -- 1: a FIFO named like a frame ------------------------------------------------------------------
 INGEST_SCRIPT = """
 import json, sys
+from ums.core.executors import ExecutorSettings
 from ums.ingest import IngestConfig, ingest_flight
 from ums.core.workspace import Workspace
 with Workspace.open(sys.argv[2]) as ws:
-    report = ingest_flight(ws, sys.argv[1], IngestConfig(show_progress=False, workers=1))
+    report = ingest_flight(ws, sys.argv[1], IngestConfig(), ExecutorSettings(show_progress=False, workers=1))
 print(json.dumps({"captures": report.captures, "unreadable": report.unreadable,
                   "issues": [[issue.file, issue.message] for issue in report.issues]}))
 """
@@ -130,7 +131,7 @@ def test_names_that_are_not_utf8_are_skipped_with_an_escaped_name_and_the_batch_
     (folder.parent / "linked").symlink_to(elsewhere)
     assert check_flight(root) == root.resolve()
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, root, IN_PROCESS)
+        report = ingest_flight(ws, root, executor=IN_PROCESS)
         records = list(manifest_records(ws))
     assert (report.files_seen, report.captures, report.paired, report.unreadable) == (8, 4, 4, 2)
     assert str(folder.parent) + "/DJI_\\xff_synthetic" == escaped(bad_folder)
@@ -151,7 +152,7 @@ def test_a_flight_folder_whose_path_is_not_utf8_is_refused_in_one_line(synthetic
         check_flight(bad_root)
     assert str(refused.value) == expected
     with Workspace.open(tmp_path / "ws") as ws, pytest.raises(NothingToIngest) as refused:
-        ingest_flight(ws, bad_root, IN_PROCESS)
+        ingest_flight(ws, bad_root, executor=IN_PROCESS)
     assert str(refused.value) == expected
 
 
@@ -161,12 +162,12 @@ def test_a_wide_frame_claiming_8000x6000_over_4000x3000_data_is_refused_by_inges
     wide = sorted(folder.glob("*_W.JPG"))[0]
     claim_size(wide, 8000, 6000)
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, root, IN_PROCESS)
+        report = ingest_flight(ws, root, executor=IN_PROCESS)
         assert messages(report.issues, wide) == [
             "the JPEG header declares 8000x6000 pixels, but the DJI Matrice 30T's wide camera (W) writes 4000x3000: "
             "refused before decoding"]
         assert (report.captures, report.paired, report.unreadable) == (4, 3, 1)
-        cropped = crop_workspace(ws, CROP)
+        cropped = crop_workspace(ws, executor=IN_PROCESS)
         assert (cropped.planned, cropped.done, cropped.failed) == (3, 3, 0)
         assert crop_results(ws)[1] is None  # its capture has no visible frame left to crop
 
@@ -177,11 +178,11 @@ def test_a_thermal_frame_claiming_a_huge_size_is_refused_by_ingest(synthetic_fli
     thermal = sorted(folder.glob("*_T.JPG"))[0]
     claim_size(thermal, side, side)
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, root, IN_PROCESS)
+        report = ingest_flight(ws, root, executor=IN_PROCESS)
         assert messages(report.issues, thermal) == [
             f"the JPEG header declares {side}x{side} pixels, but a DJI thermal frame (T) is 320x256, 336x256, "
             "640x480, 640x512 or 1280x1024: refused before decoding"]
-        cropped = crop_workspace(ws, CROP)
+        cropped = crop_workspace(ws, executor=IN_PROCESS)
         assert (cropped.planned, cropped.done, cropped.failed) == (3, 3, 0)
         assert not any("CV_IO_MAX_IMAGE_PIXELS" in issue.message for issue in report.issues + cropped.issues)
 
@@ -191,10 +192,10 @@ def test_a_frame_whose_header_changed_since_ingest_is_refused_by_crop_before_dec
     wide, thermal = sorted(folder.glob("*_W.JPG"))[0], sorted(folder.glob("*_T.JPG"))[1]
     with Workspace.open(tmp_path / "ws") as ws:
         # no raw thermal: crop decodes the thermal JPEG's palette preview itself
-        ingest_flight(ws, root, IngestConfig(show_progress=False, workers=1, extract_thermal_raw=False))
+        ingest_flight(ws, root, IngestConfig(extract_thermal_raw=False), IN_PROCESS)
         claim_size(wide, 8000, 6000)
         claim_size(thermal, 60000, 60000)
-        cropped = crop_workspace(ws, CROP)
+        cropped = crop_workspace(ws, executor=IN_PROCESS)
         assert (cropped.planned, cropped.done, cropped.failed) == (4, 2, 2)
         # a failed task's issue is filed under the capture's thermal frame: the message names the file at fault
         assert sorted(issue.message for issue in cropped.issues) == [
@@ -211,14 +212,14 @@ def test_a_decode_of_another_size_than_declared_is_refused(synthetic_flight, tmp
 
     root, _ = copy_flight(synthetic_flight, tmp_path)
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, root, IN_PROCESS)
+        ingest_flight(ws, root, executor=IN_PROCESS)
         real_decode = crop.decode_mapped
 
         def decode_too_small(path, flags):  # the visible JPEG only: the raw thermal PNG decodes as it is
             return np.zeros((10, 12, 3), np.uint8) if path.suffix == ".JPG" else real_decode(path, flags)
 
         monkeypatch.setattr(crop, "decode_mapped", decode_too_small)
-        cropped = crop_workspace(ws, CROP)
+        cropped = crop_workspace(ws, executor=IN_PROCESS)
         assert (cropped.done, cropped.failed) == (0, 4)
         wide = ws.captures()[0].frames["W"].path
         assert messages(cropped.issues, ws.captures()[0].frames["T"].path)[0] == (
@@ -255,12 +256,12 @@ def test_a_file_larger_than_any_frame_is_skipped_without_reading_it(synthetic_fl
     with open(sparse, "wb") as file:
         file.truncate(2 << 30)
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, root, IN_PROCESS)
+        report = ingest_flight(ws, root, executor=IN_PROCESS)
         assert messages(report.issues, sparse) == [
             "the file holds 2,147,483,648 bytes, more than a DJI frame can (at most 355,108,864 bytes): "
             "skipped without reading it"]
         assert (report.files_seen, report.captures, report.paired, report.unreadable) == (9, 4, 4, 1)
-        again = ingest_flight(ws, root, IN_PROCESS)
+        again = ingest_flight(ws, root, executor=IN_PROCESS)
         assert (again.read, again.unchanged, again.unreadable) == (0, 9, 1)
 
 
@@ -280,7 +281,7 @@ def test_absurd_xmp_numbers_are_named_and_the_range_crop_falls_back_to_is_record
     set_xmp(wide[2], LRFTargetDistance="inf", GimbalPitchDegree="1e9")
     set_xmp(wide[3], LRFTargetDistance="0.000", RelativeAltitude="-500")
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, root, IN_PROCESS)
+        report = ingest_flight(ws, root, executor=IN_PROCESS)
         assert messages(report.issues, wide[0]) == [
             "XMP LRFTargetDistance is 'NaN', not a finite number: later stages ignore it"]
         assert messages(report.issues, wide[1]) == []  # DJI writes 0 when the laser has no target
@@ -290,7 +291,7 @@ def test_absurd_xmp_numbers_are_named_and_the_range_crop_falls_back_to_is_record
         assert messages(report.issues, wide[3]) == [
             "XMP RelativeAltitude is -500, outside the plausible -200..1500 m: later stages ignore it"]
         assert all(issue.level == "warning" for issue in report.issues)
-        cropped = crop_workspace(ws, CROP)
+        cropped = crop_workspace(ws, executor=IN_PROCESS)
         assert (cropped.done, cropped.failed) == (4, 0)
         results = crop_results(ws)
         altitude = {capture.sequence: capture.frames["W"].xmp["RelativeAltitude"].value for capture in ws.captures()}
@@ -317,8 +318,8 @@ def test_probes_stored_by_an_older_version_are_checked_again(synthetic_flight, t
     wide = sorted(folder.glob("*_W.JPG"))
     set_xmp(wide[0], RelativeAltitude="-500")
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, root, IN_PROCESS)
-        unchanged = ingest_flight(ws, root, IN_PROCESS)
+        ingest_flight(ws, root, executor=IN_PROCESS)
+        unchanged = ingest_flight(ws, root, executor=IN_PROCESS)
         assert (unchanged.read, unchanged.unchanged) == (0, 8)  # what this version stored passes its checks
         # what an older version stored: the number as a number, no warning; a header of 8000x6000 accepted
         known = ws.known_files(str(root))
@@ -330,7 +331,7 @@ def test_probes_stored_by_an_older_version_are_checked_again(synthetic_flight, t
         stat = wide[1].stat()
         ws.record_probe(str(root), old_size.model_copy(update={"width": 8000, "height": 6000, "size": stat.st_size,
                                                                 "mtime_ns": stat.st_mtime_ns}))
-        report = ingest_flight(ws, root, IN_PROCESS)
+        report = ingest_flight(ws, root, executor=IN_PROCESS)
         assert (report.read, report.unchanged, report.unreadable) == (2, 6, 1)
         assert messages(report.issues, wide[0]) == [
             "XMP RelativeAltitude is -500, outside the plausible -200..1500 m: later stages ignore it"]
@@ -345,12 +346,12 @@ def test_ingest_never_reads_the_workspace_it_writes(synthetic_flight, tmp_path, 
     root, _ = copy_flight(synthetic_flight, tmp_path)
     workspace = root / "ums-workspace" if where == "inside the flight" else root
     with Workspace.open(workspace) as ws:
-        first = ingest_flight(ws, root, IN_PROCESS)
-        crop_workspace(ws, CROP)
+        first = ingest_flight(ws, root, executor=IN_PROCESS)
+        crop_workspace(ws, executor=IN_PROCESS)
         capture_id = ws.captures()[0].capture_id
         overlay = ws.root / "align" / capture_id / "overlay.jpg"  # what align writes
         overlay.parent.mkdir(parents=True)
         cv2.imwrite(str(overlay), np.full((512, 640, 3), 90, np.uint8))
-        again = ingest_flight(ws, root, IN_PROCESS)
+        again = ingest_flight(ws, root, executor=IN_PROCESS)
     assert (first.files_seen, again.files_seen, again.unchanged, again.unreadable) == (8, 8, 8, 0)
     assert again.issues == [] and again.captures == 4

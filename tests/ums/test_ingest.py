@@ -21,13 +21,15 @@ from tests.ums.dji.conftest import BILLION_LAUGHS
 from ums.cli import app
 from ums.dji.jpeg import APP1, insert_segments
 from ums.dji.xmp import XMP_APP1_PREFIX
+from ums.core.executors import ExecutorSettings
 from ums.ingest import IngestConfig, NothingToIngest, ingest_flight
 from ums.manifest import manifest_records
 from ums.core.records import FileProbe, ThermalRawRecord
 from ums.synth import SynthFlightConfig, synth_flight
 from ums.core.workspace import DATABASE_NAME, Workspace
 
-QUIET = IngestConfig(show_progress=False)
+QUIET = ExecutorSettings(show_progress=False)
+IN_PROCESS = ExecutorSettings(show_progress=False, workers=1)
 
 
 def flight_folder(root: Path) -> Path:
@@ -36,7 +38,7 @@ def flight_folder(root: Path) -> Path:
 
 def ingest(flight: Path, workspace: Path):
     with Workspace.open(workspace) as ws:
-        report = ingest_flight(ws, flight, QUIET)
+        report = ingest_flight(ws, flight, IngestConfig(), QUIET)
         records = list(manifest_records(ws))
     return report, records
 
@@ -225,7 +227,7 @@ def test_a_folder_without_dji_files_leaves_an_existing_workspace_untouched(synth
     with Workspace.open(tmp_path / "ws", create=False) as ws:
         assert len(ws.runs("ingest")) == 1 and ws.capture_count() == 4
     with Workspace.open(tmp_path / "ws2") as ws, pytest.raises(NothingToIngest, match="found no JPEG"):
-        ingest_flight(ws, tmp_path / "empty", QUIET)  # the library call refuses it too, before recording a run
+        ingest_flight(ws, tmp_path / "empty", IngestConfig(), QUIET)  # the library call refuses it too, before recording a run
 
 
 def test_symlinked_folders_are_followed_once_and_cycles_are_named(synthetic_flight, tmp_path):
@@ -352,7 +354,7 @@ def test_a_crash_inside_a_reader_is_contained(synthetic_flight, tmp_path, monkey
 
     monkeypatch.setattr(ums.ingest, "read_exif", exploding_read_exif)
     with Workspace.open(tmp_path / "ws") as ws:  # one process, so the patch counts every call
-        report = ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False, workers=1))
+        report = ingest_flight(ws, synthetic_flight, IngestConfig(), IN_PROCESS)
     errors = [i for i in report.issues if i.level == "error"]
     assert len(errors) == 1 and "unexpected ZeroDivisionError" in errors[0].message
     assert Path(errors[0].file).name == "DJI_20240517103000_0001_W.JPG"
@@ -366,7 +368,7 @@ def test_worker_processes_and_one_process_agree(synthetic_flight, tmp_path):
     manifests = []
     for workers in (1, 2):
         with Workspace.open(tmp_path / f"ws{workers}") as ws:
-            report = ingest_flight(ws, root, IngestConfig(show_progress=False, workers=workers))
+            report = ingest_flight(ws, root, IngestConfig(), ExecutorSettings(show_progress=False, workers=workers))
             manifests.append(_comparable(list(manifest_records(ws))))
         assert report.read == 24 and report.captures == 12
     assert manifests[0] == manifests[1]
@@ -384,13 +386,12 @@ def test_a_file_whose_reading_raises_once_is_failed_and_read_again_by_the_rerun(
         return real_read_header(data)
 
     monkeypatch.setattr(ingest_module, "read_header", read_header_out_of_memory_once)
-    in_process = IngestConfig(show_progress=False, workers=1)  # where the patch is
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, synthetic_flight, in_process)
+        report = ingest_flight(ws, synthetic_flight, executor=IN_PROCESS)  # in this process, where the patch is
         assert (report.planned, report.done, report.failed, report.skipped) == (8, 7, 1, 0)
         [issue] = [i for i in report.issues if i.level == "error"]
         assert issue.message == "ingest failed: unexpected MemoryError: cannot allocate (rerun `ums ingest` to retry)"
         assert issue.file not in ws.known_files(str(synthetic_flight.resolve()))  # nothing kept: read again next time
-        again = ingest_flight(ws, synthetic_flight, in_process)
+        again = ingest_flight(ws, synthetic_flight, executor=IN_PROCESS)
         assert (again.done, again.skipped, again.failed, again.captures, again.paired) == (1, 7, 0, 4, 4)
         assert [i for i in again.issues if i.level == "error"] == []

@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ums.cli import app
+from ums.core.executors import ExecutorSettings
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_records
 from ums.core.workspace import Workspace
@@ -46,7 +47,7 @@ def private_values(records: list[dict]) -> tuple[set[str], set[float]]:
 
 def test_redaction_leaves_no_path_position_or_serial(synthetic_flight, tmp_path):
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+        ingest_flight(ws, synthetic_flight, IngestConfig(), ExecutorSettings(show_progress=False))
         plain = list(manifest_records(ws))
         redacted = list(manifest_records(ws, redact=True))
     texts, numbers = private_values(plain)
@@ -78,7 +79,7 @@ def test_redacted_issue_files_and_messages_name_no_absolute_path(synthetic_fligh
     folder = next((root / "DCIM").iterdir())
     next(folder.glob("*_0004_T.JPG")).unlink()  # an unpaired W: a capture issue naming its file
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, root, IngestConfig(show_progress=False))
+        ingest_flight(ws, root, IngestConfig(), ExecutorSettings(show_progress=False))
         redacted = [r for r in manifest_records(ws, redact=True) if r["issues"]]
     assert redacted and all(not os.path.isabs(issue["file"]) for r in redacted for issue in r["issues"])
     assert str(tmp_path) not in json.dumps(redacted)

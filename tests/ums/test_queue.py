@@ -7,11 +7,12 @@ import json
 import pytest
 
 from tests.conftest import aligned_workspace
-from ums.queue import DETECTED_UNLABELLED, PriorityModel, QueueConfig, queue_workspace
+from ums.core.executors import ExecutorSettings
+from ums.queue import DETECTED_UNLABELLED, PriorityModel, queue_workspace
 from ums.queue_order import review_order
 from ums.core.records import LabelRecord
 
-QUIET = QueueConfig(show_progress=False, workers=1)
+QUIET = ExecutorSettings(show_progress=False, workers=1)
 CLASS_IDS = {"person": 0, "car": 2}
 
 
@@ -41,7 +42,7 @@ def test_the_capture_with_errors_comes_first_with_its_reasons(labelled):
     ws, truth = labelled
     spoiled = ws.captures()[2].capture_id
     spoil(ws, spoiled, truth[2]["objects"])
-    report = queue_workspace(ws, QUIET)
+    report = queue_workspace(ws, executor=QUIET)
     assert (report.planned, report.done, report.failed) == (4, 4, 0)
     order = review_order(ws)
     assert [entry.capture_id for entry in order][0] == spoiled
@@ -56,11 +57,11 @@ def test_the_capture_with_errors_comes_first_with_its_reasons(labelled):
 
 def test_a_rerun_weighs_only_captures_whose_labels_changed(labelled):
     ws, truth = labelled
-    queue_workspace(ws, QUIET)
-    again = queue_workspace(ws, QUIET)
+    queue_workspace(ws, executor=QUIET)
+    again = queue_workspace(ws, executor=QUIET)
     assert (again.done, again.skipped) == (0, 4)
     spoil(ws, ws.captures()[1].capture_id, truth[1]["objects"])
-    third = queue_workspace(ws, QUIET)
+    third = queue_workspace(ws, executor=QUIET)
     assert (third.done, third.skipped) == (1, 3)
     assert review_order(ws)[0].capture_id == ws.captures()[1].capture_id
 
@@ -73,7 +74,7 @@ def test_a_dropped_object_is_a_warm_candidate_or_a_detection_candidate(labelled)
     ws.replace_auto_labels(capture, [label for label in labels if label.id != car.id])
     ws.record_outcome(capture, "autolabel", "done", {"model": "test", "per_modality": {
         "thermal": [[*car.box, 0.2, CLASS_IDS["car"]]], "visible": []}}, [])
-    queue_workspace(ws, QUIET)
+    queue_workspace(ws, executor=QUIET)
     candidates = ws.stage_result(capture, "queue")["candidates"]
     assert any(c["reason"] == DETECTED_UNLABELLED and c["class"] == "car" and c["score"] == 0.2 for c in candidates) or \
         any(c["reason"] == "warm, unlabelled" for c in candidates)
@@ -82,7 +83,7 @@ def test_a_dropped_object_is_a_warm_candidate_or_a_detection_candidate(labelled)
 
 def test_reviewed_captures_leave_the_queue_and_limit_holds(labelled):
     ws, _ = labelled
-    queue_workspace(ws, QUIET)
+    queue_workspace(ws, executor=QUIET)
     first = review_order(ws)[0].capture_id
     ws.record_stage_result(first, "review", "done", {"tags": ["reviewed"]})
     assert first not in [entry.capture_id for entry in review_order(ws)]
@@ -100,7 +101,7 @@ def test_the_priority_model_is_a_sum_of_probabilities():
 def test_cleanlab_ranks_the_same_captures(labelled):
     ws, truth = labelled
     spoil(ws, ws.captures()[2].capture_id, truth[2]["objects"])
-    queue_workspace(ws, QUIET)
+    queue_workspace(ws, executor=QUIET)
     ranked = review_order(ws, rank="cleanlab")
     assert sorted(entry.capture_id for entry in ranked) == sorted(c.capture_id for c in ws.captures())
     assert all(0.0 <= entry.priority <= 1.0 for entry in ranked)
@@ -114,7 +115,7 @@ def test_the_report_has_a_review_first_page_in_queue_order(labelled):
     spoil(ws, spoiled, truth[2]["objects"])
     index = write_html_report(ws)
     assert "run <code>ums queue</code>" in index.read_text()
-    queue_workspace(ws, QUIET)
+    queue_workspace(ws, executor=QUIET)
     index = write_html_report(ws)
     assert REVIEW_FIRST_PAGE in index.read_text()
     page = (index.parent / REVIEW_FIRST_PAGE).read_text()

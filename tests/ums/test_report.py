@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import aligned_workspace
+from ums.core.executors import ExecutorSettings
 from ums.ingest import IngestConfig, ingest_flight
 from ums.report import summarize, write_html_report
 from ums.core.stage_names import ALIGN, AUTOLABEL
@@ -14,7 +15,7 @@ from ums.core.workspace import Workspace
 
 def test_summary_counts_and_page(synthetic_flight, tmp_path):
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+        ingest_flight(ws, synthetic_flight, IngestConfig(), ExecutorSettings(show_progress=False))
         summary = summarize(ws)
         page = write_html_report(ws, page_size=2).read_text()
     assert (summary.captures, summary.pairs, summary.thermal_raw) == (4, 4, 4)
@@ -31,7 +32,7 @@ def test_summary_lists_issues_by_level(tmp_path):
     flight.mkdir()
     (flight / "DJI_20240101120000_0001_W.JPG").write_bytes(b"")
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, flight, IngestConfig(show_progress=False))
+        ingest_flight(ws, flight, IngestConfig(), ExecutorSettings(show_progress=False))
         summary = summarize(ws)
         page = write_html_report(ws).read_text()
     assert summary.issue_levels["error"] == 1 and summary.captures == 0

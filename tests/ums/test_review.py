@@ -127,6 +127,7 @@ def test_dataset_is_named_after_the_workspace_folder_and_unique_per_place(tmp_pa
 
 def test_review_before_align_says_what_to_run_without_starting_fiftyone(synthetic_flight, tmp_path, monkeypatch):
     from ums import review
+    from ums.core.executors import ExecutorSettings
     from ums.ingest import IngestConfig, ingest_flight
     from ums.review import NothingToReview
 
@@ -135,7 +136,7 @@ def test_review_before_align_says_what_to_run_without_starting_fiftyone(syntheti
 
     monkeypatch.setattr(review, "connect_fiftyone", no_database)
     with Workspace.open(tmp_path / "ws") as ws:
-        ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
+        ingest_flight(ws, synthetic_flight, IngestConfig(), ExecutorSettings(show_progress=False))
         with pytest.raises(NothingToReview) as error:
             build_review_dataset(ws)
     assert str(error.value) == (f"nothing to review: no capture in {ws.root} is aligned yet (run `ums crop`, then `ums align`, "

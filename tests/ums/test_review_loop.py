@@ -16,6 +16,7 @@ from ums.autolabel.detectors import DetectorConfig
 from ums.autolabel.sam import SamConfig
 from ums.autolabel.stage import AutolabelConfig, autolabel_workspace
 from ums.export import export_workspace
+from ums.core.executors import ExecutorSettings
 from ums.queue import QueueConfig, queue_workspace
 from ums.review import REVIEW_FIRST, build_review_dataset, sync_review
 from ums.split import SplitConfig, split_workspace
@@ -29,10 +30,9 @@ def test_review_loop(tmp_path):
     ws = aligned_workspace(tmp_path / "flight", tmp_path / "ws")
     config = AutolabelConfig(
         detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "y7.onnx", ROWS)),
-        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),
-        show_progress=False)
-    autolabel_workspace(ws, config)
-    queue_workspace(ws, QueueConfig(show_progress=False, workers=1))
+        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM))
+    autolabel_workspace(ws, config, ExecutorSettings(show_progress=False))
+    queue_workspace(ws, QueueConfig(), ExecutorSettings(show_progress=False, workers=1))
 
     dataset = build_review_dataset(ws)
     assert len(dataset.load_saved_view(REVIEW_FIRST)) == 6

@@ -158,12 +158,13 @@ def test_a_candidate_changed_differently_on_the_two_slices_is_a_conflict(queued_
 
 
 def test_review_first_follows_the_stored_queue(synthetic_flight, tmp_path):
+    from ums.core.executors import ExecutorSettings
     from ums.queue import QueueConfig, queue_workspace
 
     ws = aligned_workspace(synthetic_flight, tmp_path / "ws")
     first = ws.captures()[0].capture_id
     ws.add_label(first, LabelRecord(class_id=0, box=(5, 500, 9, 504), score=0.55, provenance={"visible": 0.55}))
-    queue_workspace(ws, QueueConfig(show_progress=False, workers=1))
+    queue_workspace(ws, QueueConfig(), ExecutorSettings(show_progress=False, workers=1))
     dataset = build_review_dataset(ws)
     stored = {c.capture_id: r["priority"] for c, r in ws.captures_with("queue")}
     view = dataset.load_saved_view(REVIEW_FIRST)

@@ -102,6 +102,7 @@ def test_missing_pairs_folder_is_named(tmp_path):
 
 
 def test_real_pairs_make_an_ingestible_flight(tmp_path):
+    from ums.core.executors import ExecutorSettings
     from ums.ingest import IngestConfig, ingest_flight
     from ums.core.workspace import Workspace
 
@@ -109,5 +110,5 @@ def test_real_pairs_make_an_ingestible_flight(tmp_path):
     truth = load(synth_flight(tmp_path / "f", SynthFlightConfig(n=2, pairs=pairs, show_progress=False)))
     assert [c["source"] for c in truth["captures"]] == ["010001.jpg", "010002.jpg"]
     with Workspace.open(tmp_path / "ws") as ws:
-        report = ingest_flight(ws, tmp_path / "f", IngestConfig(show_progress=False))
+        report = ingest_flight(ws, tmp_path / "f", IngestConfig(), ExecutorSettings(show_progress=False))
     assert report.paired == 2 and report.issues == []

@@ -14,8 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ums.align.ecc import DEFAULT_MOTION, RegistrationFailure, ecc_register, gradient_representation
-from ums.align.flow import flow_from_transform, valid_mask, warp_with_flow
+from ums.align.ecc import DEFAULT_MOTION, RegistrationFailure, ecc_register
+from ums.align.flow import flow_from_transform, warp_with_flow
 
 
 # below this share of forward-backward consistent pixels the refiner is not trusted on a frame
@@ -64,20 +64,14 @@ def _ecc(fixed: np.ndarray, moving: np.ndarray, motion: str = DEFAULT_MOTION, le
 
 def _learned(fixed: np.ndarray, moving: np.ndarray, weights: str | None = None, device: str = "cpu",
              min_consistent: float = MIN_CONSISTENT, **options: Any) -> Registration:
-    """The cascade (ECC, then the residual refiner; the shipped one when ``weights`` is None), or
-    the dense matcher alone when ``weights`` is a dense-matcher checkpoint."""
-    from ums.align.learned.inference import cached_model, matcher_flow
-    from ums.align.learned.refiner import ResidualRefiner
+    """The cascade: ECC, then the residual refiner at ``weights`` (the shipped one when None)."""
+    from ums.align.learned.inference import cached_model
 
-    model = cached_model(weights, device)
-    if not isinstance(model, ResidualRefiner):
-        flow = matcher_flow(model, fixed, moving)
-        return Registration(flow, flow_confidence(fixed, moving, flow), None, "learned", {"weights": str(weights)})
-    return refine(fixed, moving, _ecc(fixed, moving, **options), model, min_consistent)
+    return refine(fixed, moving, _ecc(fixed, moving, **options), cached_model(weights, device), min_consistent)
 
 
-def refine(fixed: np.ndarray, moving: np.ndarray, global_fit: Registration, model, min_consistent: float = MIN_CONSISTENT
-           ) -> Registration:
+def refine(fixed: np.ndarray, moving: np.ndarray, global_fit: Registration, model,
+           min_consistent: float = MIN_CONSISTENT) -> Registration:
     """The learned cascade's second step: the refiner's residual r on the globally aligned pair,
     composed as x -> T(x + r(x)). A zero residual gives ``global_fit`` back exactly; a frame where
     fewer than ``min_consistent`` of the pixels are forward-backward consistent keeps it, saying why."""
@@ -102,16 +96,6 @@ def refine(fixed: np.ndarray, moving: np.ndarray, global_fit: Registration, mode
     # ECC's correlation stays the frame's score: the residual moves pixels by a few px at most, and
     # scoring the dense flow again would cost as much as the refiner's heads (~25 ms)
     return Registration(flow, global_fit.score, None, "learned", details)
-
-
-def flow_confidence(fixed: np.ndarray, moving: np.ndarray, flow: np.ndarray) -> float:
-    """The score ECC reports, for any flow: correlation of the gradient maps after warping."""
-    fixed_rep = gradient_representation(fixed)
-    warped = warp_with_flow(gradient_representation(moving), flow)
-    inside = valid_mask(flow, moving.shape[:2])
-    if inside.sum() < 64:
-        return 0.0
-    return float(max(cv2.computeECC(fixed_rep, warped, inside.astype(np.uint8)), 0.0))
 
 
 METHODS: dict[str, Callable[..., Registration]] = {"ecc": _ecc, "identity": _identity, "learned": _learned}

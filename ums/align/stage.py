@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ums.align.ecc import ECC_VERSION, RegistrationFailure
 from ums.align.flow import warp_with_flow
@@ -46,15 +46,15 @@ from ums.core.stage_names import CROP as CROP_STAGE
 from ums.core.workspace import Workspace
 
 
-class AlignConfig(ExecutorSettings):
+class AlignConfig(BaseModel):
     """Settings of ``ums align`` (``pipelines/align.yaml`` holds the defaults)."""
 
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["ecc", "learned"] = Field("ecc", description="ecc: global ECC; learned: ECC then "
                         "the residual refiner (the cascade)")
-    weights: Path | None = Field(None, description="learned: a refiner or dense-matcher checkpoint "
-                                 "(ums align-train); none: the refiner shipped with ums")
+    weights: Path | None = Field(None, description="learned: a refiner checkpoint (ums align-train); "
+                                 "none: the refiner shipped with ums")
     device: str = "cpu"
     motion: Literal["translation", "euclidean", "similarity"] = Field(DEFAULT_MOTION,
                         description="ECC's global model (also the cascade's first step)")
@@ -114,7 +114,8 @@ class RenderTask(Task):
     overlay: str
 
 
-def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> AlignReport:
+def align_workspace(workspace: Workspace, config: AlignConfig | None = None,
+                    executor: ExecutorSettings | None = None) -> AlignReport:
     """Register every cropped pair (pass 1, on the executor), find each flight's rig offset (in the
     driver), decide per frame, and write the aligned images and overlays (pass 2, on the executor)."""
     config = config or AlignConfig()
@@ -122,7 +123,7 @@ def align_workspace(workspace: Workspace, config: AlignConfig | None = None) -> 
         from ums.align.learned.inference import cached_model
 
         cached_model(config.weights, config.device)  # fail now, naming --weights, not once per frame
-    return run_capture_stage(workspace, ALIGN, config, AlignReport())
+    return run_capture_stage(workspace, ALIGN, config, AlignReport(), executor)
 
 
 def plan(workspace: Workspace, config: AlignConfig) -> list[EstimateTask]:

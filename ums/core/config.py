@@ -1,4 +1,9 @@
-"""Stage configs: pydantic models whose defaults may be overridden by a YAML file, then by flags."""
+"""Stage configs: pydantic models whose defaults may be overridden by a YAML file, then by flags.
+
+A stage's YAML says what to compute. Where it runs (:class:`ums.core.executors.ExecutorSettings`) may
+sit in the same file under its own ``executor:`` section; :func:`load_stage_config` returns the two
+apart, so that the executor never travels inside the stage's config or its tasks.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ums.core.executors import ExecutorSettings
 from ums.core.resources import resource_dir
 
 PIPELINES_DIR = resource_dir("pipelines")
+EXECUTOR_SECTION = "executor"  # a --config file's section of executor settings
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
@@ -36,24 +43,66 @@ def default_config_path(stage: str) -> Path | None:
 def load_config(model: type[ConfigT], path: str | Path | None = None, /, **overrides: Any) -> ConfigT:
     """``model`` from its defaults, then ``path`` (YAML), then non-None ``overrides`` (positional-only
     parameters, so that a setting may be called ``model`` or ``path``)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc} (check the --config path)") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot read config {path}: not valid YAML{_yaml_place(exc)} (fix its syntax)") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must be a mapping of settings, e.g. `seed: 3` on its own line "
-                              f"(it holds a {type(loaded).__name__})")
-        values.update(loaded)
+    path = Path(path) if path is not None else None
+    return _validated(model, read_config(path), path, overrides)
+
+
+def load_stage_config(model: type[ConfigT], path: str | Path | None, executor: dict[str, Any], /,
+                      **overrides: Any) -> tuple[ConfigT, ExecutorSettings]:
+    """A stage's config (``model`` from ``path``, then ``overrides``) and, beside it, where it runs:
+    ``path``'s ``executor:`` section, then the non-None ``executor`` overrides (the CLI's options).
+
+    An executor key at the top of the file (``workers: 4``, the form before the section) is refused
+    with one line saying where it goes: left to ``extra="forbid"`` it would read as a misspelt setting."""
+    path = Path(path) if path is not None else None
+    values = read_config(path)
+    section = _executor_section(model, values, path)
+    executor_path = path if section else None  # a file without the section is not where a conflict of options lies
+    return (_validated(model, values, path, overrides),
+            _validated(ExecutorSettings, section, executor_path, executor, "executor"))
+
+
+def read_config(path: Path | None) -> dict[str, Any]:
+    """The settings a YAML file holds ({} for no file)."""
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc} (check the --config path)") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read config {path}: not valid YAML{_yaml_place(exc)} (fix its syntax)") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config {path} must be a mapping of settings, e.g. `seed: 3` on its own line "
+                          f"(it holds a {type(loaded).__name__})")
+    return loaded
+
+
+def _executor_section(model: type[BaseModel], values: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """Take the ``executor:`` section out of a stage's ``values``; refuse executor keys outside it."""
+    section = values.pop(EXECUTOR_SECTION, None) if EXECUTOR_SECTION not in model.model_fields else None
+    stray = [key for key in values if key in ExecutorSettings.model_fields and key not in model.model_fields]
+    if not isinstance(section, (dict, type(None))):
+        values[EXECUTOR_SECTION] = section  # `executor: dask`, the key of the old form
+        stray.insert(0, EXECUTOR_SECTION)
+    if stray:
+        several = len(stray) > 1
+        moved = ", ".join(f"{key}: {values[key]}" for key in stray)
+        option = "--no-progress" if stray[0] == "show_progress" else "--" + stray[0].replace("_", "-")
+        raise ConfigError(f"{', '.join(stray)} in {path} {'say' if several else 'says'} where the stage runs, not what "
+                          f"it computes (move {'them' if several else 'it'} under an `executor:` section, e.g. "
+                          f"`executor: {{{moved}}}`, or give {option})")
+    return dict(section or {})
+
+
+def _validated(model: type[ConfigT], values: dict[str, Any], path: Path | None, overrides: dict[str, Any],
+               name: str | None = None) -> ConfigT:
+    values = dict(values)
     _deep_update(values, overrides)
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = _describe_errors(model, exc, values, path, overrides)
+        problems = _describe_errors(model, exc, values, path, overrides, name)
         raise ConfigError(f"{'; '.join(problems)} ({_next_step(problems, path)})", problems) from exc
 
 
@@ -89,10 +138,10 @@ _MAX_VALUE_CHARS = 80
 
 
 def _describe_errors(model: type[BaseModel], exc: ValidationError, given: dict[str, Any], path: Path | None,
-                     overrides: dict[str, Any]) -> list[str]:
+                     overrides: dict[str, Any], name: str | None = None) -> list[str]:
     """One entry per bad setting: pydantic's own text spreads each over three lines, in its terms,
-    with a link to its documentation."""
-    stage = re.sub(r"(?<!^)(?=[A-Z])", "-", model.__name__.removesuffix("Config")).lower() or model.__name__
+    with a link to its documentation. ``name``: what the settings are called (default: the model's stage)."""
+    stage = name or re.sub(r"(?<!^)(?=[A-Z])", "-", model.__name__.removesuffix("Config")).lower() or model.__name__
     lines: dict[tuple[str, ...], list[str]] = {}
     heads: dict[tuple[str, ...], str] = {}
     for error in exc.errors(include_url=False):

@@ -43,10 +43,11 @@ class WorkerLost(RuntimeError):
 
 
 class ExecutorSettings(BaseModel):
-    """How a stage's tasks run: the same keys on every per-capture stage (CLI: --workers,
-    --executor, --scheduler, --scheduler-file). None of them changes a result."""
+    """Where a stage's tasks run, passed beside the stage's config, never inside it: a task carries
+    what to compute, not where (CLI: --workers, --executor, --scheduler, --scheduler-file,
+    --dashboard; a ``--config`` file's ``executor:`` section). None of them changes a result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     workers: int = Field(0, ge=0, description="worker processes; 0: one per CPU core; 1: in this process")
     executor: Literal["local", "dask"] = Field("local", description="local process pool, or a Dask cluster")
@@ -55,6 +56,14 @@ class ExecutorSettings(BaseModel):
     show_progress: bool = True
     dashboard: bool = Field(False, description="Dask: serve the dashboard of the LocalCluster this command starts on "
                             "127.0.0.1, or name the running cluster's own (its link is printed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_address_means_dask(cls, data):
+        # an address says where the cluster is (an option, or a config file's executor: section): no need to say Dask too
+        if isinstance(data, dict) and "executor" not in data and (data.get("scheduler") or data.get("scheduler_file")):
+            return {**data, "executor": "dask"}
+        return data
 
     @model_validator(mode="after")
     def _workers_are_local(self) -> ExecutorSettings:

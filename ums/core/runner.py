@@ -11,7 +11,9 @@ the files their stage wrote, stamping what a task wrote, turning an exception in
 ``failed`` outcome (never cached: the next run retries it; the batch goes on), and every database
 write: workers never open the workspace database. Outcomes are recorded in plan order and every
 worker computes on one thread, so the outputs and the manifest are the same bytes whatever the
-executor, the worker count or the run.
+executor, the worker count or the run. Where tasks run (:class:`ums.core.executors.ExecutorSettings`)
+is passed beside a stage's config, never inside it: a task carries what to compute, and its
+fingerprint cannot depend on the executor.
 
 :class:`TaskMap` is the part that needs no workspace (``tsjnet fuse`` maps folders with it).
 """
@@ -37,8 +39,9 @@ from ums.core.workspace import Workspace
 
 
 def settings_fingerprint(config: BaseModel, *inputs: str, exclude: Iterable[str] = ()) -> str:
-    """A short hash of a stage's inputs and of the settings that change its outputs."""
-    settings = config.model_dump_json(exclude=set(ExecutorSettings.model_fields) | set(exclude))
+    """A short hash of a stage's inputs and of the settings that change its outputs (where the tasks
+    run is no setting of a stage: it travels beside the config)."""
+    settings = config.model_dump_json(exclude=set(exclude))
     return hashlib.sha256("|".join([*inputs, settings]).encode()).hexdigest()[:16]
 
 
@@ -157,9 +160,10 @@ class TaskMap:
     """An executor kept for a run (a stage may map twice), and the map that feeds it tasks and hands
     their outcomes to the driver in task order."""
 
-    def __init__(self, settings: ExecutorSettings, name: str, gpu: bool = False, preload: Sequence[str] = (),
+    def __init__(self, settings: ExecutorSettings | None, name: str, gpu: bool = False, preload: Sequence[str] = (),
                  retry: str | None = None):
-        self.settings, self.name, self.gpu, self.preload = settings, name, gpu, tuple(preload)
+        self.settings = settings or ExecutorSettings()
+        self.name, self.gpu, self.preload = name, gpu, tuple(preload)
         self.retry = retry or f"rerun `ums {name}`"  # what a failure's issue tells the user to do
         self._executor = None
 
@@ -219,12 +223,13 @@ class TaskMap:
 
 
 class StageRun(TaskMap):
-    """A :class:`TaskMap` under the workspace's writer lock, with the run recorded."""
+    """A :class:`TaskMap` under the workspace's writer lock, with the run recorded: the stage's
+    settings, and under ``executor`` where it ran."""
 
-    def __init__(self, workspace: Workspace, stage: str, config: ExecutorSettings, gpu: bool = False,
-                 preload: Sequence[str] = (), details: dict[str, Any] | None = None):
-        super().__init__(config, stage, gpu, preload)
-        self.workspace, self.stage = workspace, stage
+    def __init__(self, workspace: Workspace, stage: str, config: BaseModel, executor: ExecutorSettings | None = None,
+                 gpu: bool = False, preload: Sequence[str] = (), details: dict[str, Any] | None = None):
+        super().__init__(executor, stage, gpu, preload)
+        self.workspace, self.stage, self.config = workspace, stage, config
         self.details = details or {}
         self.summary: dict[str, Any] = {}
         self._stack = ExitStack()
@@ -233,7 +238,8 @@ class StageRun(TaskMap):
         self.connect()
         try:
             self.summary = self._stack.enter_context(
-                self.workspace.recorded_run(self.stage, {**self.details, **self.settings.model_dump(mode="json")}))
+                self.workspace.recorded_run(self.stage, {**self.details, **self.config.model_dump(mode="json"),
+                                                         "executor": self.settings.model_dump(mode="json")}))
         except BaseException:
             self.close(cancel=True)
             raise
@@ -346,11 +352,11 @@ def run_pass(run: TaskMap, context: StageContext, stage_pass: Pass) -> list[Outc
     return run.map(todo, stage_pass.process, partial(stage_pass.record, context), stage_pass.description, context.report)
 
 
-def run_capture_stage(workspace: Workspace, stage: CaptureStage, config: ExecutorSettings,
-                      report: StageReport) -> StageReport:
-    """Plan, skip what is current, run the rest, record each capture as it finishes; then any
-    further pass the stage plans, and its final step."""
-    with StageRun(workspace, stage.name, config, gpu=stage.gpu(config), preload=[stage.process.__module__],
+def run_capture_stage(workspace: Workspace, stage: CaptureStage, config: BaseModel, report: StageReport,
+                      executor: ExecutorSettings | None = None) -> StageReport:
+    """Plan, skip what is current, run the rest on ``executor`` (None: its defaults), record each
+    capture as it finishes; then any further pass the stage plans, and its final step."""
+    with StageRun(workspace, stage.name, config, executor, gpu=stage.gpu(config), preload=[stage.process.__module__],
                   details=stage.details(config)) as run:
         workspace.replace_issues(stage.name, "workspace", [])  # issues live per capture now
         context = StageContext(workspace, stage.name, config, report)

@@ -99,6 +99,17 @@ def test_bad_inputs_fail_clearly():
     assert not identity.flow.any() and identity.score == 0.0
 
 
+def test_the_learned_method_refuses_a_dense_matcher_checkpoint(tmp_path):
+    """The from-scratch dense matcher is research code in bench/ now: its checkpoints get one line
+    saying so, before any registration runs."""
+    from tests.ums.align.learned.conftest import dense_checkpoint
+
+    textured = np.random.default_rng(1).integers(0, 255, (64, 80), dtype=np.uint8)
+    weights = dense_checkpoint(tmp_path / "matcher.pt")
+    with pytest.raises(ValueError, match=r"matcher.pt: a dense-matcher checkpoint; the dense matcher is research code"):
+        register(textured, textured, method="learned", weights=weights)
+
+
 def similarity(tx: float, ty: float, degrees: float, scale: float, centre: tuple[float, float]) -> np.ndarray:
     transform = rigid(tx, ty, degrees, centre)
     cx, cy = centre

@@ -9,20 +9,22 @@ import pytest
 from ums.align.stage import AlignConfig, align_workspace, decide
 from ums.camera import apply_homography
 from ums.crop import CropConfig, crop_workspace
+from ums.core.executors import ExecutorSettings
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_records
 from ums.core.stamps import stamp
 from ums.core.workspace import Workspace
 
-QUIET = AlignConfig(show_progress=False)
+QUIET = ExecutorSettings(show_progress=False)
+IN_PROCESS = ExecutorSettings(show_progress=False, workers=1)
 GRID = np.stack(np.meshgrid(np.arange(0, 640, 16), np.arange(0, 512, 16)), -1).reshape(-1, 2).astype(float)
 
 
-def aligned_workspace(flight, path, config=QUIET):
+def aligned_workspace(flight, path, config=None):
     ws = Workspace.open(path)
-    ingest_flight(ws, flight, IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
-    return ws, align_workspace(ws, config)
+    ingest_flight(ws, flight, IngestConfig(), QUIET)
+    crop_workspace(ws, CropConfig(), QUIET)
+    return ws, align_workspace(ws, config, QUIET)
 
 
 def residual_px(ws, capture, transform, truth) -> float:
@@ -36,7 +38,7 @@ def residual_px(ws, capture, transform, truth) -> float:
 
 
 def test_synthetic_flight_aligns_below_half_a_pixel(synthetic_flight, tmp_path):
-    ws, report = aligned_workspace(synthetic_flight, tmp_path / "ws", AlignConfig(show_progress=False, min_confident_frames=3))
+    ws, report = aligned_workspace(synthetic_flight, tmp_path / "ws", AlignConfig(min_confident_frames=3))
     truth = {c["sequence"]: c for c in json.loads((synthetic_flight / "groundtruth.json").read_text())["captures"]}
     assert report.frame == 4 and report.failed == 0 and not report.issues
     offset = report.offsets[str(synthetic_flight.resolve())]
@@ -55,25 +57,25 @@ def test_synthetic_flight_aligns_below_half_a_pixel(synthetic_flight, tmp_path):
 
 def test_rerun_reuses_estimates(synthetic_flight, tmp_path):
     ws, first = aligned_workspace(synthetic_flight, tmp_path / "ws")
-    again = align_workspace(ws, QUIET)
+    again = align_workspace(ws, executor=QUIET)
     assert again.reused == 4 and again.frame == first.frame
     ws.close()
 
 
 def test_featureless_frame_falls_back_to_the_flight_offset(synthetic_flight, tmp_path):
     ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
+    ingest_flight(ws, synthetic_flight, IngestConfig(), QUIET)
+    crop_workspace(ws, CropConfig(), QUIET)
     night = ws.captures()[1]
     vis_path = ws.absolute(ws.stage_results(night.capture_id)["crop"]["files"]["vis"])
     cv2.imwrite(str(vis_path), np.full((512, 640, 3), 7, np.uint8))  # a black night frame
     restamp_crop(ws, night.capture_id)  # as if crop had written it
-    report = align_workspace(ws, AlignConfig(show_progress=False, min_confident_frames=3))
+    report = align_workspace(ws, AlignConfig(min_confident_frames=3), QUIET)
     result = ws.stage_results(night.capture_id)["align"]
     assert result["decision"] == "flight_offset" and "failed" in result["reason"]
     assert report.frame == 3 and report.flight_offset == 1
     # with too few confident frames for an offset the frame fails, recorded and never "aligned"
-    report = align_workspace(ws, AlignConfig(show_progress=False, min_confident_frames=4))
+    report = align_workspace(ws, AlignConfig(min_confident_frames=4), QUIET)
     assert report.failed == 1 and "no structure" in report.issues[0].message
     assert ws.stage_results(night.capture_id)["align"]["status"] == "failed"
     ws.close()
@@ -95,16 +97,16 @@ def test_a_truncated_crop_output_fails_its_frame_only_and_heals_with_crop_then_a
     ws.record_outcome(damaged, "align", "failed", {"fingerprint": "", "reason": "forced redo"}, [])
     offsets = []
     for _ in range(2):  # the same answer twice: nothing new, nothing changes
-        report = align_workspace(ws, QUIET)
+        report = align_workspace(ws, executor=QUIET)
         assert (report.planned, report.frame + report.flight_offset + report.unconfident, report.failed) == (4, 3, 1)
         assert report.planned == report.done + report.skipped + report.failed + report.not_run
         offsets.append(report.offsets[flight])
         [issue] = report.issues
         assert issue.capture_id == damaged and "ums crop" in issue.message and "truncated" in issue.message
         assert ws.stage_result(damaged, "align")["status"] == "failed"
-    recropped = crop_workspace(ws, CropConfig(show_progress=False))
+    recropped = crop_workspace(ws, CropConfig(), QUIET)
     assert (recropped.done, recropped.skipped) == (1, 3)
-    healed = align_workspace(ws, QUIET)
+    healed = align_workspace(ws, executor=QUIET)
     assert offsets[0] == offsets[1]
     assert (healed.failed, healed.done + healed.skipped, healed.issues) == (0, 4, [])
     assert healed.offsets[flight] == first.offsets[flight]  # the frame's estimate counts again
@@ -116,8 +118,8 @@ def test_a_registration_that_raises_is_failed_not_kept_and_the_rerun_retries_it(
     from ums.align import stage
 
     ws = Workspace.open(tmp_path / "ws")
-    ingest_flight(ws, synthetic_flight, IngestConfig(show_progress=False))
-    crop_workspace(ws, CropConfig(show_progress=False))
+    ingest_flight(ws, synthetic_flight, IngestConfig(), QUIET)
+    crop_workspace(ws, CropConfig(), QUIET)
     real_register, calls = stage.register, []
 
     def register_once_out_of_memory(*args, **kwargs):
@@ -127,14 +129,13 @@ def test_a_registration_that_raises_is_failed_not_kept_and_the_rerun_retries_it(
         return real_register(*args, **kwargs)
 
     monkeypatch.setattr(stage, "register", register_once_out_of_memory)
-    in_process = AlignConfig(show_progress=False, workers=1)  # where the patch is
-    report = align_workspace(ws, in_process)
+    report = align_workspace(ws, executor=IN_PROCESS)  # in this process, where the patch is
     assert (report.planned, report.done, report.failed) == (4, 3, 1)
     [issue] = report.issues
     assert "unexpected MemoryError: cannot allocate 2.1 GB" in issue.message and "rerun `ums align`" in issue.message
     failed = issue.capture_id
     assert "estimate" not in ws.stage_result(failed, "align")  # never taken for a registration that failed
-    again = align_workspace(ws, in_process)
+    again = align_workspace(ws, executor=IN_PROCESS)
     assert (again.failed, again.reused, again.done + again.skipped) == (0, 3, 4)
     assert ws.stage_result(failed, "align")["decision"] == "frame"
     ws.close()
@@ -178,10 +179,10 @@ def test_a_frame_takes_its_flights_scale_about_its_centre():
     assert np.allclose(apply_homography(np.array(fixed), centre), apply_homography(own, centre))
     linear = np.array(fixed)[:2, :2]
     assert np.isclose(np.hypot(*linear[:, 0]), 1.0) and np.isclose(np.arctan2(linear[1, 0], linear[0, 0]), angle)
-    decided = decide({"ok": True, "transform": own.tolist(), "score": 0.5}, OFFSET, QUIET, (640, 512))
+    decided = decide({"ok": True, "transform": own.tolist(), "score": 0.5}, OFFSET, AlignConfig(), (640, 512))
     assert decided.decision == "frame" and np.allclose(decided.transform, fixed)
     assert np.allclose(decide({"ok": True, "transform": own.tolist(), "score": 0.5}, OFFSET,
-                              AlignConfig(show_progress=False, flight_scale=False), (640, 512)).transform, own)
+                              AlignConfig(flight_scale=False), (640, 512)).transform, own)
 
 
 def test_the_learned_cascade_runs_as_a_stage(synthetic_flight, tmp_path):
@@ -195,7 +196,7 @@ def test_the_learned_cascade_runs_as_a_stage(synthetic_flight, tmp_path):
 
     torch.manual_seed(0)
     weights = export_refiner(save_checkpoint(ResidualRefiner(width=0.5), tmp_path / "r.pt", {}), tmp_path / "r.safetensors")
-    config = AlignConfig(show_progress=False, method="learned", weights=weights, min_consistent=0.0)
+    config = AlignConfig(method="learned", weights=weights, min_consistent=0.0)
     ws, report = aligned_workspace(synthetic_flight, tmp_path / "ws", config)
     assert report.failed == 0 and report.frame == 4
     assert report.offsets[str(synthetic_flight.resolve())] is not None  # built from the global fits

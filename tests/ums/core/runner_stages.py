@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from ums.core.atomic import NoSpaceLeft, write_text
 from ums.core.records import CaptureRecord, StageResult
 from ums.core.executors import ExecutorSettings
@@ -17,7 +19,7 @@ from ums.core.workspace import Workspace
 STAGE = "square"
 
 
-class SquareConfig(ExecutorSettings):
+class SquareConfig(BaseModel):
     fail_on: list[int] = []  # these values raise, as bad input would
     no_space_on: list[int] = []  # these values find the disk full
     die_marker: str | None = None  # while this file exists, the worker given value 2 kills itself
@@ -76,14 +78,19 @@ def threads() -> dict[str, int]:
 SQUARE = CaptureStage(STAGE, plan, process)
 
 
+def quiet(**executor) -> ExecutorSettings:
+    """Where a test's run goes, without a progress bar."""
+    return ExecutorSettings(show_progress=False, **executor)
+
+
 def main(root: str, workers: int, seconds: float, pid_dir: str) -> None:
     """A driver in its own process (tests kill it): square six captures on ``workers`` processes."""
     from ums.core.runner import StageReport, run_capture_stage
 
     with Workspace.open(root) as workspace:
         add_captures(workspace, 6)
-        config = SquareConfig(workers=workers, seconds=seconds, pid_dir=pid_dir, show_progress=False)
-        run_capture_stage(workspace, SQUARE, config, StageReport())
+        config = SquareConfig(seconds=seconds, pid_dir=pid_dir)
+        run_capture_stage(workspace, SQUARE, config, StageReport(), quiet(workers=workers))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ums.align.stage import AlignConfig
 from ums.autolabel.stage import AutolabelConfig
-from ums.core.config import ConfigError, default_config_path, load_config
+from ums.core.config import ConfigError, default_config_path, load_config, load_stage_config
+from ums.core.executors import ExecutorSettings
 from ums.crop import CropConfig
 from ums.ingest import IngestConfig
 from ums.synth import SynthFlightConfig
@@ -19,9 +20,50 @@ def test_shipped_defaults_validate():
 
 def test_overrides_win_and_none_is_ignored(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("timestamp_tolerance_s: 2.5\nworkers: 1\n")
-    config = load_config(IngestConfig, path, workers=3, show_progress=None)
-    assert (config.timestamp_tolerance_s, config.workers, config.show_progress) == (2.5, 3, True)
+    path.write_text("timestamp_tolerance_s: 2.5\nextract_thermal_raw: false\n")
+    config = load_config(IngestConfig, path, timestamp_tolerance_s=3, extract_thermal_raw=None)
+    assert (config.timestamp_tolerance_s, config.extract_thermal_raw) == (3.0, False)
+
+
+def test_a_files_executor_section_comes_back_beside_the_stage_config_and_options_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("timestamp_tolerance_s: 2.5\nexecutor:\n  workers: 2\n  executor: dask\n  show_progress: false\n")
+    config, executor = load_stage_config(IngestConfig, path, {"workers": 3, "executor": None, "show_progress": None})
+    assert config == IngestConfig(timestamp_tolerance_s=2.5)
+    assert executor == ExecutorSettings(workers=3, executor="dask", show_progress=False)
+    # no file, or a file without the section: the executor's own defaults
+    assert load_stage_config(IngestConfig, None, {}) == (IngestConfig(), ExecutorSettings())
+
+
+@pytest.mark.parametrize("text, keys, example, option", [
+    ("workers: 4\n", "workers says", "`executor: {workers: 4}`", "--workers"),
+    ("executor: dask\nscheduler_file: s.json\n", "executor, scheduler_file say", "`executor: {executor: dask, "
+     "scheduler_file: s.json}`", "--executor"),
+    ("show_progress: false\n", "show_progress says", "`executor: {show_progress: False}`", "--no-progress"),
+])
+def test_executor_keys_outside_their_section_are_one_line_saying_where_they_go(tmp_path, text, keys, example, option):
+    path = tmp_path / "old.yaml"
+    path.write_text("timestamp_tolerance_s: 2\n" + text)
+    with pytest.raises(ConfigError) as error:
+        load_stage_config(IngestConfig, path, {})
+    plural = "them" if " say " in keys + " " else "it"
+    assert str(error.value) == (f"{keys} where the stage runs, not what it computes (move {plural} under an "
+                                f"`executor:` section, e.g. {example}, or give {option})").replace(" say", f" in {path} say", 1)
+
+
+def test_bad_executor_settings_are_named_as_such(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("executor:\n  wrokers: 2\n")
+    with pytest.raises(ConfigError) as error:
+        load_stage_config(CropConfig, path, {})
+    assert str(error.value) == f"unknown executor setting wrokers=2 in {path}: did you mean workers? (correct it in {path})"
+    path.write_text("executor:\n  workers: 2\n")
+    with pytest.raises(ConfigError, match=f"^invalid executor settings in {path}: workers applies to processes this "
+                                          "command starts.*correct it in"):
+        load_stage_config(CropConfig, path, {"scheduler": "tcp://10.0.0.5:8786"})
+    path.write_text("output_width: 320\n")  # the options alone conflict: the file is not named
+    with pytest.raises(ConfigError, match=r"^invalid executor settings: workers applies .*\(`--help` says"):
+        load_stage_config(CropConfig, path, {"workers": 2, "scheduler": "tcp://10.0.0.5:8786"})
 
 
 @pytest.mark.parametrize("text, message", [("- a list\n", "mapping"), ("bogus: [\n", "cannot read"),

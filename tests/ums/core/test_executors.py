@@ -22,6 +22,13 @@ def test_workers_with_a_running_cluster_are_refused_not_ignored():
     assert ExecutorSettings(workers=4, executor="dask").workers == 4  # a LocalCluster of 4 is this command's own
 
 
+def test_an_address_alone_means_dask_wherever_it_is_given():
+    # a config file's executor: section has no --scheduler option to imply it: the settings do
+    assert ExecutorSettings(scheduler="tcp://10.0.0.5:8786").executor == "dask"
+    assert ExecutorSettings.model_validate({"scheduler_file": "s.json"}).executor == "dask"
+    assert (ExecutorSettings().executor, ExecutorSettings(executor="local", scheduler="tcp://a:1").executor) == ("local", "local")
+
+
 def test_a_gpu_stage_gets_one_local_worker_per_gpu(monkeypatch):
     monkeypatch.setattr(executors, "gpu_count", lambda: 2)
     assert gpu_workers(ExecutorSettings(), "fuse") == 2

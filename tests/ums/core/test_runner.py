@@ -4,7 +4,9 @@ pools give the same bytes, and a scheduler that does not answer is one clear mes
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -14,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from tests.conftest import PROJECT_ROOT
 from tests.ums.core.dask_cluster import free_port, loopback_cluster
-from tests.ums.core.runner_stages import SQUARE, SquareConfig, add_captures
+from tests.ums.core.runner_stages import SQUARE, SquareConfig, add_captures, quiet
 from ums.cli import app
 from ums.ingest import IngestConfig, ingest_flight
 from ums.manifest import manifest_lines
@@ -38,7 +41,7 @@ def square_workspace(path: Path, n: int = 6) -> Workspace:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_task_that_raises_becomes_an_issue_and_the_batch_goes_on(tmp_path, workers):
     with square_workspace(tmp_path / "ws") as ws:
-        report = run_capture_stage(ws, SQUARE, SquareConfig(workers=workers, fail_on=[3], show_progress=False), StageReport())
+        report = run_capture_stage(ws, SQUARE, SquareConfig(fail_on=[3]), StageReport(), quiet(workers=workers))
         assert (report.planned, report.done, report.failed, report.skipped) == (6, 5, 1, 0)
         [issue] = report.issues
         assert issue.stage == "square" and issue.capture_id == "c003" and issue.file == "/flight/c003.JPG"
@@ -52,7 +55,7 @@ def test_a_task_that_raises_becomes_an_issue_and_the_batch_goes_on(tmp_path, wor
             "threads": {"opencv": 1, "torch": 1, "openblas": 1, "openmp": 1}, "outputs": None}
         assert [i.capture_id for i in ws.issues("square")] == ["c003"]
         # a rerun skips what is done and retries what failed (its input may have been fixed)
-        again = run_capture_stage(ws, SQUARE, SquareConfig(workers=workers, show_progress=False), StageReport())
+        again = run_capture_stage(ws, SQUARE, SquareConfig(), StageReport(), quiet(workers=workers))
         assert (again.done, again.failed, again.skipped) == (1, 0, 5)
         assert ws.issues("square") == []
 
@@ -60,8 +63,8 @@ def test_a_task_that_raises_becomes_an_issue_and_the_batch_goes_on(tmp_path, wor
 @pytest.mark.parametrize("damage", ["truncate", "same size, other bytes", "remove"])
 def test_a_damaged_output_is_redone_by_the_next_run(tmp_path, damage):
     with square_workspace(tmp_path / "ws") as ws:
-        config = SquareConfig(workers=1, show_progress=False)
-        run_capture_stage(ws, SQUARE, config, StageReport())
+        config = SquareConfig()
+        run_capture_stage(ws, SQUARE, config, StageReport(), quiet(workers=1))
         output = tmp_path / "ws" / "square" / "c005" / "square.txt"
         if damage == "truncate":
             output.write_text("2")
@@ -69,18 +72,18 @@ def test_a_damaged_output_is_redone_by_the_next_run(tmp_path, damage):
             output.unlink()
         else:
             output.write_text("99")
-        again = run_capture_stage(ws, SQUARE, config, StageReport())
+        again = run_capture_stage(ws, SQUARE, config, StageReport(), quiet(workers=1))
         assert (again.planned, again.done, again.skipped, again.failed) == (6, 1, 5, 0)
         assert output.read_text() == "25"
 
 
 def test_a_copied_output_with_the_same_bytes_is_still_current(tmp_path):
     with square_workspace(tmp_path / "ws") as ws:
-        config = SquareConfig(workers=1, show_progress=False)
-        run_capture_stage(ws, SQUARE, config, StageReport())
+        config = SquareConfig()
+        run_capture_stage(ws, SQUARE, config, StageReport(), quiet(workers=1))
         output = tmp_path / "ws" / "square" / "c005" / "square.txt"
         os.utime(output, ns=(1, 1))  # a restore from backup: new time, same bytes
-        again = run_capture_stage(ws, SQUARE, config, StageReport())
+        again = run_capture_stage(ws, SQUARE, config, StageReport(), quiet(workers=1))
         assert (again.done, again.skipped) == (0, 6)
 
 
@@ -113,16 +116,16 @@ def test_a_full_disk_stops_the_run_with_what_finished_recorded_and_the_rerun_com
 
     with square_workspace(tmp_path / "ws") as ws:
         with pytest.raises(NoSpaceLeft, match="0 B free"):
-            run_capture_stage(ws, SQUARE, SquareConfig(workers=1, no_space_on=[3], show_progress=False), StageReport())
+            run_capture_stage(ws, SQUARE, SquareConfig(no_space_on=[3]), StageReport(), quiet(workers=1))
         assert [ws.stage_result(f"c{i:03d}", "square") is not None for i in range(6)] == [True] * 3 + [False] * 3
         assert ws.runs("square")[-1]["finished_at"] is not None  # the run record is closed, not left open
-        again = run_capture_stage(ws, SQUARE, SquareConfig(workers=1, show_progress=False), StageReport())
+        again = run_capture_stage(ws, SQUARE, SquareConfig(), StageReport(), quiet(workers=1))
         assert (again.done, again.skipped, again.failed) == (3, 3, 0)
 
 
 def test_two_workers_share_the_tasks(tmp_path):
     with square_workspace(tmp_path / "ws", 8) as ws:
-        run_capture_stage(ws, SQUARE, SquareConfig(workers=2, seconds=0.2, show_progress=False), StageReport())
+        run_capture_stage(ws, SQUARE, SquareConfig(seconds=0.2), StageReport(), quiet(workers=2))
         pids = {ws.stage_result(f"c{i:03d}", "square")["pid"] for i in range(8)}
         assert len(pids) == 2 and os.getpid() not in pids
 
@@ -131,14 +134,13 @@ def test_a_killed_worker_loses_nothing_and_the_rerun_resumes(tmp_path):
     marker = tmp_path / "die"
     marker.touch()
     with square_workspace(tmp_path / "ws") as ws:
-        report = run_capture_stage(ws, SQUARE, SquareConfig(workers=2, die_marker=str(marker), show_progress=False),
-                                   StageReport())
+        report = run_capture_stage(ws, SQUARE, SquareConfig(die_marker=str(marker)), StageReport(), quiet(workers=2))
         assert report.incomplete and report.not_run >= 1 and report.failed == 0
         assert "worker process died" in report.notices[0] and "rerun" in report.notices[0]
         statuses = [(ws.stage_result(f"c{i:03d}", "square") or {}).get("status") for i in range(6)]
         assert statuses[2] is None and set(statuses) <= {"done", None}  # nothing bad recorded as done
         marker.unlink()
-        again = run_capture_stage(ws, SQUARE, SquareConfig(workers=2, show_progress=False), StageReport())
+        again = run_capture_stage(ws, SQUARE, SquareConfig(), StageReport(), quiet(workers=2))
         assert again.done == report.not_run and again.skipped == report.done and not again.incomplete
         assert all(ws.stage_result(f"c{i:03d}", "square")["square"] == i * i for i in range(6))
 
@@ -233,8 +235,8 @@ def test_a_dask_cluster_writes_the_same_bytes_as_a_local_run(flight, reference, 
 
 def test_a_failing_task_on_dask_is_an_issue_too(dask_cluster, tmp_path):
     with square_workspace(tmp_path / "ws") as ws:
-        config = SquareConfig(executor="dask", scheduler=dask_cluster, fail_on=[1], show_progress=False)
-        report = run_capture_stage(ws, SQUARE, config, StageReport())
+        config = SquareConfig(fail_on=[1])
+        report = run_capture_stage(ws, SQUARE, config, StageReport(), quiet(executor="dask", scheduler=dask_cluster))
         assert (report.done, report.failed) == (5, 1) and "value 1 is bad input" in report.issues[0].message
         assert len({ws.stage_result(f"c{i:03d}", "square")["pid"] for i in (0, 2, 3, 4, 5)} - {os.getpid()}) >= 1
         assert {ws.stage_result(f"c{i:03d}", "square")["threads"]["opencv"] for i in (0, 2, 3, 4, 5)} == {1}
@@ -258,7 +260,7 @@ def test_a_gpu_stage_refuses_a_cluster_without_gpu_workers(dask_cluster):
 def test_a_second_writing_stage_exits_naming_the_running_one(flight, tmp_path):
     root = tmp_path / "ws"
     with Workspace.open(root) as ws:
-        ingest_flight(ws, flight, IngestConfig(show_progress=False, workers=1))
+        ingest_flight(ws, flight, IngestConfig(), quiet(workers=1))
     with Workspace.open(root) as running, running.writing("crop"):
         result = CliRunner().invoke(app, ["align", "--workspace", str(root), "--no-progress"])
     assert result.exit_code == 2 and "in use by `crop`" in result.output
@@ -360,8 +362,88 @@ def test_a_dask_workers_malloc_thresholds_are_restored_once(monkeypatch):
 
 def test_a_stage_on_a_local_dask_cluster_names_its_dashboard_when_asked(tmp_path):
     with square_workspace(tmp_path / "ws") as ws:
-        config = SquareConfig(executor="dask", workers=1, dashboard=True, show_progress=False)
-        report = run_capture_stage(ws, SQUARE, config, StageReport())
+        report = run_capture_stage(ws, SQUARE, SquareConfig(), StageReport(), quiet(executor="dask", workers=1, dashboard=True))
         assert report.done == 6
         [notice] = [notice for notice in report.notices if notice.startswith("Dask dashboard: ")]
         assert notice.startswith("Dask dashboard: http://127.0.0.1:") and notice.endswith("/status")
+
+
+# -- where tasks run travels beside the config, never inside a task ----------------------------------
+def executor_settings_in(value, where: str = "task") -> list[str]:
+    """Every place in a task that holds executor settings: an instance, or a field of that name."""
+    if isinstance(value, ExecutorSettings):
+        return [where]
+    found = []
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            if name in ExecutorSettings.model_fields:
+                found.append(f"{where}.{name}")
+            found += executor_settings_in(getattr(value, name), f"{where}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found += executor_settings_in(item, f"{where}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += executor_settings_in(item, f"{where}[{key!r}]")
+    return found
+
+
+@pytest.fixture()
+def mapped_tasks(monkeypatch) -> dict[str, list]:
+    """Every task a TaskMap hands its executor, by the map's name (the stage), while still running them."""
+    from ums.core.runner import TaskMap
+
+    seen: dict[str, list] = {}
+    real_map = TaskMap.map
+
+    def recording_map(self, tasks, *args, **kwargs):
+        seen.setdefault(self.name, []).extend(tasks)
+        return real_map(self, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(TaskMap, "map", recording_map)
+    return seen
+
+
+@pytest.mark.slow
+def test_no_task_of_any_stage_carries_executor_settings(synthetic_flight, tmp_path, mapped_tasks):
+    """What a task carries is pickled to every worker and hashed into fingerprints: where it runs
+    (workers, a scheduler's address, a progress bar) must not be in it, or it would change them."""
+    import cv2
+    import numpy as np
+
+    from tests.conftest import aligned_workspace
+    from tsjnet.fuse import FuseConfig, fuse_folders
+    from ums import queue
+    from ums.autolabel import stage as autolabel
+    from ums.autolabel.detectors import DetectorConfig
+
+    executor = ExecutorSettings(workers=1, executor="local", dashboard=True, show_progress=False)
+    workspace = aligned_workspace(synthetic_flight, tmp_path / "ws")  # ingest, crop, align, as the stages map them
+    weights = tmp_path / "detector.onnx"
+    weights.write_bytes(b"planned, never loaded")
+    tasks = {**mapped_tasks,
+             "autolabel": autolabel.plan(workspace, autolabel.AutolabelConfig(detector=DetectorConfig(weights=weights),
+                                                                              masks=False)),
+             "queue": queue.plan(workspace, queue.QueueConfig())}
+    workspace.close()
+    for folder in ("ir", "vi"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), np.full((8, 8), 9, np.uint8))
+    fuse_folders(tmp_path / "ir", tmp_path / "vi", tmp_path / "fused", FuseConfig(method="mean"), executor)
+    tasks["fuse"] = mapped_tasks["fuse"]
+    assert {stage: len(found) for stage, found in tasks.items()} == {
+        "ingest": 8, "crop": 4, "align": 8, "autolabel": 4, "queue": 4, "fuse": 1}  # align: estimates, then renders
+    for stage, found in tasks.items():
+        for task in found:
+            assert executor_settings_in(task) == [], stage
+            assert b"ExecutorSettings" not in pickle.dumps(task), stage
+
+
+def test_the_run_record_holds_the_stage_settings_and_where_they_ran_apart(tmp_path):
+    with square_workspace(tmp_path / "ws") as ws:
+        run_capture_stage(ws, SQUARE, SquareConfig(fail_on=[9]), StageReport(), quiet(workers=1))
+        [run] = ws.runs("square")
+    recorded = json.loads(run["config_json"])
+    assert recorded == {**SquareConfig(fail_on=[9]).model_dump(mode="json"),
+                        "executor": {"workers": 1, "executor": "local", "scheduler": None, "scheduler_file": None,
+                                     "show_progress": False, "dashboard": False}}

@@ -1,5 +1,5 @@
-"""Learned-registration files: the inference checkpoints (``--weights``) of the dense matcher and of
-the cascade's residual refiner, the refiner shipped as safetensors, and the resumable training state.
+"""Learned-registration files: the residual refiner's inference checkpoints (``--weights``), the
+refiner shipped as safetensors, and the resumable training state.
 
 ``.pt`` files are read with ``torch.load(weights_only=True)``: a hostile pickle is refused, never
 run. Shipped weights are safetensors: tensors and a JSON header, nothing executable.
@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
-from ums.align.learned.model import DenseMatcher
 from ums.align.learned.refiner import ResidualRefiner
 from ums.core.atomic import write_bytes
 
-CHECKPOINT_FORMAT = "ums-dense-matcher"
 REFINER_FORMAT = "ums-residual-refiner"
+# the on-disk tag of training states, refiner's included, since the first of them: kept so they resume
 TRAINING_STATE_FORMAT = "ums-dense-matcher-training-state"
+# checkpoints of the from-scratch matcher that `ums align-train --model dense` wrote; bench/ reads them now
+DENSE_MATCHER_FORMAT = "ums-dense-matcher"
 
 
 def save_torch(payload: dict[str, Any], path: Path) -> Path:
@@ -37,42 +38,41 @@ def read_torch(path: Path, flag: str, device: str | torch.device = "cpu") -> Any
         raise ValueError(f"{flag} {path}: not a readable PyTorch checkpoint ({exc})") from exc
 
 
-def save_checkpoint(model: DenseMatcher | ResidualRefiner, path: Path, training: dict) -> Path:
-    kind = REFINER_FORMAT if isinstance(model, ResidualRefiner) else CHECKPOINT_FORMAT
+def save_checkpoint(model: torch.nn.Module, path: Path, training: dict, kind: str = REFINER_FORMAT) -> Path:
+    """``model``'s config and weights with the run's ``training`` record, tagged ``kind``."""
     return save_torch({"format": kind, "version": 1, "config": model.config,
                        "training": json.loads(json.dumps(training)), "state_dict": model.state_dict()}, path)
 
 
-def checkpoint_format(path: Path) -> str | None:
-    """REFINER_FORMAT or CHECKPOINT_FORMAT (the dense matcher) for a ``--weights`` file."""
+def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> ResidualRefiner:
+    """The residual refiner at ``path``: a ``.safetensors`` file (as shipped) or an ``align-train``
+    checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--weights {path}: no such file (train one with `ums align-train`)")
     if path.suffix == ".safetensors":
-        return str(_safetensors_metadata(path).get("format"))
-    checkpoint = read_torch(path, "--weights")
-    return checkpoint.get("format") if isinstance(checkpoint, dict) else None
-
-
-def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> ResidualRefiner:
-    """The residual refiner at ``path``: a ``.safetensors`` file (as shipped) or an ``align-train
-    --model refiner`` checkpoint."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         metadata = _safetensors_metadata(path)
-        if metadata.get("format") != REFINER_FORMAT:
-            raise ValueError(f"--weights {path}: not residual-refiner weights (format {metadata.get('format')!r})")
+        _check_format(path, metadata.get("format"))
         config, state = json.loads(metadata["config"]), load_file(str(path), device=str(device))
     else:
         checkpoint = read_torch(path, "--weights", device)
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != REFINER_FORMAT:
-            raise ValueError(f"--weights {path}: not a residual-refiner checkpoint (`ums align-train --model refiner`)")
+        _check_format(path, checkpoint.get("format") if isinstance(checkpoint, dict) else None)
         config, state = checkpoint["config"], checkpoint["state_dict"]
     model = ResidualRefiner(**config)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _check_format(path: Path, kind: str | None) -> None:
+    if kind == DENSE_MATCHER_FORMAT:
+        raise ValueError(f"--weights {path}: a dense-matcher checkpoint; the dense matcher is research code in bench/ "
+                         f"now (`python bench/registration.py --weights {path}` scores it), and `ums align --method "
+                         "learned` takes a residual refiner from `ums align-train`, or none for the shipped one")
+    if kind != REFINER_FORMAT:
+        raise ValueError(f"--weights {path}: not a residual-refiner checkpoint (format {kind!r}; "
+                         "train one with `ums align-train`)")
 
 
 def export_refiner(checkpoint: Path, out: Path) -> Path:
@@ -96,23 +96,6 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
             return handle.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any parse error means "not our weights"
         raise ValueError(f"--weights {path}: not a readable safetensors file ({exc})") from exc
-
-
-def load_matcher(path: str | Path | None, device: str | torch.device = "cpu") -> DenseMatcher:
-    """The dense matcher saved at ``path`` (``ums align --weights``)."""
-    if path is None:
-        raise FileNotFoundError("the learned registration needs its weights: pass --weights PATH "
-                                "(config key `weights`), a checkpoint written by `ums align-train`")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {path}: no such file (train one with `ums align-train`)")
-    checkpoint = read_torch(path, "--weights", device)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"--weights {path}: not a dense-matcher checkpoint written by `ums align-train`")
-    # checkpoints from before the readout option hold the published one
-    model = DenseMatcher(**{"readout": "regress", **checkpoint["config"]})
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval()
 
 
 def training_state_path(out: Path) -> Path:

@@ -1,5 +1,5 @@
-"""Running a trained learned-registration net on one pair of numpy images: the cascade's residual
-refiner (shipped with the package) or the dense matcher trained from scratch."""
+"""Running the cascade's residual refiner (shipped with the package, or trained by ``ums align-train``)
+on one pair of numpy images."""
 
 from __future__ import annotations
 
@@ -11,46 +11,29 @@ import cv2
 import numpy as np
 import torch
 
-from ums.align.learned.checkpoint import REFINER_FORMAT, checkpoint_format, load_matcher, load_refiner
-from ums.align.learned.model import DenseMatcher, pad_to_multiple
+from ums.align.learned.blocks import pad_to_multiple
+from ums.align.learned.checkpoint import load_refiner
 from ums.align.learned.refiner import ResidualRefiner, consistency_error, network_inputs
 
-# trained by `ums align-train --model refiner` on public pairs; MODEL_CARD.md beside it says how
+# trained by `ums align-train` on public pairs; MODEL_CARD.md beside it says how
 SHIPPED_REFINER = Path(__file__).resolve().parent / "weights" / "refiner.safetensors"
 
 
 @lru_cache(maxsize=2)
-def _cached_model(weights: str, modified_ns: int, device: str) -> DenseMatcher | ResidualRefiner:
-    if checkpoint_format(Path(weights)) == REFINER_FORMAT:
-        return load_refiner(weights, device)
-    return load_matcher(weights, device)
+def _cached_model(weights: str, modified_ns: int, device: str) -> ResidualRefiner:
+    return load_refiner(weights, device)
 
 
-def cached_model(weights, device: str) -> DenseMatcher | ResidualRefiner:
-    """The net at ``weights`` (the shipped refiner when None), loaded once per file version: a
+def cached_model(weights, device: str) -> ResidualRefiner:
+    """The refiner at ``weights`` (the shipped one when None), loaded once per file version: a
     retrained file at the same path is reloaded."""
     path = SHIPPED_REFINER if weights is None else Path(weights)
     if not path.is_file():
         if weights is None:
             raise FileNotFoundError(f"the shipped refiner weights are missing from the installation ({path}): "
                                     "reinstall ums, or pass --weights PATH")
-        return load_matcher(path, device)  # raises the error that names --weights
+        return load_refiner(path, device)  # raises the error that names --weights
     return _cached_model(str(path), path.stat().st_mtime_ns, device)
-
-
-def to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1], RGB; grey and 16-bit inputs are stretched and replicated."""
-    return torch.from_numpy(_unit_rgb(image)).permute(2, 0, 1)[None].to(device)
-
-
-@torch.no_grad()
-def matcher_flow(model: DenseMatcher, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """``model``'s (H, W, 2) pixel flow on the fixed grid that registers ``moving`` onto ``fixed``."""
-    device = next(model.parameters()).device
-    thermal, (h, w) = pad_to_multiple(to_tensor(fixed, device))
-    visible, _ = pad_to_multiple(to_tensor(moving, device))
-    flow = model(thermal, visible)[0, :, :h, :w]
-    return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
 @dataclass
@@ -72,7 +55,7 @@ def _unit_grey(image: np.ndarray) -> np.ndarray:
     return _unit(image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
 
 
-def _unit_rgb(image: np.ndarray) -> np.ndarray:
+def unit_rgb(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB in [0, 1]; a grey image replicated."""
     unit = _unit(image)
     return np.ascontiguousarray(np.repeat(unit[..., None], 3, axis=2) if unit.ndim == 2
@@ -88,7 +71,7 @@ def residual_flow(model: ResidualRefiner, fixed: np.ndarray, aligned: np.ndarray
     (no texture, occlusion, a moving object): the residual is faded to zero there, by a mask
     smoothed over ``gate_sigma_px`` so that the field stays smooth."""
     device = next(model.parameters()).device
-    thermal_in, visible_in = network_inputs(_unit_grey(fixed), _unit_rgb(aligned))
+    thermal_in, visible_in = network_inputs(_unit_grey(fixed), unit_rgb(aligned))
     thermal, (h, w) = pad_to_multiple(torch.from_numpy(thermal_in).permute(2, 0, 1)[None].to(device), 4)
     visible, _ = pad_to_multiple(torch.from_numpy(visible_in).permute(2, 0, 1)[None].to(device), 4)
     forward, backward = model(thermal, visible)

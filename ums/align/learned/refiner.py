@@ -4,11 +4,11 @@ after the geometry and the global fit).
 ECC has already brought the visible image onto the thermal grid with a global transform; what is
 left is small and local: ECC's own error, parallax at low altitude, residual lens distortion. This
 net predicts that residual as a dense backward flow of a few pixels, in both directions, from the
-ECC-aligned pair. It is built from the dense matcher's blocks (:mod:`ums.align.learned.model`):
-per-modality encoders, L2-normalised local correlation read out by a soft-argmax plus a
-zero-initialised residual head, Gaussian-smoothed fields, and the same pixel-centre warp. Unlike
-the matcher it stops at 1/4 and 1/2 resolution with small windows, so its reach is about +-10 px
-and it runs on a 640x512 pair in ~0.1 s on one CPU core.
+ECC-aligned pair. Its blocks (:mod:`ums.align.learned.blocks`) follow SuperFusion's registration
+network (docs/reference/registration.md §1): per-modality encoders, L2-normalised local correlation
+read out by a soft-argmax plus a zero-initialised residual head, Gaussian-smoothed fields, and one
+pixel-centre warp. It stops at 1/4 and 1/2 resolution with small windows, so its reach is about
++-10 px and it runs on a 640x512 pair in ~0.1 s on one CPU core.
 
 ``forward`` returns the thermal -> visible flow and the visible -> thermal flow (full-resolution
 pixels); their forward-backward consistency is the confidence the cascade acts on.
@@ -23,9 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ums.align.ecc import gradient_representation
-
-from ums.align.learned.model import (ConvNormAct, conv, local_correlation, soft_argmax,
-                                     upsample_flow, warp, window_offsets)
+from ums.align.learned.blocks import (ConvNormAct, conv, local_correlation, soft_argmax, upsample_flow, warp,
+                                      window_offsets)
 
 
 class RefinerEncoder(nn.Module):

@@ -1,39 +1,32 @@
-"""``ums align-train``: train the dense matcher on aligned IR/visible pairs with synthetic fields.
+"""``ums align-train``: train the learned cascade's residual refiner on aligned IR/visible pairs.
 
-Each sample: an aligned pair, one random field u on the full frame (80 % drone-like residuals,
-20 % SuperFusion-like, 10 % of all zero: "already aligned -> 0"), fixed = IR warped by u,
-moving = the visible image, a joint random crop. Losses (docs/reference/registration.md §5.3, registration only):
-Charbonnier end-point error against u, a mono-modal photometric term (the *IR* warped by the
-prediction must match the fixed image: same modality, so plain L1 works), and smoothness of the
-intermediate fields.
+Each public pair is ECC-aligned once; each sample draws a residual field and resamples the aligned
+visible image by its inverse (:mod:`ums.align.learned.residuals`). Loss: the Charbonnier end-point
+error of both directions, and half of it again at 1/4.
 
-Long runs: ``val_pairs`` are scored every ``val_every`` steps on fixed drone-like warps (the
-benchmark's regime and mask), and ``save_every`` writes a training state that ``resume`` continues
-from exactly (model, optimiser, schedule, step; every sample is seeded by its step).
+Long runs: ``val_pairs`` are scored every ``val_every`` steps on fixed residual fields, and
+``save_every`` writes a training state that ``resume`` continues from exactly (model, optimiser,
+schedule, step; every sample is seeded by its step). The loop takes its net, samples, losses and
+score from a :class:`Recipe`, so that research nets (bench/) train through the same run.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ums.align.deformation import DRONE, SUPERFUSION, TRAIN_DRONE, random_field
-from ums.align.flow import endpoint_error, scoring_mask, warp_with_flow
-from ums.align.learned.checkpoint import (TRAINING_STATE_FORMAT, export_refiner, read_torch, save_checkpoint,
-                                          save_torch, training_state_path)
-from ums.align.learned.inference import matcher_flow
-from ums.align.learned.model import DenseMatcher, Readout, warp
+from ums.align.learned.checkpoint import (REFINER_FORMAT, TRAINING_STATE_FORMAT, export_refiner, read_torch,
+                                          save_checkpoint, save_torch, training_state_path)
 from ums.align.learned.refiner import ResidualRefiner
 from ums.align.learned.residuals import ResidualSampler, cases_to_batch, globally_aligned, residual_case, residual_field
 from ums.core.atomic import write_bytes, write_text
@@ -42,46 +35,51 @@ from ums.core.progress import progress_bar
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
-class AlignTrainConfig(BaseModel):
-    """Settings of ``ums align-train``."""
+class TrainSettings(BaseModel):
+    """What every registration net's training run takes: data, schedule, validation, saving."""
 
     model_config = ConfigDict(extra="forbid")
+    # the net a training state belongs to, and the settings a resumed run must share with it
+    NET: ClassVar[str] = "refiner"
+    IDENTITY: ClassVar[frozenset[str]] = frozenset({"pairs", "width", "crop", "batch", "learning_rate",
+                                                     "weight_decay", "seed"})
 
     pairs: list[Path] = Field(..., min_length=1, description="folders of aligned pairs (ir/ + vi/)")
     out: Path = Field(..., description="checkpoint to write (.pt)")
-    model: Literal["dense", "refiner"] = Field("refiner", description="dense: the SuperFusion-style matcher "
-                                               "from scratch; refiner: the cascade's residual net after ECC")
-    width: float = Field(1.0, gt=0, le=2, description="channel multiplier; 1.0 = the published size")
-    spread: float = Field(8.0, ge=0, le=16, description="refiner: sigma (level px) of the confidence-weighted "
-                          "averaging of its flows; 0: none")
-    readout: Readout = Field("soft-argmax", description="how the flow estimators read their "
-                                                      "cost volumes (model.py); regress = the published net")
+    width: float = Field(1.0, gt=0, le=2, description="channel multiplier; 1.0 = the shipped size")
     crop: int = Field(256, ge=32, multiple_of=8)
     batch: int = Field(16, ge=1)
     steps: int = Field(1000, ge=1)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     grad_clip: float = 5.0
-    translation_px: float | None = Field(None, gt=0, description="override the fields' translation range")
-    photometric_weight: float = 10.0
-    smoothness_weight: float = 0.1
     seed: int = 0
     device: str = "auto"
     val_pairs: list[Path] = Field(default_factory=list, description="folders of held-out aligned pairs to score")
     val_every: int = Field(0, ge=0, description="steps between validations; 0: only after the last step")
-    val_fields: int = Field(2, ge=1, description="fixed drone-like warps per validation pair")
+    val_fields: int = Field(2, ge=1, description="fixed warps per validation pair")
     save_every: int = Field(0, ge=0, description="steps between training-state saves; 0: only at the end")
     resume: bool = Field(False, description="continue from the training state beside `out`")
     max_seconds: float | None = Field(None, gt=0, description="stop after this much wall time (state saved; "
                                       "`resume` continues): training in slices on lent machines")
-    sampler_threads: int = Field(0, ge=0, description="threads drawing samples; 0: one per core on a GPU, none on CPU")
     show_progress: bool = True
 
     def run_identity(self) -> dict[str, Any]:
-        """What a resumed run must share with the run that wrote the state (``spread`` shapes only the
-        refiner; ``readout`` only the dense matcher)."""
-        shared = {"pairs", "model", "width", "crop", "batch", "learning_rate", "weight_decay", "translation_px", "seed"}
-        return self.model_dump(mode="json", include=shared | ({"spread"} if self.model == "refiner" else {"readout"}))
+        """What a resumed run must share with the run that wrote the state."""
+        return {"model": self.NET, **self.model_dump(mode="json", include=set(self.IDENTITY))}
+
+    def saved_identity(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A state's identity with the settings older states did not record filled in."""
+        return saved
+
+
+class AlignTrainConfig(TrainSettings):
+    """Settings of ``ums align-train``: the residual refiner."""
+
+    IDENTITY: ClassVar[frozenset[str]] = TrainSettings.IDENTITY | {"spread"}
+
+    spread: float = Field(8.0, ge=0, le=16, description="sigma (level px) of the confidence-weighted "
+                          "averaging of its flows; 0: none")
 
 
 def load_pairs(folders: list[Path]) -> list[tuple[Path, Path]]:
@@ -109,73 +107,6 @@ def read_pair(ir_path: Path, vi_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ir, vi
 
 
-class PairSampler:
-    """Random training samples (fixed, moving, ir, truth) as float32 arrays of one crop size.
-
-    Sample ``index`` of step ``step`` draws from its own generator seeded with (seed, step, index):
-    batches do not depend on thread scheduling, and a resumed run needs only its step count.
-    """
-
-    def __init__(self, pairs: list[tuple[Path, Path]], crop: int, seed: int = 0,
-                 translation_px: float | None = None, threads: int = 0):
-        self.crop, self.seed = crop, seed
-        self.regimes = [r if translation_px is None else replace(r, translation_px=translation_px)
-                        for r in (SUPERFUSION, TRAIN_DRONE)]
-        self.images = [self._load(ir, vi) for ir, vi in pairs]
-        # OpenCV and numpy release the GIL in remap and the field arithmetic: threads do scale
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="align-train-sampler") if threads > 1 else None
-
-    def _load(self, ir_path: Path, vi_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        ir, vi = read_pair(ir_path, vi_path)
-        short = min(ir.shape)
-        if short < self.crop + 16:  # room for the crop inside the warped frame
-            scale = (self.crop + 16) / short
-            size = (round(ir.shape[1] * scale), round(ir.shape[0] * scale))
-            ir, vi = cv2.resize(ir, size), cv2.resize(vi, size)
-        return ir.astype(np.float32) / 255, cv2.cvtColor(vi, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
-
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        ir, vi = self.images[rng.integers(len(self.images))]
-        if rng.random() < 0.5:
-            ir, vi = ir[:, ::-1], vi[:, ::-1]
-        ir, vi = np.ascontiguousarray(ir), np.ascontiguousarray(vi)
-        draw = rng.random()
-        if draw < 0.1:
-            truth = np.zeros(ir.shape + (2,), np.float32)
-        else:
-            truth = random_field(ir.shape, rng, self.regimes[0] if draw < 0.3 else self.regimes[1])
-        y = rng.integers(0, ir.shape[0] - self.crop + 1)
-        x = rng.integers(0, ir.shape[1] - self.crop + 1)
-        window = (slice(y, y + self.crop), slice(x, x + self.crop))
-        # the same window on both grids keeps the flow's values: flows are translation-invariant
-        truth = np.ascontiguousarray(truth[window])
-        fixed = warp_with_flow(ir, truth, origin=(int(x), int(y)))
-        return fixed, vi[window], ir[window], truth
-
-    def batch(self, size: int, device: torch.device, step: int = 0) -> dict[str, torch.Tensor]:
-        generators = [np.random.default_rng([self.seed, step, index]) for index in range(size)]
-        samples = list(self.pool.map(self.sample, generators)) if self.pool else [self.sample(g) for g in generators]
-        fixed = torch.from_numpy(np.stack([s[0] for s in samples]))[:, None].repeat(1, 3, 1, 1)
-        moving = torch.from_numpy(np.stack([s[1] for s in samples])).permute(0, 3, 1, 2)
-        ir = torch.from_numpy(np.stack([s[2] for s in samples]))[:, None]
-        truth = torch.from_numpy(np.stack([s[3] for s in samples])).permute(0, 3, 1, 2)
-        return {k: v.to(device) for k, v in dict(fixed=fixed, moving=moving, ir=ir, truth=truth).items()}
-
-
-def losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], config: AlignTrainConfig) -> dict[str, torch.Tensor]:
-    if isinstance(model, ResidualRefiner):
-        return refiner_losses(model, batch)
-    flow, levels = model(batch["fixed"], batch["moving"], return_levels=True)
-    truth = batch["truth"]
-    epe = torch.sqrt(((flow - truth) ** 2).sum(1) + 1e-3).mean()
-    reconstructed = warp(batch["ir"], flow)
-    inside = (warp(torch.ones_like(batch["ir"]), truth) > 0.999).float()
-    photometric = ((reconstructed - batch["fixed"][:, :1]).abs() * inside).sum() / inside.sum().clamp(min=1)
-    smoothness = sum(_gradient_l1(f) for f in levels + [flow]) / (len(levels) + 1)
-    total = epe + config.photometric_weight * photometric + config.smoothness_weight * smoothness
-    return {"total": total, "epe": epe, "photometric": photometric, "smoothness": smoothness}
-
-
 def refiner_losses(model: ResidualRefiner, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Charbonnier end-point error of both directions where their targets are defined, and half
     of it again on the 1/4 level (it must find the basin the 1/2 level refines)."""
@@ -185,43 +116,17 @@ def refiner_losses(model: ResidualRefiner, batch: dict[str, torch.Tensor]) -> di
         error = torch.sqrt(((flow - target) ** 2).sum(1, keepdim=True) + 1e-3)
         return (error * valid).sum() / valid.sum().clamp(min=1)
 
-    both = epe(forward, batch["forward"], batch["forward_valid"]) + epe(backward, batch["backward"], batch["backward_valid"])
+    both = (epe(forward, batch["forward"], batch["forward_valid"])
+            + epe(backward, batch["backward"], batch["backward_valid"]))
     coarse = (epe(forward_4, batch["forward"], batch["forward_valid"])
               + epe(backward_4, batch["backward"], batch["backward_valid"]))
     return {"total": both + 0.5 * coarse, "epe": both / 2, "coarse": coarse / 2}
-
-
-def _gradient_l1(flow: torch.Tensor) -> torch.Tensor:
-    return (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean() + (flow[..., 1:] - flow[..., :-1]).abs().mean()
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class Validator:
-    """Held-out pairs under fixed drone-like warps (drawn once from their own seed), scored as
-    bench/registration.py scores them: per-pair mean EPE over the scoring mask."""
-
-    def __init__(self, pairs: list[tuple[Path, Path]], fields: int, seed: int):
-        rng = np.random.default_rng([seed, 7])
-        self.cases = []
-        for ir_path, vi_path in pairs:
-            ir, vi = read_pair(ir_path, vi_path)
-            for _ in range(fields):
-                truth = random_field(ir.shape, rng, DRONE)
-                fixed = warp_with_flow(ir, truth)
-                self.cases.append((fixed, vi, truth, scoring_mask(truth, fixed, ir.shape)))
-
-    def __call__(self, model: DenseMatcher) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        errors = [endpoint_error(matcher_flow(model, fixed, moving), truth, mask)
-                  for fixed, moving, truth, mask in self.cases]
-        model.train(was_training)
-        return {"val_epe_median": float(np.median(errors)), "val_epe_mean": float(np.mean(errors))}
 
 
 class ResidualValidator:
@@ -252,19 +157,43 @@ class ResidualValidator:
         return {"val_epe_median": float(np.median(errors)), "val_epe_mean": float(np.mean(errors))}
 
 
+Losses = Callable[[torch.nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+Validation = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass
+class Recipe:
+    """What a training run trains: its net, its samples (``batch(size, device, step)`` -> tensors),
+    its losses (a dict with ``total`` and ``epe``), how held-out pairs are scored
+    (``validator(pairs, fields, seed)``), the checkpoint kind it writes and what it exports beside it."""
+
+    model: torch.nn.Module
+    sampler: Any
+    losses: Losses
+    validator: Callable[[list[tuple[Path, Path]], int, int], Validation]
+    kind: str = REFINER_FORMAT
+    export: Callable[[Path], Any] | None = None
+
+
+def refiner_recipe(config: AlignTrainConfig, device: torch.device) -> Recipe:
+    sampler = ResidualSampler(load_pairs(config.pairs), config.crop, config.seed)
+    model = ResidualRefiner(config.width, spread=config.spread).to(device)
+    # the safetensors file is what the package ships, and `--weights` reads it as well
+    return Recipe(model, sampler, refiner_losses, ResidualValidator, REFINER_FORMAT,
+                  export=lambda out: export_refiner(out, Path(out).with_suffix(".safetensors")))
+
+
+RecipeFactory = Callable[[Any, torch.device], Recipe]
+
+
 class Run:
     """Everything a training run carries from step to step, and its save/restore."""
 
-    def __init__(self, config: AlignTrainConfig, device: torch.device):
+    def __init__(self, config: TrainSettings, device: torch.device, recipe: RecipeFactory = refiner_recipe):
         torch.manual_seed(config.seed)
         self.config = config
-        threads = config.sampler_threads or (min(config.batch, os.cpu_count() or 1) if device.type != "cpu" else 1)
-        if config.model == "refiner":
-            self.sampler = ResidualSampler(load_pairs(config.pairs), config.crop, config.seed)
-            self.model = ResidualRefiner(config.width, spread=config.spread).to(device)
-        else:
-            self.sampler = PairSampler(load_pairs(config.pairs), config.crop, config.seed, config.translation_px, threads)
-            self.model = DenseMatcher(config.width, config.readout).to(device)
+        self.recipe = recipe(config, device)
+        self.model, self.sampler = self.recipe.model, self.recipe.sampler
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate,
                                           weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, self.learning_rate_factor)
@@ -292,9 +221,11 @@ class Run:
         state = read_torch(path, "align-train --resume")
         if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
             raise ValueError(f"align-train --resume: {path} is not a training state written by `ums align-train`")
-        # states from before the readout and model options were written by the published dense net
-        saved = {"readout": "regress", "model": "dense", **json.loads(state["identity"])}
+        saved = self.config.saved_identity(json.loads(state["identity"]))
         ours = self.config.run_identity()
+        if saved.get("model") != ours["model"]:
+            raise ValueError(f"align-train --resume: {path} is the training state of another net "
+                             f"({saved.get('model', 'unnamed')}, not the {ours['model']}); start a new --out")
         changed = sorted(key for key in ours if saved.get(key) != ours[key])
         if changed:
             raise ValueError(f"align-train --resume: {path} was written with other settings ({', '.join(changed)}); "
@@ -310,7 +241,7 @@ class Run:
         self.history = json.loads(state["history"])
 
     def train_step(self, device: torch.device) -> None:
-        terms = losses(self.model, self.sampler.batch(self.config.batch, device, self.step), self.config)
+        terms = self.recipe.losses(self.model, self.sampler.batch(self.config.batch, device, self.step))
         self.optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -324,7 +255,7 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
+def train_registration(config: TrainSettings, recipe: RecipeFactory = refiner_recipe) -> list[dict[str, float]]:
     """Train and write the checkpoint (and a loss curve PNG beside it); return the loss history.
 
     With ``max_seconds`` the run may stop before ``steps``: the checkpoint then holds the weights
@@ -333,12 +264,12 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     and the validations into the checkpoint's ``training`` record.
     """
     device = resolve_device(config.device)
-    run = Run(config, device)
+    run = Run(config, device, recipe)
     state_path = training_state_path(config.out)
     if config.resume:
         run.restore(state_path)
-    validating = ResidualValidator if config.model == "refiner" else Validator
-    validator = validating(load_pairs(config.val_pairs), config.val_fields, config.seed) if config.val_pairs else None
+    validator = (run.recipe.validator(load_pairs(config.val_pairs), config.val_fields, config.seed)
+                 if config.val_pairs else None)
     run.model.train()
     steps = progress_bar(range(run.step, config.steps), "align-train", enabled=config.show_progress,
                          total=max(0, config.steps - run.step))
@@ -357,9 +288,9 @@ def train_registration(config: AlignTrainConfig) -> list[dict[str, float]]:
     validations = [h for h in run.history if "val_epe_median" in h]
     save_checkpoint(run.model, config.out, {"steps": run.step, "seconds": run.seconds, "device": str(device),
                                             "final": run.history[-1] if run.history else {},
-                                            "validations": validations})
-    if isinstance(run.model, ResidualRefiner):  # what the package ships, and `--weights` reads as well
-        export_refiner(config.out, Path(config.out).with_suffix(".safetensors"))
+                                            "validations": validations}, run.recipe.kind)
+    if run.recipe.export is not None:
+        run.recipe.export(config.out)
     write_text(Path(config.out).with_suffix(".history.json"), json.dumps(run.history))
     _plot_history(run.history, validations, Path(config.out).with_suffix(".loss.png"))
     return run.history

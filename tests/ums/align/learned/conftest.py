@@ -5,6 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
+
+from ums.align.learned.checkpoint import DENSE_MATCHER_FORMAT
 
 
 @pytest.fixture(scope="module")
@@ -19,3 +22,11 @@ def pair_folder(tmp_path_factory):
         cv2.imwrite(str(root / "vi" / f"{index}.png"), cv2.cvtColor(texture, cv2.COLOR_GRAY2BGR))
         cv2.imwrite(str(root / "ir" / f"{index}.png"), cv2.GaussianBlur(255 - texture, (0, 0), 1.0))
     return root
+
+
+def dense_checkpoint(path):
+    """A checkpoint as `ums align-train --model dense` wrote them, before the dense matcher moved to
+    bench/ (bench/dense_matcher.py reads them)."""
+    torch.save({"format": DENSE_MATCHER_FORMAT, "version": 1, "config": {"width": 0.25}, "training": {},
+                "state_dict": {"pyramid.stages.0.0.0.weight": torch.zeros(8, 4, 3, 3)}}, path)
+    return path

@@ -16,7 +16,7 @@ from ums.align import register
 from ums.align.flow import flow_from_transform, identity_grid, warp_with_flow
 from ums.align.learned.checkpoint import export_refiner, load_refiner, save_checkpoint
 from ums.align.learned.inference import SHIPPED_REFINER
-from ums.align.learned.model import parameter_count
+from ums.align.learned.blocks import parameter_count
 from ums.align.learned.refiner import ResidualRefiner, consistency_error
 from ums.align.learned.residuals import ResidualSampler, invert_field, residual_case, residual_field
 from ums.align.learned.train import load_pairs, refiner_losses
@@ -161,16 +161,27 @@ def test_the_learned_method_uses_the_shipped_refiner_without_weights():
     assert registration.method == "learned" and "refinement" in registration.details
 
 
+def gaussian_blur_2d(x: torch.Tensor, size: int, sigma: float, mode: str) -> torch.Tensor:
+    """Each channel convolved with the normalised 2-D Gaussian of ``size`` taps (the reference)."""
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    taps = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = (taps[:, None] * taps[None, :]) / taps.sum() ** 2
+    channels, pad = x.shape[1], size // 2
+    weight = kernel.expand(channels, 1, size, size)
+    if mode == "zeros":
+        return torch.nn.functional.conv2d(x, weight, padding=pad, groups=channels)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad,) * 4, mode=mode), weight, groups=channels)
+
+
 @pytest.mark.parametrize("sigma, size, mode", [(8.0, None, "zeros"), (2.0, 9, "replicate")])
 def test_the_separable_blur_is_the_2d_blur_in_training_and_at_inference(sigma, size, mode):
     """Trained through torch's 1-D convolutions, run through OpenCV's separable filter: the same
-    numbers as the 2-D Gaussian blur the estimators used, to float rounding."""
-    from ums.align.learned.model import GaussianBlur
+    numbers as a 2-D depthwise Gaussian blur, to float rounding."""
     from ums.align.learned.refiner import SeparableBlur
 
     x = torch.rand(2, 3, 40, 56)
     blur = SeparableBlur(sigma, size, mode)
-    reference = GaussianBlur(size or 2 * int(3 * sigma) + 1, sigma, 3, mode)(x)
+    reference = gaussian_blur_2d(x, size or 2 * int(3 * sigma) + 1, sigma, mode)
     with torch.enable_grad():
         trained = blur(x)
     with torch.no_grad():

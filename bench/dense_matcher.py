@@ -1,6 +1,11 @@
-"""A SuperFusion-style dense registration network ("DenseMatcher", docs/reference/registration.md §1), adapted:
-the target grid is the thermal one, flows are in pixels of their level, and one warp convention
-(pixel centres, ``grid_sample(align_corners=False)``) is used everywhere.
+"""Research code, not part of the package: the from-scratch dense registration net ("DenseMatcher"),
+its checkpoints and its inference. bench/dense_matcher_train.py trains it, bench/registration.py
+``--weights`` scores a checkpoint, bench/gpu_align.sh trains the published size on a GPU.
+
+A SuperFusion-style dense registration network (docs/reference/registration.md §1), adapted: the
+target grid is the thermal one, flows are in pixels of their level, and one warp convention (pixel
+centres, ``grid_sample(align_corners=False)``) is used everywhere (:mod:`ums.align.learned.blocks`,
+which the package's residual refiner is built from too).
 
 Coarse to fine: per-modality shallow encoders, a shared dilated pyramid (1/2, 1/4, 1/8), flow
 estimators at 1/8 and 1/4, a correlation-free refiner at 1/2, and Gaussian smoothing of every field.
@@ -18,23 +23,23 @@ Two ways for an estimator to read its cost volume (``readout``):
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal, get_args
 
+import cv2
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def conv(in_ch: int, out_ch: int, dilation: int = 1, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
-
-
-class ConvNormAct(nn.Sequential):
-    def __init__(self, in_ch, out_ch, dilation=1, stride=1, norm="instance", act="lrelu"):
-        layers = [conv(in_ch, out_ch, dilation, stride)]
-        layers.append(nn.InstanceNorm2d(out_ch, affine=False) if norm == "instance" else nn.BatchNorm2d(out_ch, affine=False))
-        layers.append(nn.LeakyReLU(0.1) if act == "lrelu" else nn.ReLU())
-        super().__init__(*layers)
+from ums.align.ecc import gradient_representation
+from ums.align.flow import valid_mask, warp_with_flow
+from ums.align.learned.blocks import (ConvNormAct, conv, local_correlation, pad_to_multiple, shifted_windows,
+                                      soft_argmax, upsample_flow, warp, window_offsets)
+from ums.align.learned.checkpoint import DENSE_MATCHER_FORMAT, read_torch
+from ums.align.learned.inference import unit_rgb
+from ums.align.registration import Registration
 
 
 class Residual(nn.Module):
@@ -65,7 +70,8 @@ class Pyramid(nn.Module):
         super().__init__()
         stages, previous = [], c_in
         for width, dilation in zip(widths, (1, 2, 4)):
-            stages.append(nn.Sequential(ConvNormAct(previous, width, dilation), ConvNormAct(width, width, dilation, stride=2)))
+            stages.append(nn.Sequential(ConvNormAct(previous, width, dilation),
+                                        ConvNormAct(width, width, dilation, stride=2)))
             previous = width
         self.stages = nn.ModuleList(stages)
 
@@ -96,49 +102,12 @@ class GaussianBlur(nn.Module):
         return F.conv2d(F.pad(x, (self.pad,) * 4, mode=self.mode), self.kernel, groups=self.channels)
 
 
-def shifted_windows(source: torch.Tensor, size: tuple[int, int], reach: int, step: int):
-    """``source`` seen at p + offset for the offsets of a (2 reach / step + 1)^2 grid (dy outer, dx
-    inner), each an (N, C, *size) map, zero outside."""
-    padded = F.pad(source, (reach,) * 4)
-    h, w = size
-    for dy in range(-reach, reach + 1, step):
-        for dx in range(-reach, reach + 1, step):
-            yield padded[..., reach + dy : reach + dy + h, reach + dx : reach + dx + w]
-
-
 def local_ssd_cost(target: torch.Tensor, source: torch.Tensor, radius: int = 3, step: int = 4) -> torch.Tensor:
     """Channel-mean squared difference between target(p) and source(p + offset) for the
-    (2 radius + 1)^2 offsets on a grid of ``step`` feature pixels (zero outside)."""
+    (2 radius + 1)^2 offsets on a grid of ``step`` feature pixels (zero outside), in the order of
+    ``local_correlation``."""
     windows = shifted_windows(source, target.shape[-2:], radius * step, step)
     return torch.cat([(target - shifted).pow(2).mean(1, keepdim=True) for shifted in windows], 1)
-
-
-def local_correlation(target: torch.Tensor, source: torch.Tensor, radius: int) -> torch.Tensor:
-    """Channel sum of target(p) * source(p + offset) for the (2 radius + 1)^2 offsets of step 1,
-    in the order of ``local_ssd_cost``."""
-    windows = shifted_windows(source, target.shape[-2:], radius, 1)
-    if torch.is_grad_enabled():
-        return torch.cat([(target * shifted).sum(1, keepdim=True) for shifted in windows], 1)
-    # inference: accumulate channel by channel into the output, without the product maps and the
-    # concatenation (2x faster on one CPU core; the sums differ in their last bit)
-    out = target.new_zeros((target.shape[0], (2 * radius + 1) ** 2, *target.shape[-2:]))
-    for index, shifted in enumerate(windows):
-        plane = out[:, index]
-        for channel in range(target.shape[1]):
-            plane.addcmul_(target[:, channel], shifted[:, channel])
-    return out
-
-
-def window_offsets(radius: int) -> torch.Tensor:
-    """(2, (2 radius + 1)^2): the (x, y) offset of each channel of ``local_correlation``."""
-    span = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    dy, dx = torch.meshgrid(span, span, indexing="ij")
-    return torch.stack([dx.flatten(), dy.flatten()])
-
-
-def soft_argmax(correlation: torch.Tensor, offsets: torch.Tensor, temperature: float) -> torch.Tensor:
-    weights = torch.softmax(correlation / temperature, 1)
-    return torch.einsum("nkhw,ck->nchw", weights, offsets.to(correlation))
 
 
 class FlowHead(nn.Sequential):
@@ -212,23 +181,6 @@ class FlowRefiner(nn.Module):
         return self.smooth(flow + self.head(torch.cat([joint, flow], 1)))
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample ``image`` at p + flow(p) (pixels, pixel centres at integers), zeros outside."""
-    n, _, h, w = flow.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
-                            torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
-    x = (2 * (xs + flow[:, 0]) + 1) / w - 1
-    y = (2 * (ys + flow[:, 1]) + 1) / h - 1
-    return F.grid_sample(image, torch.stack([x, y], -1), mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a pixel-unit flow to ``size``, scaling its values with the grid."""
-    scale_y, scale_x = size[0] / flow.shape[-2], size[1] / flow.shape[-1]
-    resized = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
-    return torch.stack([resized[:, 0] * scale_x, resized[:, 1] * scale_y], 1)
-
-
 class DenseMatcher(nn.Module):
     """Thermal (fixed/target) and visible (moving/source), both (N, 3, H, W) in [0, 1], H and W
     multiples of 8 -> backward flow (N, 2, H, W) in pixels on the thermal grid."""
@@ -263,13 +215,66 @@ class DenseMatcher(nn.Module):
         return flow
 
 
-def pad_to_multiple(image: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int]]:
-    h, w = image.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-    return image, (h, w)
+def load_matcher(path: str | Path, device: str | torch.device = "cpu") -> DenseMatcher:
+    """The dense matcher saved at ``path`` by bench/dense_matcher_train.py (or by `ums align-train
+    --model dense` before the matcher left the package: the same format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {path}: no such file (train one with bench/dense_matcher_train.py)")
+    checkpoint = read_torch(path, "--weights", device)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != DENSE_MATCHER_FORMAT:
+        raise ValueError(f"--weights {path}: not a dense-matcher checkpoint written by bench/dense_matcher_train.py")
+    # checkpoints from before the readout option hold the published one
+    model = DenseMatcher(**{"readout": "regress", **checkpoint["config"]})
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def is_dense_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` holds a dense matcher (else a residual refiner, for the package's cascade)."""
+    path = Path(path)
+    if path.suffix == ".safetensors" or not path.is_file():
+        return False
+    checkpoint = read_torch(path, "--weights")
+    return isinstance(checkpoint, dict) and checkpoint.get("format") == DENSE_MATCHER_FORMAT
+
+
+@lru_cache(maxsize=2)
+def _cached_matcher(path: str, modified_ns: int, device: str) -> DenseMatcher:
+    return load_matcher(path, device)
+
+
+def to_tensor(image: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1], RGB; grey and 16-bit inputs are stretched and replicated."""
+    return torch.from_numpy(unit_rgb(image)).permute(2, 0, 1)[None].to(device)
+
+
+@torch.no_grad()
+def matcher_flow(model: DenseMatcher, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """``model``'s (H, W, 2) pixel flow on the fixed grid that registers ``moving`` onto ``fixed``."""
+    device = next(model.parameters()).device
+    thermal, (h, w) = pad_to_multiple(to_tensor(fixed, device))
+    visible, _ = pad_to_multiple(to_tensor(moving, device))
+    flow = model(thermal, visible)[0, :, :h, :w]
+    return flow.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def flow_confidence(fixed: np.ndarray, moving: np.ndarray, flow: np.ndarray) -> float:
+    """The score ECC reports, for any flow: correlation of the gradient maps after warping."""
+    fixed_rep = gradient_representation(fixed)
+    warped = warp_with_flow(gradient_representation(moving), flow)
+    inside = valid_mask(flow, moving.shape[:2])
+    if inside.sum() < 64:
+        return 0.0
+    return float(max(cv2.computeECC(fixed_rep, warped, inside.astype(np.uint8)), 0.0))
+
+
+def register_dense(fixed: np.ndarray, moving: np.ndarray, weights: str | Path, device: str = "cpu") -> Registration:
+    """The dense matcher at ``weights`` alone, without ECC: ``register``'s result for it (loaded once
+    per file version)."""
+    path = Path(weights)
+    if not path.is_file():
+        load_matcher(path, device)  # raises the error that names --weights
+    model = _cached_matcher(str(path), path.stat().st_mtime_ns, str(device))
+    flow = matcher_flow(model, fixed, moving)
+    return Registration(flow, flow_confidence(fixed, moving, flow), None, "dense-matcher", {"weights": str(path)})

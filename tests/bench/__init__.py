@@ -1,0 +1,1 @@
+"""Tests of the research code in bench/ (not part of the package)."""
