@@ -98,8 +98,7 @@ def export_workspace(workspace: Workspace, out: str | Path, fmt: str, redact: bo
                      overwrite: bool = False, show_progress: bool = False) -> ExportReport:
     """Export into ``out``; raises :class:`ExportError` for a folder it must not write into and
     :class:`NothingToExport` when no pair would be exported (both before anything is written)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    exporter_of(fmt)  # an unknown format fails before anything is checked or written
     out = Path(out)
     check_destination(workspace, out, fmt, overwrite)
     if not _exportable(workspace):
@@ -212,22 +211,64 @@ def _nothing_to_export(workspace: Workspace) -> str:
 
 
 def _export(workspace: Workspace, out: Path, fmt: str, redact: bool, report: ExportReport, show_progress: bool = False) -> None:
-    """The one driver loop: each pair's images copied, then handed to the format's exporter."""
-    exporter = EXPORTERS[fmt](out)
-    exporter.setup()
-    pairs = []
-    for capture, aligned in progress_bar(_exportable(workspace), f"export ({fmt})", show_progress):
-        pair = _copy_pair(workspace, capture, aligned, out, exporter)
-        exporter.export_pair(pair)
-        pairs.append(pair)
-    exporter.close(pairs)
+    """The whole workspace through the one driver loop, then the card and the report's counts."""
+    pairs = write_pairs(workspace, out, fmt, workspace_pairs(workspace), show_progress)
     write_metadata_and_card(workspace, pairs, out, redact, fmt)  # next to every export
     report.pairs, report.labels = len(pairs), sum(len(p.labels) for p in pairs)
     for split in (*SPLITS, None):
         count = sum(pair.split == split for pair in pairs)
         if count or split is not None:
             report.splits[split or "unsplit"] = count
-    report.issues.extend(_split_warnings(pairs, exporter.per_split))
+    report.issues.extend(_split_warnings(pairs, exporter_of(fmt).per_split))
+
+
+@dataclass
+class PairToExport:
+    """What the driver loop writes for one capture: its aligned pair, the labels and the split to write."""
+
+    capture: CaptureRecord
+    aligned: dict  # the align stage's result (``files``: ``ir``, ``vis``)
+    labels: list[LabelRecord]
+    split: str | None  # None: not split yet (train in the per-split layouts)
+
+
+def workspace_pairs(workspace: Workspace) -> list[PairToExport]:
+    """What ``ums export`` writes: every aligned capture review has not rejected, with its labels
+    that are not rejected or deleted, in the split ``ums split`` chose."""
+    pairs = []
+    for capture, aligned in _exportable(workspace):
+        labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
+        pairs.append(PairToExport(capture, aligned, labels, split_of(workspace, capture.capture_id)))
+    return pairs
+
+
+def split_of(workspace: Workspace, capture_id: str) -> str | None:
+    """The split ``ums split`` placed a capture in; None when it has not placed it."""
+    split = (workspace.stage_result(capture_id, SPLIT_STAGE) or {}).get("split")
+    return split if split in SPLITS else None
+
+
+def exporter_of(fmt: str) -> type[Exporter]:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return EXPORTERS[fmt]
+
+
+def write_pairs(workspace: Workspace, out: Path, fmt: str, selected: list[PairToExport],
+                show_progress: bool = False) -> list[ExportedPair]:
+    """The one driver loop: each pair's images copied, then handed to the format's exporter.
+
+    ``ums export`` hands it the whole workspace; ``ums train-detector`` its reviewed pairs. It neither
+    checks ``out`` (the caller's rule) nor writes a card."""
+    exporter = exporter_of(fmt)(out)
+    exporter.setup()
+    pairs = []
+    for chosen in progress_bar(selected, f"export ({fmt})", show_progress):
+        pair = _copy_pair(workspace, chosen, out, exporter)
+        exporter.export_pair(pair)
+        pairs.append(pair)
+    exporter.close(pairs)
+    return pairs
 
 
 def _split_warnings(pairs: list[ExportedPair], per_split: bool) -> list[Issue]:
@@ -244,14 +285,13 @@ def _split_warnings(pairs: list[ExportedPair], per_split: bool) -> list[Issue]:
     return [Issue(stage=EXPORT, level="warning", message=message) for message in warnings]
 
 
-def _copy_pair(workspace: Workspace, capture: CaptureRecord, aligned: dict, out: Path, exporter: Exporter) -> ExportedPair:
-    labels = [label for label in workspace.labels(capture.capture_id) if not label.excluded]
-    split = (workspace.stage_result(capture.capture_id, SPLIT_STAGE) or {}).get("split")
-    pair = ExportedPair(capture, "", "", (0, 0), labels, split if split in SPLITS else None)
+def _copy_pair(workspace: Workspace, chosen: PairToExport, out: Path, exporter: Exporter) -> ExportedPair:
+    capture = chosen.capture
+    pair = ExportedPair(capture, "", "", (0, 0), chosen.labels, chosen.split)
     names = []
     for modality, key in zip(exporter.pair_folders, ("ir", "vis")):
         target = out / exporter.image_folder(modality, pair.layout_split) / f"{capture.capture_id}.png"
-        _copy(workspace.absolute(aligned["files"][key]), target)
+        _copy(workspace.absolute(chosen.aligned["files"][key]), target)
         names.append(str(target.relative_to(out)))
     pair.infrared, pair.visible = names
     height, width = cv2.imread(str(out / pair.infrared), cv2.IMREAD_GRAYSCALE).shape

@@ -126,12 +126,8 @@ class YoloExporter(Exporter):
 
     def close(self, pairs: list) -> None:
         self._remove_stale_split_files(pairs)
-        names = load_taxonomy("ums").names
         for modality, name in MODALITIES.items():
-            # no `path`: ultralytics and FiftyOne then resolve the folders against the yaml's own folder, so the
-            # export can be moved, and two exports of one workspace are byte-identical wherever they are written
-            data = {split: f"images/{modality}/{split}" for split in SPLITS}
-            write_text(self.out / name, yaml.safe_dump({**data, "names": names}, sort_keys=False))
+            write_text(self.out / name, yaml.safe_dump(yolo_data([modality]), sort_keys=False))
 
     def _remove_stale_split_files(self, pairs: list) -> None:
         """A capture that ``ums split`` moved, or review rejected, since an earlier export into this folder
@@ -143,6 +139,19 @@ class YoloExporter(Exporter):
                     for path in (self.out / kind / modality / split).glob(f"*{suffix}"):
                         if (split, path.stem) not in current:
                             path.unlink()
+
+
+def yolo_data(modalities: list[str], root: str = "") -> dict:
+    """An ultralytics dataset yaml of the YOLO layout: per split the image folders of ``modalities``
+    under ``root`` (several folders form one set, as ultralytics reads a list), and the UMS names.
+
+    No ``path``: ultralytics and FiftyOne then resolve the folders against the yaml's own folder, so an
+    export can be moved, and two exports of one workspace are byte-identical wherever they are written."""
+    data: dict = {}
+    for split in SPLITS:
+        folders = [f"{root}images/{modality}/{split}" for modality in modalities]
+        data[split] = folders[0] if len(folders) == 1 else folders
+    return {**data, "names": load_taxonomy("ums").names}
 
 
 class VocExporter(Exporter):

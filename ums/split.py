@@ -201,3 +201,14 @@ def assign_blocks(blocks: list[Block], config: SplitConfig) -> list[str]:
         placed[split].update(content)
         assignment[index] = split
     return [assignment[i] for i in range(len(blocks))]
+
+
+def holdout(capture_ids: list[str], fraction: float) -> list[str]:
+    """A deterministic val set for too few captures to split by blocks: ``fraction`` of them (at least
+    one, never all), spread evenly over ``capture_ids`` in their order, so every part of a flight
+    is represented. Neighbours of held-out frames stay in train: metrics on it are optimistic."""
+    count = len(capture_ids)
+    if count < 2:
+        return []
+    wanted = min(count - 1, max(1, round(count * fraction)))
+    return [capture_ids[int((index + 0.5) * count / wanted)] for index in range(wanted)]

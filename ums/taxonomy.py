@@ -20,6 +20,12 @@ class ClassInfo(BaseModel):
     id: int = Field(ge=0)
     name: str
     color: tuple[int, int, int] | None = None
+    # other words for the class: an open-vocabulary detector may be prompted with any of them
+    synonyms: list[str] = Field(default_factory=list)
+
+    @property
+    def words(self) -> list[str]:
+        return [self.name, *self.synonyms]
 
 
 class Taxonomy(BaseModel):
@@ -32,6 +38,10 @@ class Taxonomy(BaseModel):
         names = [c.name for c in self.classes]
         if len(set(ids)) != len(ids) or len(set(names)) != len(names):
             raise ValueError(f"taxonomy {self.name}: class ids and names must be unique")
+        words = [word.casefold() for info in self.classes for word in info.words]
+        if len(set(words)) != len(words):
+            repeated = sorted({w for w in words if words.count(w) > 1})
+            raise ValueError(f"taxonomy {self.name}: {', '.join(repeated)} names more than one class (names and synonyms)")
         return self
 
     @property
@@ -43,6 +53,18 @@ class Taxonomy(BaseModel):
             if info.name == name:
                 return info.id
         raise KeyError(f"taxonomy {self.name} has no class {name!r}")
+
+    def class_of_word(self, word: str) -> int | None:
+        """The class a name or synonym stands for (case and surrounding spaces aside); None for other words."""
+        wanted = " ".join(word.split()).casefold()
+        for info in self.classes:
+            if wanted in (w.casefold() for w in info.words):
+                return info.id
+        return None
+
+    def vocabulary(self) -> str:
+        """The classes with their synonyms, as an error message lists them."""
+        return ", ".join(f"{c.name} ({', '.join(c.synonyms)})" if c.synonyms else c.name for c in self.classes)
 
     def palette(self) -> np.ndarray:
         """(max id + 2, 3) uint8 BGR colours for semantic previews (index 0: background)."""
@@ -57,9 +79,18 @@ class Taxonomy(BaseModel):
 def load_taxonomy(name: str) -> Taxonomy:
     path = LABELS_DIR / f"{name}.yaml"
     if not path.exists():
-        known = sorted(p.stem for p in LABELS_DIR.glob("*.yaml") if p.stem != "mappings")
-        raise FileNotFoundError(f"no taxonomy {name!r} in {LABELS_DIR} (known: {', '.join(known)})")
+        raise FileNotFoundError(f"no taxonomy {name!r} in {LABELS_DIR} (known: {', '.join(shipped_taxonomies())})")
     return Taxonomy.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def shipped_taxonomies() -> list[str]:
+    return sorted(p.stem for p in LABELS_DIR.glob("*.yaml") if p.stem != "mappings")
+
+
+def taxonomy_with_names(names: dict[int, str]) -> str | None:
+    """The shipped taxonomy whose class ids and names are exactly ``names`` (a model trained on it), if any."""
+    wanted = {int(i): str(n) for i, n in names.items()}
+    return next((name for name in shipped_taxonomies() if load_taxonomy(name).names == wanted), None)
 
 
 class ClassMapping:

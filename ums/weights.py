@@ -14,7 +14,10 @@ published, and how a copy is checked (``ums weights list | download | verify | p
   prefix its file names carry; for every file, that it is a PyTorch checkpoint (a wrong or truncated
   download is not); and the full SHA-256 recorded on first download in ``UMS_HOME/hashes.json``,
   which shows later changes only (trust on first use: for the ultralytics, YOLOv7 and TSJNet files
-  no size or hash is published).
+  no size or hash is published). CLIP ViT-B/32's SHA-256 is the one its address carries; the size and
+  SHA-256 of CLIP's tokenizer vocabulary are those the clip-anytorch 2.6.0 wheel records for its copy.
+- Open-vocabulary detectors (YOLO-World, YOLOE) need a text encoder and CLIP's tokenizer vocabulary
+  besides their own file: each is an entry of its own, named in the detector's ``after``.
 - A download reaches its final name only whole and checked: a body cut short (a dropped connection,
   a truncated chunked response) stays in ``<file>.part`` for the next run to complete.
 """
@@ -43,7 +46,7 @@ TIMEOUT_S = 60
 APPROX_TOLERANCE_MIB = 0.001
 # the start of torch.save's legacy (pre-zip) format: pickle protocol 2, then torch's magic number
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ts")  # .ts: TorchScript, the same zip archive as torch.save
 
 Progress = Callable[[int, int | None], None]
 
@@ -109,6 +112,27 @@ def _ultralytics(family: str, scale: str) -> Weight:
                   f"https://github.com/ultralytics/assets/releases/download/{ULTRALYTICS_RELEASE}/{family}{scale}.pt")
 
 
+# What ultralytics' own set_classes would fetch for each family (ultralytics/nn/text_model.py), as
+# `ums weights` names: YOLO-World embeds its prompts with CLIP ViT-B/32, YOLOE with MobileCLIP's
+# TorchScript text encoder (MobileCLIP2 for YOLOE-26, whose YAML says text_model: mobileclip2:b).
+CLIP_VOCABULARY = "clip_bpe_vocab"
+TEXT_ENCODERS = {"yolo-world": "clip_vit_b32", "yoloe:mobileclip:blt": "mobileclip_blt", "yoloe:mobileclip2:b": "mobileclip2_b"}
+CLIP_MODEL_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+MOBILECLIP_LICENCE = "Apple MobileCLIP weights licence (apple/ml-mobileclip LICENSE_weights_data)"
+
+
+def _open_vocabulary(stem: str, label: str, encoder: str) -> Weight:
+    return Weight(stem, f"{stem}.pt", f"{label} open-vocabulary detector for autolabel (--detector; --classes)", "AGPL-3.0",
+                  f"ultralytics/assets release {ULTRALYTICS_RELEASE}",
+                  f"https://github.com/ultralytics/assets/releases/download/{ULTRALYTICS_RELEASE}/{stem}.pt",
+                  after=f"its text encoder and tokenizer vocabulary: ums weights download {encoder} {CLIP_VOCABULARY}")
+
+
+def _text_encoder(name: str, file: str, purpose: str, licence: str, source: str, url: str, **known) -> Weight:
+    return Weight(name, file, purpose, licence, source, url, after=f"its tokenizer vocabulary: ums weights download "
+                  f"{CLIP_VOCABULARY}", **known)
+
+
 def _yolov7(stem: str, size: int = 640) -> Weight:
     onnx = f"{stem}.onnx"
     after = YOLOV7_EXPORT.replace("{file}", f"{stem}.pt").replace("{onnx}", onnx).replace("{size}", str(size))
@@ -145,6 +169,24 @@ REGISTRY: dict[str, Weight] = _registry([
          "best masks; add --sam-type vit_h"),
     *(_ultralytics(family, scale) for family in ("yolov8", "yolo11", "yolo26") for scale in "nsmlx"),
     *(_yolov7(stem) for stem in ("yolov7-tiny", "yolov7", "yolov7x")),
+    *(_open_vocabulary(f"yolov8{scale}-worldv2", f"YOLOv8{scale}-Worldv2", TEXT_ENCODERS["yolo-world"])
+      for scale in "smlx"),
+    *(_open_vocabulary(f"yoloe-{family}{scale}-seg", f"YOLOE-{family}{scale} (segmentation)", TEXT_ENCODERS[encoder])
+      for family, scales, encoder in (("v8", "sml", "yoloe:mobileclip:blt"), ("11", "sml", "yoloe:mobileclip:blt"),
+                                      ("26", "nsmlx", "yoloe:mobileclip2:b"))
+      for scale in scales),
+    _text_encoder("clip_vit_b32", "ViT-B-32.pt", "OpenAI CLIP ViT-B/32: the text encoder of YOLO-World (--text-encoder)",
+                  "MIT (openai/CLIP LICENSE)", "openai/CLIP (openaipublic.azureedge.net)",
+                  f"https://openaipublic.azureedge.net/clip/models/{CLIP_MODEL_SHA256}/ViT-B-32.pt", sha256=CLIP_MODEL_SHA256),
+    *(_text_encoder(name, f"{name}.ts", f"{label} TorchScript text encoder of {users} (--text-encoder)", MOBILECLIP_LICENCE,
+                    f"ultralytics/assets release {ULTRALYTICS_RELEASE}",
+                    f"https://github.com/ultralytics/assets/releases/download/{ULTRALYTICS_RELEASE}/{name}.ts")
+      for name, label, users in (("mobileclip_blt", "MobileCLIP-B (LT)", "YOLOE-v8/11"),
+                                 ("mobileclip2_b", "MobileCLIP2-B", "YOLOE-26"))),
+    Weight(CLIP_VOCABULARY, "bpe_simple_vocab_16e6.txt.gz", "CLIP's byte-pair tokenizer vocabulary: every text encoder "
+           "above reads its prompts with it", "MIT (openai/CLIP LICENSE)", "openai/CLIP repository (clip/)",
+           "https://raw.githubusercontent.com/openai/CLIP/main/clip/bpe_simple_vocab_16e6.txt.gz", size=1_356_917,
+           sha256="924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"),
     _torchvision("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 159.743,
                  "Faster R-CNN R50-FPN (COCO) task detector of tsjnet train / eval-det (--detector-weights)"),
     _torchvision("deeplabv3_resnet101", "deeplabv3_resnet101_coco-586e9e4e.pth", 233.217,
@@ -259,7 +301,7 @@ def check_file(entry: Weight, path: Path, home: Path) -> Check:
 def published_check(entry: Weight) -> str | None:
     """What the registry knows of the publisher's file, in words; None when it knows nothing."""
     if entry.sha256:
-        return "published size and SHA-256"
+        return "published size and SHA-256" if entry.size is not None else "published SHA-256"
     if entry.sha256_prefix:
         return f"published size (~{entry.approx_mib} MiB) and SHA-256 prefix {entry.sha256_prefix}"
     return None

@@ -355,3 +355,26 @@ def test_nothing_to_export_writes_nothing(tmp_path):
     assert str(error.value) == (f"nothing to export: no capture in {(tmp_path / 'ws').resolve()} is aligned yet (run `ums crop`, "
                                 "then `ums align`, on this workspace first)")
     assert not (tmp_path / "out").exists()
+
+
+def test_write_pairs_writes_a_chosen_subset_with_chosen_labels_and_splits(labelled, tmp_path):
+    """What `ums train-detector` hands the YOLO writer: some pairs, some of their labels, its own splits."""
+    from ums.export import workspace_pairs, write_pairs
+    from ums.exporters import yolo_data
+
+    everything = workspace_pairs(labelled)
+    assert len(everything) == 4 and len(everything[0].labels) == 2  # the rejected label is out
+    first, second = everything[0], everything[1]
+    first.labels = [label for label in first.labels if label.source == "human"]
+    first.split, second.split = "train", "val"
+    pairs = write_pairs(labelled, tmp_path, "yolo", [first, second])
+    assert [pair.layout_split for pair in pairs] == ["train", "val"] and pairs[0].size == (640, 512)
+    for modality in ("infrared", "visible"):
+        train = tmp_path / "labels" / modality / "train" / f"{first.capture.capture_id}.txt"
+        assert train.read_text().startswith("0 ") and len(train.read_text().splitlines()) == 1
+        assert (tmp_path / "labels" / modality / "val" / f"{second.capture.capture_id}.txt").read_text() == ""
+    assert len(list(tmp_path.glob("images/*/*/*.png"))) == 4
+    assert not (tmp_path / "README.md").exists()  # no card: the caller's choice
+    both = yolo_data(["infrared", "visible"], "dataset/")
+    assert both["val"] == ["dataset/images/infrared/val", "dataset/images/visible/val"] and both["names"][5] == "truck"
+    assert yolo_data(["visible"])["test"] == "images/visible/test"

@@ -24,6 +24,7 @@ MODELS = {
     "crop.yaml": "ums.crop:CropConfig",
     "ingest.yaml": "ums.ingest:IngestConfig",
     "split.yaml": "ums.split:SplitConfig",
+    "train-detector.yaml": "ums.train_detector:TrainDetectorConfig",
     "queue.yaml": "ums.queue:QueueConfig",
     "synth-flight.yaml": "ums.synth:SynthFlightConfig",
     "train*.yaml": "tsjnet.engine.config:TrainConfig",

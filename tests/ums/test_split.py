@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from ums.core.records import LabelRecord
-from ums.split import SplitConfig, split_workspace
+from ums.split import SplitConfig, holdout, split_workspace
 from ums.synth import SynthFlightConfig, synth_flight
 
 
@@ -94,3 +94,13 @@ def test_cli_prints_strata_as_plain_text_and_the_warnings(workspace):
     assert result.exit_code == 0, result.output
     assert "class:car: 13" in result.output and "\N{AUTOMOBILE}" not in result.output  # not rich's :car: emoji
     assert "all 20 captures form one block" in result.output and "test is empty" in result.output
+
+
+def test_holdout_spreads_its_share_evenly_and_never_takes_all():
+    ids = [f"c{i:02d}" for i in range(10)]
+    assert holdout(ids, 0.2) == ["c02", "c07"]  # the middle of each half
+    assert holdout(ids, 0.2) == holdout(list(ids), 0.2)  # a function of the order alone
+    assert holdout(ids[:3], 0.2) == ["c01"]  # at least one
+    assert holdout(ids[:2], 0.9) == ["c01"]  # never all: one stays to train on
+    assert holdout(ids[:1], 0.5) == [] and holdout([], 0.5) == []
+    assert len(set(holdout(ids, 0.5))) == 5

@@ -205,7 +205,7 @@ def test_download_list_path_verify(home, server):
     assert "357.7 MiB" in table_row(listed.output, "sam_vit_b")
     assert "~159.7 MiB" in table_row(listed.output, "fasterrcnn_resnet50_fpn")
     rows = [json.loads(line) for line in runner.invoke(app, ["weights", "list", "--json"]).stdout.splitlines()]
-    assert len(rows) == len(REGISTRY) == 25
+    assert len(rows) == len(REGISTRY) == 44
     assert [r["name"] for r in rows if r["present"] == "yes"] == ["yolov8n"]
 
     present = runner.invoke(app, ["weights", "path", "yolov8n"])
@@ -439,5 +439,37 @@ def test_ultralytics_entries_are_assets_of_the_pinned_release():
     release = inspect.signature(attempt_download_asset).parameters["release"].default
     assert release == weights.ULTRALYTICS_RELEASE == "v8.4.0"
     entries = [e for e in REGISTRY.values() if e.licence == "AGPL-3.0"]
-    assert len(entries) == 15 and all(e.file in GITHUB_ASSETS_NAMES for e in entries)
+    assert len(entries) == 30 and all(e.file in GITHUB_ASSETS_NAMES for e in entries)
     assert REGISTRY["yolov8x"].url == "https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8x.pt"
+    assert {"mobileclip_blt.ts", "mobileclip2_b.ts"} <= {e.file for e in REGISTRY.values()} & GITHUB_ASSETS_NAMES
+
+
+def test_open_vocabulary_detectors_name_the_text_encoder_their_yaml_asks_for():
+    from ums.core.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics.nn.tasks import yaml_model_load
+
+    for name in ("yoloe-v8s-seg", "yoloe-11m-seg", "yoloe-26x-seg"):
+        variant = yaml_model_load(f"{name}.yaml").get("text_model", "mobileclip:blt")  # YOLOEModel's own default
+        encoder = weights.TEXT_ENCODERS[f"yoloe:{variant}"]
+        assert REGISTRY[name].after == f"its text encoder and tokenizer vocabulary: ums weights download {encoder} clip_bpe_vocab"
+    assert REGISTRY["yolov8l-worldv2"].after.endswith("download clip_vit_b32 clip_bpe_vocab")
+    clip = REGISTRY["clip_vit_b32"]
+    assert clip.url.split("/")[-2] == clip.sha256 and clip.size is None  # the address carries the SHA-256
+    assert weights.published_check(clip) == "published SHA-256"
+    assert weights.published_check(REGISTRY["clip_bpe_vocab"]) == "published size and SHA-256"
+
+
+def test_a_text_encoder_downloads_and_verifies_like_any_weight(home, server):
+    encoder = io.BytesIO()
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)), encoder)
+    server.files["mobileclip_blt.ts"] = encoder.getvalue()
+    result = runner.invoke(app, ["weights", "download", "mobileclip_blt"])
+    assert result.exit_code == 0, result.output
+    assert "next: its tokenizer vocabulary: ums weights download clip_bpe_vocab" in result.output
+    ok, = verify(["mobileclip_blt"])
+    assert ok.ok and ok.message.startswith(f"{len(encoder.getvalue())} bytes, a PyTorch checkpoint; no size or SHA-256")
+    (home / "mobileclip_blt.ts").write_bytes(b"not an archive" * 100)
+    bad, = verify(["mobileclip_blt"])
+    assert not bad.ok and "not a PyTorch checkpoint" in bad.message

@@ -2,11 +2,15 @@
 
 - ultralytics models by path (``.pt`` of YOLOv5u/8/11/..., ``.yaml`` for untrained ones, and the
   formats ultralytics itself exports: ``.onnx``, ``.torchscript``, ...).
+- YOLO-World and YOLOE (open vocabulary): ultralytics models prompted with words of the dataset
+  taxonomy (``classes``), their text encoder read from a local file (``ums/autolabel/open_vocab.py``).
 - YOLOv7 (WongKinYiu): its ``.pt`` files pickle that repository's classes, which ultralytics
   refuses, so YOLOv7 runs from its ONNX exports with onnxruntime: the end-to-end export (NMS
   inside; output ``(N, 7)``: batch, x0, y0, x1, y1, class, score) and the raw export (output
   ``(1, boxes, 5 + classes)``: cx, cy, w, h, objectness, class scores), which gets our NMS.
-The format is recognised from the file (``format: auto``) or named.
+The format is recognised from the file (``format: auto``; YOLO-World and YOLOE by the model class
+ultralytics loads) or named. ``taxonomy: auto`` reads a model in the ``labels/`` taxonomy whose names
+its classes carry (a detector trained on UMS names: ums), COCO when it carries none.
 """
 
 from __future__ import annotations
@@ -23,22 +27,35 @@ from torchvision.ops import batched_nms
 from ums.detections import Detections
 from ums.weights import present_registered_file, resolve_weights
 
-ACCEPTED = ("ultralytics models (.pt, .yaml, or an ultralytics export such as .onnx/.torchscript), "
-            "YOLOv7 ONNX exports (end-to-end with NMS, or raw output)")
+ACCEPTED = ("ultralytics models (.pt, .yaml, or an ultralytics export such as .onnx/.torchscript; YOLO-World and "
+            "YOLOE take --classes), YOLOv7 ONNX exports (end-to-end with NMS, or raw output)")
+AUTO_TAXONOMY = "auto"
+NAMELESS_TAXONOMY = "coco"  # what `taxonomy: auto` reads a model in whose classes are numbers (the COCO releases)
 
 
 class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weights: Path | None = Field(None, description="the detector file (--detector)")
-    format: Literal["auto", "ultralytics", "yolov7-onnx"] = "auto"
-    taxonomy: str = Field("coco", description="labels/<taxonomy>.yaml names the model's class ids")
+    format: Literal["auto", "ultralytics", "yolov7-onnx", "yolo-world", "yoloe"] = "auto"
+    taxonomy: str = Field("coco", description="labels/<taxonomy>.yaml names the model's class ids (auto: the one "
+                          "whose names the model carries); open-vocabulary models are read in labels/ums.yaml")
+    classes: list[str] | None = Field(None, description="open-vocabulary prompts (--classes): class names or synonyms "
+                                      "of labels/ums.yaml; None: all of them")
+    text_encoder: Path | None = Field(None, description="the open-vocabulary text encoder (--text-encoder), a file or a "
+                                      "`ums weights` name; None: the one the model family was trained with")
     confidence: float = Field(0.25, ge=0, le=1)
     iou: float = Field(0.45, gt=0, lt=1)
     image_size: int = Field(640, ge=32, multiple_of=32)
     device: str = "cpu"
 
-    @field_validator("weights")
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        # --classes "person,car" arrives as one string
+        return [word.strip() for word in value.split(",")] if isinstance(value, str) else value
+
+    @field_validator("weights", "text_encoder")
     @classmethod
     def _registered_name(cls, value: Path | None) -> Path | None:
         # labels name their model by file name and content hash, and workers need a path, not a name
@@ -47,6 +64,7 @@ class DetectorConfig(BaseModel):
 
 class Detector(Protocol):
     taxonomy: str
+    prompts: dict[int, str]  # class id -> the words an open-vocabulary detector was prompted with (else empty)
 
     def detect(self, image: np.ndarray) -> Detections:
         """Detections on a BGR (or grey) uint8 image, boxes in its pixels."""
@@ -61,8 +79,46 @@ def load_detector(config: DetectorConfig) -> Detector:
         raise FileNotFoundError(f"--detector {path}: no such file (accepted: {ACCEPTED}; or a name of `ums weights list`)")
     kind = config.format if config.format != "auto" else sniff_format(path)
     if kind == "yolov7-onnx":
-        return Yolov7OnnxDetector(path, config)
-    return UltralyticsDetector(path, config)
+        return _closed_set(Yolov7OnnxDetector(path, config), path)
+    from ums.autolabel.open_vocab import OpenVocabularyDetector, family_of
+
+    model = load_ultralytics(path)
+    family = family_of(model)
+    if kind in ("yolo-world", "yoloe") and family != kind:
+        raise ValueError(f"--detector {path}: detector.format is {kind}, but ultralytics loads it as "
+                         f"{family or 'a fixed-class model'} (use format auto)")
+    if family is not None:
+        return OpenVocabularyDetector(model, path, config, family)
+    return _closed_set(UltralyticsDetector(model, path, config), path)
+
+
+def _closed_set(detector: Detector, path: Path) -> Detector:
+    if detector.config.classes is not None:
+        raise ValueError(f"--classes needs an open-vocabulary detector (YOLO-World or YOLOE, e.g. `ums weights` "
+                         f"yolov8s-worldv2 or yoloe-11s-seg); {path.name} has fixed classes: leave --classes out")
+    return detector
+
+
+def load_ultralytics(path: Path):
+    from ums.core.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(path), task="detect")  # boxes only, also from a segmentation model
+    except Exception as exc:  # noqa: BLE001 - ultralytics wraps every loading failure differently
+        raise ValueError(f"--detector {path}: ultralytics cannot load it ({exc}); accepted: {ACCEPTED}") from exc
+
+
+def predict_boxes(model, image: np.ndarray, config: DetectorConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xyxy boxes, scores and class indices of one ultralytics prediction."""
+    threads = torch.get_num_threads()
+    result = model.predict(_grey_to_bgr(image), conf=config.confidence, iou=config.iou, imgsz=config.image_size,
+                           device=config.device, verbose=False)[0]
+    torch.set_num_threads(threads)  # ultralytics' device selection drops torch to one CPU thread
+    boxes = result.boxes
+    return boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int64)
 
 
 def sniff_format(path: Path) -> str:
@@ -85,27 +141,35 @@ def _grey_to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 class UltralyticsDetector:
-    def __init__(self, path: Path, config: DetectorConfig):
-        from ums.core.offline import configure_ultralytics
-
-        configure_ultralytics()
-        from ultralytics import YOLO
-
-        try:
-            self.model = YOLO(str(path), task="detect")
-        except Exception as exc:  # noqa: BLE001 - ultralytics wraps every loading failure differently
-            raise ValueError(f"--detector {path}: ultralytics cannot load it ({exc}); accepted: {ACCEPTED}") from exc
-        self.config, self.taxonomy = config, config.taxonomy
-        _check_names(getattr(self.model, "names", None) or {}, config.taxonomy, path)
+    def __init__(self, model, path: Path, config: DetectorConfig):
+        self.model, self.config, self.prompts = model, config, {}
+        names = getattr(self.model, "names", None) or {}
+        self.taxonomy = model_taxonomy(names, config.taxonomy, path)
+        _check_names(names, self.taxonomy, path)
 
     def detect(self, image: np.ndarray) -> Detections:
-        threads = torch.get_num_threads()
-        result = self.model.predict(_grey_to_bgr(image), conf=self.config.confidence, iou=self.config.iou,
-                                    imgsz=self.config.image_size, device=self.config.device, verbose=False)[0]
-        torch.set_num_threads(threads)  # ultralytics' device selection drops torch to one CPU thread
-        boxes = result.boxes
-        return Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int64),
-                          self.taxonomy)
+        return Detections(*predict_boxes(self.model, image, self.config), self.taxonomy)
+
+
+def _numbers_only(names: dict[int, str]) -> bool:
+    """Models built from a YAML carry numbers, not names."""
+    return not names or all(str(n).isdigit() for n in names.values())
+
+
+def model_taxonomy(names: dict[int, str], configured: str, path: Path) -> str:
+    """The configured taxonomy, or for ``auto`` the shipped one whose names the model carries."""
+    from ums.taxonomy import shipped_taxonomies, taxonomy_with_names
+
+    if configured != AUTO_TAXONOMY:
+        return configured
+    if _numbers_only(names):
+        return NAMELESS_TAXONOMY
+    found = taxonomy_with_names(names)
+    if found is None:
+        sample = ", ".join(f"{i}: {n!r}" for i, n in list(names.items())[:3])
+        raise ValueError(f"--detector {path}: its classes ({sample}, ...) are those of no labels/ taxonomy "
+                         f"({', '.join(shipped_taxonomies())}); add labels/<name>.yaml naming them and set detector.taxonomy")
+    return found
 
 
 def _check_names(names: dict[int, str], taxonomy: str, path: Path) -> None:
@@ -113,7 +177,7 @@ def _check_names(names: dict[int, str], taxonomy: str, path: Path) -> None:
     built from a YAML carry numbers only and are taken as they are."""
     from ums.taxonomy import load_taxonomy
 
-    if not names or all(str(n).isdigit() for n in names.values()):
+    if _numbers_only(names):
         return
     expected = load_taxonomy(taxonomy).names
     wrong = {i: n for i, n in names.items() if expected.get(int(i)) != n}
@@ -142,7 +206,9 @@ class Yolov7OnnxDetector:
                              "(N, 7) nor a raw export (1, boxes, 5 + classes)")
         size = self.input.shape[-1]
         self.size = size if isinstance(size, int) else config.image_size
-        self.config, self.taxonomy = config, config.taxonomy
+        # YOLOv7's releases are COCO models and its exports carry no class names
+        self.config, self.prompts = config, {}
+        self.taxonomy = NAMELESS_TAXONOMY if config.taxonomy == AUTO_TAXONOMY else config.taxonomy
 
     def detect(self, image: np.ndarray) -> Detections:
         letterboxed, scale, pad = letterbox(_grey_to_bgr(image), self.size)

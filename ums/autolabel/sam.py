@@ -9,6 +9,7 @@ segment-anything's own builder with the architecture given in the config, as tes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,10 +78,31 @@ def segment_boxes(predictor: SamPredictor, image: np.ndarray, detections: Detect
     h, w = image.shape[:2]
     if len(detections) == 0:
         return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
+    _set_image(predictor, image)
+    return _prompt(predictor, detections.boxes, (h, w))
+
+
+@torch.no_grad()
+def segment_boxes_in_chunks(predictor: SamPredictor, image: np.ndarray, boxes: np.ndarray,
+                            chunk: int = 8) -> Iterator[np.ndarray]:
+    """(n, H, W) bool masks of ``chunk`` boxes at a time on one image embedding: on a native
+    visible view (~2600x2000) SAM's full-size float logits take ~20 MB per box, so a pair with many
+    boxes is prompted in parts, each consumed before the next."""
+    if len(boxes) == 0:
+        return
+    _set_image(predictor, image)
+    for start in range(0, len(boxes), chunk):
+        yield _prompt(predictor, np.asarray(boxes[start:start + chunk], np.float32), image.shape[:2])[0]
+
+
+def _set_image(predictor: SamPredictor, image: np.ndarray) -> None:
     rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     predictor.set_image(rgb)
-    boxes = torch.as_tensor(detections.boxes, dtype=torch.float32, device=predictor.device)
-    transformed = predictor.transform.apply_boxes_torch(boxes, (h, w))
+
+
+def _prompt(predictor: SamPredictor, boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    tensor = torch.as_tensor(boxes, dtype=torch.float32, device=predictor.device)
+    transformed = predictor.transform.apply_boxes_torch(tensor, size)
     masks, scores, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=transformed,
                                                multimask_output=False)
     return masks[:, 0].cpu().numpy(), scores[:, 0].cpu().numpy()

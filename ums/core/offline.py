@@ -85,10 +85,13 @@ def _bundled_ttf() -> Path | None:
 
 
 def configure_ultralytics() -> None:
-    """Import ultralytics with its settings locked down: font in place, hub sync off."""
+    """Import ultralytics with its settings locked down: font in place, hub sync and integrations off."""
     apply_offline_environment()
     install_ultralytics_font()
     from ultralytics.utils import SETTINGS
 
-    if SETTINGS.get("sync", True):
-        SETTINGS.update({"sync": False})
+    # integrations default to on and call out (or log) whenever their package happens to be installed
+    integrations = {key: False for key in ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+                    if SETTINGS.get(key)}
+    if SETTINGS.get("sync", True) or integrations:
+        SETTINGS.update({"sync": False, **integrations})

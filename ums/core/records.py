@@ -263,6 +263,17 @@ class AutolabelResult(StageResult):
     masks: bool
     files: dict[str, str]
     labels: list[LabelRecord] = Field(default_factory=list, exclude=True)  # to store, not in the result
+    # how the visible detector saw the pair: "native" (the source frame's own pixels over the grid)
+    # or "aligned" (the 640x512 resampling); None in results stored before the choice existed
+    visible_resolution: Literal["native", "aligned"] | None = None
+    visible_region: list[int] | None = None  # native: x0, y0, x1, y1 of the (undistorted) visible frame
+    # per modality: "sliced" or "full", detector passes over slices (0: full image only), metres per
+    # pixel of the image the detector got (absent: range unknown), and the smallest object of interest
+    # (slicing.min_object_m) in detector-input pixels of a full-image pass: what ``slice: auto`` weighed
+    slicing: dict[str, str] = Field(default_factory=dict)
+    slices: dict[str, int] = Field(default_factory=dict)
+    gsd_m: dict[str, float] = Field(default_factory=dict)
+    object_px: dict[str, float] = Field(default_factory=dict)
 
 
 FileProbe.model_rebuild()

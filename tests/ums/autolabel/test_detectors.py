@@ -72,6 +72,33 @@ def test_class_names_must_match_the_taxonomy(tmp_path):
         load_detector(DetectorConfig(weights=path))
 
 
+def test_taxonomy_auto_reads_a_model_in_the_taxonomy_of_its_names(tmp_path):
+    from ums.core.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml")
+    model.model.names = {i: f"{i}" for i in range(80)}
+    model.save(str(tmp_path / "numbers.pt"))
+    assert load_detector(DetectorConfig(weights=tmp_path / "numbers.pt", taxonomy="auto")).taxonomy == "coco"
+    model.model.names = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 4: "bus", 5: "truck"}
+    model.save(str(tmp_path / "ums-trained.pt"))  # as `ums train-detector` names its classes
+    detector = load_detector(DetectorConfig(weights=tmp_path / "ums-trained.pt", taxonomy="auto"))
+    assert detector.taxonomy == "ums" and detector.prompts == {}
+    model.model.names = {0: "cat", 1: "dog"}
+    model.save(str(tmp_path / "pets.pt"))
+    with pytest.raises(ValueError, match="are those of no labels/ taxonomy"):
+        load_detector(DetectorConfig(weights=tmp_path / "pets.pt", taxonomy="auto"))
+    with pytest.raises(ValueError, match="detector.taxonomy"):  # an explicit taxonomy is held to as before
+        load_detector(DetectorConfig(weights=tmp_path / "ums-trained.pt"))
+
+
+def test_classes_arrive_as_one_comma_separated_string():
+    assert DetectorConfig(classes=" person, car ,van").classes == ["person", "car", "van"]
+    assert DetectorConfig().classes is None and DetectorConfig().text_encoder is None
+
+
 def test_missing_or_wrong_weights_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="--detector PATH"):
         load_detector(DetectorConfig())
