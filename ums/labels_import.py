@@ -27,7 +27,7 @@ from ums.detections import drop_repeats
 from ums.core.records import Issue, LabelRecord
 from ums.core.stage_names import CROP
 from ums.taxonomy import DATASET_TAXONOMY, LABELS_DIR, load_mapping, load_taxonomy
-from ums.core.workspace import Workspace, utc_now
+from ums.core.workspace import INSERT_LABEL, Workspace, utc_now
 
 STAGE = "labels"  # the stage name of the import's issues and of its hold on the writer lock
 FORMATS = ("coco", "yolo")
@@ -787,8 +787,7 @@ def _labels_of(db: sqlite3.Connection, capture_id: str) -> list[LabelRecord]:
 def _insert(db: sqlite3.Connection, capture_id: str, labels: list[LabelRecord], report: ImportReport) -> None:
     now = utc_now()
     db.executemany(
-        "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
-        "model, provenance_json, tags_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        INSERT_LABEL,
         [label.row_values(capture_id, now) for label in labels],
     )
     names = load_taxonomy(DATASET_TAXONOMY).names

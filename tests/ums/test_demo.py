@@ -12,7 +12,8 @@ from ums.demo import run_demo
 def test_demo_end_to_end_with_tiny_models(tmp_path):
     autolabel = AutolabelConfig(
         detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "yolov7.onnx", ROWS)),
-        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM))
+        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),
+        visible_resolution="aligned")  # the fixed detections are drawn for the 640x512 grid
     result = run_demo(tmp_path / "demo", n=2, show_progress=False, autolabel=autolabel)
     assert result.ingest.paired == 2 and result.align.failed == 0
     assert result.autolabel.labelled == 2 and result.autolabel.labels == 4

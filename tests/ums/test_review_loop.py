@@ -30,7 +30,8 @@ def test_review_loop(tmp_path):
     ws = aligned_workspace(tmp_path / "flight", tmp_path / "ws")
     config = AutolabelConfig(
         detector=DetectorConfig(weights=yolov7_end_to_end(tmp_path / "y7.onnx", ROWS)),
-        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM))
+        sam=SamConfig(checkpoint=tiny_sam_checkpoint(tmp_path / "sam.pth"), model_type="custom", architecture=TINY_SAM),
+        visible_resolution="aligned")  # the fixed detections are drawn for the 640x512 grid
     autolabel_workspace(ws, config, ExecutorSettings(show_progress=False))
     queue_workspace(ws, QueueConfig(), ExecutorSettings(show_progress=False, workers=1))
 

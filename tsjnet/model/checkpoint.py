@@ -1,7 +1,7 @@
 """Checkpoints: ours (safetensors + a JSON config beside it) and the official one.
 
 The official ``TSJNet.pth`` is a dict of four state dicts (``DIDF_Encoder``, ``DIDF_Decoder``,
-``BaseFuseLayer``, ``DetailFuseLayer``; keys in ../shared/design/tsjnet_state_dict_keys.txt). Its
+``BaseFuseLayer``, ``DetailFuseLayer``; keys in tests/tsjnet/model/official_state_dict_keys.txt). Its
 module names are renamed to ours rule by rule below; an ``attn.rpb`` key means it was trained with
 natten <= 0.15 and sets ``rel_pos_bias``. Pickles are only ever read with ``weights_only=True``.
 """

@@ -113,6 +113,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# the columns of LabelRecord.row_values, in its order
+INSERT_LABEL = ("INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, model, "
+                "provenance_json, tags_json, prompt, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class WorkspaceError(RuntimeError):
@@ -565,22 +568,12 @@ class Workspace:
             kept = [LabelRecord.from_row(r) for r in db.execute("SELECT * FROM labels WHERE capture_id = ?", (capture_id,))]
             fresh = select(labels, kept) if select is not None else labels
             now = utc_now()
-            db.executemany(
-                "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
-                "model, provenance_json, tags_json, prompt, created_at, updated_at) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [label.row_values(capture_id, now) for label in fresh],
-            )
+            db.executemany(INSERT_LABEL, [label.row_values(capture_id, now) for label in fresh])
         return len(fresh)
 
     def add_label(self, capture_id: str, label: LabelRecord) -> int:
         with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO labels (capture_id, taxonomy, class_id, box_json, score, mask_json, source, reviewed, "
-                "model, provenance_json, tags_json, prompt, created_at, updated_at) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                label.row_values(capture_id, utc_now()),
-            )
+            cursor = db.execute(INSERT_LABEL, label.row_values(capture_id, utc_now()))
         return int(cursor.lastrowid)
 
     def update_label(self, label: LabelRecord) -> None:

@@ -178,7 +178,7 @@ def test_writing_waits_for_the_holder_up_to_wait_s(tmp_path):
         thread.join()
 
 
-def test_a_version_2_workspace_gains_the_prompt_column_and_keeps_its_labels(tmp_path):
+def test_a_version_2_workspace_gains_the_prompt_column(tmp_path):
     from ums.core.records import LabelRecord
     from ums.core.workspace import MIGRATIONS
 
