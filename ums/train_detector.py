@@ -24,6 +24,7 @@ Everything lands in ``<workspace>/detectors/<run>/``: ``best.pt``, ``last.pt``, 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 AMP_CHECK_WEIGHTS = "yolo26n"  # what ultralytics' mixed-precision check on a GPU loads (ums weights name)
 METRICS = {"mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)",
            "precision": "metrics/precision(B)", "recall": "metrics/recall(B)"}
+SHORT_RUN_STEPS = 300  # below this many optimizer steps a run is too short for a warm-up
 ULTRALYTICS_LICENCE = "AGPL-3.0 (ultralytics; models it trains are AGPL-3.0 unless under an Ultralytics licence)"
 
 
@@ -83,6 +85,12 @@ class TrainDetectorConfig(BaseModel):
                             "auto: the workspace's when they give train and val captures, else holdout")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="the hold-out's share of the reviewed captures")
     amp: bool = Field(True, description="mixed precision on a GPU (ultralytics checks it with the yolo26n weights)")
+    nominal_batch: int | None = Field(None, ge=1, description="images per optimizer step (gradients accumulate up "
+                                      "to it); null: the batch itself. ultralytics' 64 suits large datasets: on the "
+                                      "few dozen images of a first review it would step once in several epochs")
+    warmup_epochs: float | None = Field(None, ge=0, description="learning-rate warm-up; null: 3 epochs, none for a "
+                                        f"run of fewer than {SHORT_RUN_STEPS} optimizer steps, which ultralytics' "
+                                        "warm-up (at least 100 iterations) would take whole")
 
     @field_validator("name")
     @classmethod
@@ -382,8 +390,10 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
             self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
 
     notices: list[str] = []
+    nominal_batch = config.nominal_batch or config.batch
     arguments = dict(data=str(run_dir / "data.yaml"), epochs=config.epochs, imgsz=config.image_size,
-                     batch=config.batch, device=device, workers=config.workers, patience=config.patience,
+                     batch=config.batch, nbs=nominal_batch, warmup_epochs=_warmup_epochs(run_dir, config, nominal_batch),
+                     device=device, workers=config.workers, patience=config.patience,
                      seed=config.seed, save_dir=str(run_dir), exist_ok=True, plots=True, val=True, verbose=False,
                      amp=config.amp and _amp_checkable(device, notices), resume=config.resume)
     with _epoch_progress(model, config.epochs, progress), _amp_weights_from_ums_home():
@@ -394,6 +404,14 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
     record = _read_captures(run_dir)
     return TrainDetectorReport(run_dir, run_dir / "best.pt", capture_counts(record), load_taxonomy(DATASET_TAXONOMY).names,
                                metrics, trainer.epoch + 1, config.resume, notices)
+
+
+def _warmup_epochs(run_dir: Path, config: TrainDetectorConfig, nominal_batch: int) -> float:
+    if config.warmup_epochs is not None:
+        return config.warmup_epochs
+    images = len(_read_captures(run_dir)["splits"].get("train", [])) * len(MODALITY_FOLDERS[config.modalities])
+    steps = config.epochs * math.ceil(images / max(config.batch, nominal_batch))
+    return 0.0 if steps < SHORT_RUN_STEPS else 3.0
 
 
 def _amp_checkable(device: str, notices: list[str]) -> bool:
