@@ -261,13 +261,6 @@ MODES = {  # row name -> AutolabelConfig fields
 ALTITUDES = (30.0, 60.0, 120.0)
 
 
-def mode_available(mode: str) -> bool:
-    """Whether this checkout's AutolabelConfig has the mode's settings (the 640 grid always runs)."""
-    from ums.autolabel.stage import AutolabelConfig
-
-    return all(key in AutolabelConfig.model_fields for key in MODES[mode]) or mode == "640 grid"
-
-
 def autolabel_config(detector: Path, taxonomy: str, mode: str):
     from ums.autolabel.detectors import DetectorConfig
     from ums.autolabel.stage import AutolabelConfig
@@ -457,11 +450,10 @@ def run(args) -> dict:
         settings = dict(DETECTOR_SETTINGS, epochs=1, train_seeds=DETECTOR_SETTINGS["train_seeds"][:1],
                         captures=2, val_captures=2) if args.quick else DETECTOR_SETTINGS
         detector, taxonomy = bench_detector(root, settings, log), DATASET_TAXONOMY
-    modes = [mode for mode in MODES if mode_available(mode)]
     rows = []
     for flight_dir, band, light in evaluation_flights(root, args):
         workspace_root = root / "workspaces" / f"{flight_dir.name}-{hashlib.sha256(str(flight_dir).encode()).hexdigest()[:6]}"
-        for mode in modes:
+        for mode in MODES:
             labelled = label_flight(flight_dir, workspace_root, detector, taxonomy, mode, root / "results", args.fresh)
             rows.append({"mode": mode, "band": band, "light": light, "flight": str(flight_dir),
                          "pairs": labelled["pairs"], "seconds_per_pair": labelled["seconds_per_pair"],
@@ -472,8 +464,7 @@ def run(args) -> dict:
     if not args.no_loop:
         settings = dict(LOOP, captures=8, epochs=1, image_size=320) if args.quick else LOOP
         loop = model_in_the_loop(root, detector, taxonomy, settings, args.fresh, log)
-    result = {"detector": str(detector), "taxonomy": taxonomy, "modes_missing": [m for m in MODES if m not in modes],
-              "rows": rows, "pooled": pooled(rows), "loop": loop, "machine": machine()}
+    result = {"detector": str(detector), "taxonomy": taxonomy, "rows": rows, "pooled": pooled(rows), "loop": loop, "machine": machine()}
     result["targets"] = targets(result)
     for row in rows:
         row.pop("labelled")
@@ -565,8 +556,6 @@ def report(result: dict) -> None:
                 table_rows(result["rows"]))
     print_table("day and night together", ["mode", "altitude", "pairs", "AP@0.5", "AP loose", *recall, "s/pair"],
                 table_rows(result["pooled"], light=False))
-    if result["modes_missing"]:
-        print(f"\nnot measured (AutolabelConfig has no such settings here): {', '.join(result['modes_missing'])}")
     loop = result.get("loop")
     if loop:
         rows = [[str(row["trained on"]), _number(row["scores"]["IoU>=0.5 all"]["ap"]),

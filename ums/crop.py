@@ -394,6 +394,7 @@ def process(task: CropTask) -> CropResult:
     write_image(files["valid"], valid, RUNS_PNG, durable=False)
     return CropResult(
         files={key: task.relative(path) for key, path in files.items()},
+        profile=config.profile,
         visible_camera=config.visible_camera,
         output_size=output_size,
         thermal_to_visible=geometry.thermal_to_visible.tolist(),

@@ -390,9 +390,10 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
             self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
 
     notices: list[str] = []
+    record = _read_captures(run_dir)
     nominal_batch = config.nominal_batch or config.batch
     arguments = dict(data=str(run_dir / "data.yaml"), epochs=config.epochs, imgsz=config.image_size,
-                     batch=config.batch, nbs=nominal_batch, warmup_epochs=_warmup_epochs(run_dir, config, nominal_batch),
+                     batch=config.batch, nbs=nominal_batch, warmup_epochs=_warmup_epochs(record, config, nominal_batch),
                      device=device, workers=config.workers, patience=config.patience,
                      seed=config.seed, save_dir=str(run_dir), exist_ok=True, plots=True, val=True, verbose=False,
                      amp=config.amp and _amp_checkable(device, notices), resume=config.resume)
@@ -401,15 +402,14 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
     _remove_empty(run_dir / "weights")  # ultralytics makes it before the trainer moves its weights out
     trainer = model.trainer
     metrics = {key: float(trainer.metrics.get(name, 0.0)) for key, name in METRICS.items()}
-    record = _read_captures(run_dir)
     return TrainDetectorReport(run_dir, run_dir / "best.pt", capture_counts(record), load_taxonomy(DATASET_TAXONOMY).names,
                                metrics, trainer.epoch + 1, config.resume, notices)
 
 
-def _warmup_epochs(run_dir: Path, config: TrainDetectorConfig, nominal_batch: int) -> float:
+def _warmup_epochs(record: dict, config: TrainDetectorConfig, nominal_batch: int) -> float:
     if config.warmup_epochs is not None:
         return config.warmup_epochs
-    images = len(_read_captures(run_dir)["splits"].get("train", [])) * len(MODALITY_FOLDERS[config.modalities])
+    images = len(record["splits"].get("train", [])) * len(MODALITY_FOLDERS[config.modalities])
     steps = config.epochs * math.ceil(images / max(config.batch, nominal_batch))
     return 0.0 if steps < SHORT_RUN_STEPS else 3.0
 

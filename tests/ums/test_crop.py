@@ -65,6 +65,7 @@ def test_crop_geometry_equals_the_ground_truth(exact_flight, tmp_path, use_xmp):
         assert np.abs(apply_homography(ours, grid) - apply_homography(expected, grid)).max() < 1e-3
         assert result["decode_reduction"] == 4  # 4000x3000 -> 640x512 needs only the 1/4 decode
         assert result["distance_source"] == "LRFTargetDistance"
+        assert result["profile"] == "m30t"  # autolabel's native detection takes the lens from the same profile
         assert result["intrinsics_source"]["visible"] == ("xmp DewarpData" if use_xmp else "profile")
         assert result["visible_coverage"] == 1.0
     ws.close()

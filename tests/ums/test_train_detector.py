@@ -206,10 +206,10 @@ def test_run_names_are_folder_names_and_default_to_a_counter(tmp_path):
 
 
 @pytest.mark.parametrize(("captures", "epochs", "expected"), [(4, 40, 0.0), (200, 30, 3.0)])
-def test_a_first_review_trains_without_the_warm_up_that_would_take_the_whole_run(tmp_path, captures, epochs, expected):
+def test_a_first_review_trains_without_the_warm_up_that_would_take_the_whole_run(captures, epochs, expected):
     """4 reviewed pairs x 2 modalities at batch 4: 2 steps per epoch, 80 in 40 epochs, all of which
     ultralytics' warm-up (at least 100 iterations) would take; 200 pairs: 3,000 steps, warm-up kept."""
-    (tmp_path / "captures.json").write_text(json.dumps({"splits": {"train": [f"c{i}" for i in range(captures)]}}))
+    record = {"splits": {"train": [f"c{i}" for i in range(captures)]}}
     config = TrainDetectorConfig(epochs=epochs, batch=4)
-    assert td._warmup_epochs(tmp_path, config, config.nominal_batch or config.batch) == expected
-    assert td._warmup_epochs(tmp_path, config.model_copy(update={"warmup_epochs": 1.5}), 4) == 1.5
+    assert td._warmup_epochs(record, config, config.nominal_batch or config.batch) == expected
+    assert td._warmup_epochs(record, config.model_copy(update={"warmup_epochs": 1.5}), 4) == 1.5

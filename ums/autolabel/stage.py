@@ -256,7 +256,8 @@ def grid_geometry(crop: CropResult, transform: list[list[float]] | None, flow: s
 
 def _visible_lens(frame: FrameRecord, crop: CropResult) -> tuple[np.ndarray, np.ndarray]:
     """K and distortion of the full-resolution visible frame, as crop took them."""
-    profile = profile_for_model(frame.exif.model) or CameraProfile.load()
+    profile = (CameraProfile.load(crop.profile) if crop.profile
+               else profile_for_model(frame.exif.model) or CameraProfile.load())  # a crop stored before it kept its profile
     used = crop.intrinsics_source.get("visible", "profile")
     K, distortion, source = frame_intrinsics(frame, profile.cameras[crop.visible_camera], frame.width, frame.height,
                                              use_xmp=used != "profile")

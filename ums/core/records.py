@@ -214,6 +214,7 @@ class StageResult(BaseModel):
 
 class CropResult(StageResult):
     files: dict[str, str]  # vis, ir, valid (+ ir16 with raw thermal), relative to the workspace
+    profile: str | None = None  # the camera profile the intrinsics came from (None: stored before it was kept)
     visible_camera: str
     output_size: tuple[int, int]
     thermal_to_visible: list[list[float]]
