@@ -24,16 +24,25 @@ MIN_CONSISTENT = 0.5
 
 @dataclass
 class Registration:
-    flow: np.ndarray  # (H, W, 2) float32, fixed pixel -> offset to sample in moving
+    # (H, W, 2) float32, fixed pixel -> offset to sample in moving; a global model's is built from
+    # ``transform`` when first asked for: align keeps only the transform (2 ms a frame saved)
+    dense_flow: np.ndarray | None
     score: float  # 0..1 confidence
     transform: np.ndarray | None = None  # 3x3 fixed -> moving when the model is global
     method: str = "ecc"
     details: dict[str, Any] = field(default_factory=dict)
+    shape: tuple[int, int] | None = None  # (H, W) of the fixed grid, for a flow built from the transform
+
+    @property
+    def flow(self) -> np.ndarray:
+        if self.dense_flow is None:
+            self.dense_flow = flow_from_transform(self.transform, *self.shape)
+        return self.dense_flow
 
     def warp(self, image: np.ndarray, border_value: float = 0) -> np.ndarray:
         """``image`` (on the moving grid) resampled onto the fixed grid."""
         if self.transform is not None and not self.transform[2, :2].any():
-            h, w = self.flow.shape[:2]
+            h, w = self.shape or self.flow.shape[:2]
             return cv2.warpAffine(image, self.transform[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
         return warp_with_flow(image, self.flow, border_value)
@@ -47,7 +56,7 @@ class Registration:
 
 def _global(method: str, transform_2x3: np.ndarray, score: float, shape: tuple[int, int], **details) -> Registration:
     transform = np.vstack([transform_2x3, [0, 0, 1]]).astype(np.float64)
-    return Registration(flow_from_transform(transform, *shape), score, transform, method, details)
+    return Registration(None, score, transform, method, details, shape=tuple(shape))
 
 
 def _identity(fixed: np.ndarray, moving: np.ndarray, **_: Any) -> Registration:

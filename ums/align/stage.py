@@ -60,6 +60,8 @@ class AlignConfig(BaseModel):
                         description="ECC's global model (also the cascade's first step)")
     flight_scale: bool = Field(True, description="give each frame its flight's scale (the median of the confident "
                                "frames) in place of its own")
+    min_scale_sigmas: float = Field(3.0, ge=0, description="a flight scale closer to 1 than this many standard "
+                                    "errors of its frames' median is taken as 1 (0: always the median)")
     min_consistent: float = Field(MIN_CONSISTENT, ge=0, le=1, description="learned: the share of forward-backward "
                                   "consistent pixels below which a frame keeps ECC's answer")
     levels: int = Field(3, ge=1, le=5)
@@ -290,9 +292,21 @@ def flight_offsets(frames: list[tuple[str, str]], estimates: dict[str, AlignEsti
     for flight, values in by_flight.items():
         if len(values) >= config.min_confident_frames:
             tx, ty, angle, scale = np.median(np.array(values), axis=0)
+            if abs(scale - 1.0) < config.min_scale_sigmas * scale_spread([value[3] for value in values]):
+                scale = 1.0  # the rig's scale is 1 within the frames' noise: a median of noise only adds error
             c, s = float(scale * np.cos(angle)), float(scale * np.sin(angle))
             offsets[flight] = [[c, -s, float(tx)], [s, c, float(ty)], [0.0, 0.0, 1.0]]
     return offsets
+
+
+def scale_spread(scales: list[float]) -> float:
+    """The standard error of the median of a flight's frame scales, from their median absolute deviation
+    (robust to the odd frame ECC got wrong): 1.2533 x 1.4826 x MAD / sqrt(n)."""
+    values = np.asarray(scales, np.float64)
+    if values.size < 2:
+        return float("inf")
+    mad = float(np.median(np.abs(values - np.median(values))))
+    return 1.2533 * 1.4826 * mad / float(np.sqrt(values.size))
 
 
 def with_scale(transform, offset, size: tuple[int, int]) -> list[list[float]]:
@@ -413,8 +427,9 @@ def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
         version = _shipped_refiner_version()  # another ums release may ship other weights
     return settings_fingerprint(config, crop["fingerprint"], str(version), ECC_VERSION,
                                 exclude={"score_threshold", "max_offset_deviation_px", "min_confident_frames", "flight_scale",
-                                         "overlay", "device"})
+                                         "min_scale_sigmas", "overlay", "device"})
 
 
 ALIGN = CaptureStage(STAGE, plan, estimate_frame, current=stored_estimate, record=record_estimate, then=plan_renders,
-                     gpu=_uses_gpu, nothing_to_do="no cropped pair (run `ums crop` first)")
+                     gpu=_uses_gpu, driver_helps=lambda config: config.method == "ecc",
+                     nothing_to_do="no cropped pair (run `ums crop` first)")

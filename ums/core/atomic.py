@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ums.core.png import encode_png, png_supported
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -91,9 +93,9 @@ def write_text(target: Path, text: str) -> Path:
     return write_bytes(target, text.encode("utf-8"))
 
 
-# The "up" filter with Huffman-only deflate: as fast as OpenCV's default on 16-bit thermal frames
-# and a little smaller (about 240 KB for 640x512). Stored (level 0) PNG is ~6x faster but 2.7x
-# larger (bench/RESULTS.md); for a dataset the size matters more.
+# OpenCV's settings for a PNG that ums.core.png does not write (other sample types): the "up" filter
+# with Huffman-only deflate, as fast as OpenCV's default on 16-bit thermal frames and a little smaller.
+# Stored (level 0) PNG is ~6x faster but 2.7x larger (bench/RESULTS.md); for a dataset the size matters more.
 FAST_PNG = [
     cv2.IMWRITE_PNG_COMPRESSION, 1,
     cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
@@ -102,7 +104,7 @@ FAST_PNG = [
 # The same with run-length deflate, for images with runs Huffman-only cannot see: a 640x512 validity
 # mask is 1 KB in 0.7 ms instead of 41 KB in 3.3 ms; a 640x512 visible crop 342 KB in 11.0 ms
 # instead of 400 KB in 11.6 ms (stored: 962 KB in 3.2 ms). On thermal counts it is no smaller and
-# ~10 % slower, so they keep FAST_PNG (bench/RESULTS.md).
+# ~10 % slower (bench/RESULTS.md). Both are OpenCV's; images written without params go to ums.core.png.
 RUNS_PNG = [
     cv2.IMWRITE_PNG_COMPRESSION, 1,
     cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
@@ -118,9 +120,12 @@ UNCOMPRESSED_TIFF = [cv2.IMWRITE_TIFF_COMPRESSION, 1]
 def write_image(
     target: Path, image: np.ndarray, params: list[int] | None = None, durable: bool = True
 ) -> Path:
-    """Encode with OpenCV (format from the suffix; PNG keeps uint16) and write atomically."""
+    """Encode (format from the suffix; PNG keeps uint16) and write atomically. A PNG without ``params``
+    is written with libdeflate (:mod:`ums.core.png`); anything else with OpenCV and ``params``."""
     suffix = Path(target).suffix
     if params is None and suffix.lower() == ".png":
+        if png_supported(image):
+            return write_bytes(target, encode_png(image), durable)
         params = FAST_PNG
     ok, encoded = cv2.imencode(suffix, image, params or [])
     if not ok:

@@ -185,6 +185,29 @@ def test_a_frame_takes_its_flights_scale_about_its_centre():
                               AlignConfig(flight_scale=False), (640, 512)).transform, own)
 
 
+def _flight_of(scales: list[float]) -> tuple[list[tuple[str, str]], dict]:
+    from ums.core.records import AlignEstimate
+
+    estimates = {f"c{i}": AlignEstimate(ok=True, score=0.6, transform=[[s, 0.0, 2.0], [0.0, s, -1.0], [0, 0, 1]])
+                 for i, s in enumerate(scales)}
+    return [(key, "flight") for key in estimates], estimates
+
+
+def test_a_flight_scale_within_its_frames_noise_is_one_and_a_real_one_is_kept():
+    """Frames scattered +-0.002 about a median 0.9994 (the synthetic flight's case: the truth is 1)
+    give scale 1; the same scatter about 1.006 (a rig whose focal lengths are off) keeps 1.006."""
+    from ums.align.stage import flight_offsets, scale_spread
+
+    scatter = np.random.default_rng(3).normal(0, 0.002, 24)
+    scatter -= np.median(scatter)
+    frames, estimates = _flight_of(list(0.9994 + scatter))
+    assert 0.0003 < scale_spread(list(0.9994 + scatter)) < 0.0008  # ~1.25 x 0.002 / sqrt(24)
+    assert flight_offsets(frames, estimates, AlignConfig())["flight"][0][0] == 1.0
+    assert np.isclose(flight_offsets(frames, estimates, AlignConfig(min_scale_sigmas=0))["flight"][0][0], 0.9994)
+    frames, estimates = _flight_of(list(1.006 + scatter))
+    assert np.isclose(flight_offsets(frames, estimates, AlignConfig())["flight"][0][0], 1.006)
+
+
 def test_the_learned_cascade_runs_as_a_stage(synthetic_flight, tmp_path):
     """A refiner (random weights, exported as the package ships them) behind ECC: every frame gets
     ECC's global fit for the flight offset, its decision says what the refiner did, and a refined
