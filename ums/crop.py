@@ -409,7 +409,7 @@ def process(task: CropTask) -> CropResult:
     )
 
 
-CROP = CaptureStage(STAGE, plan, process, driver_helps=lambda config: True)
+CROP = CaptureStage(STAGE, plan, process)
 
 
 def crop_workspace(workspace: Workspace, config: CropConfig | None = None,

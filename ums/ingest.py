@@ -136,7 +136,7 @@ def ingest_flight(
     stage = CaptureStage(
         STAGE, partial(_read_tasks, scan), read_file, current=partial(_known_file, flight_root),
         record=partial(_record_read, flight_root), finish=partial(_group_flight, scan),
-        details=lambda config: {"flight_root": flight_root}, driver_helps=lambda config: True)
+        details=lambda config: {"flight_root": flight_root})
     report = IngestReport(flight_root=flight_root, ignored=scan.ignored, unreadable=len(scan.refused))
     return run_capture_stage(workspace, stage, config, report, executor)
 

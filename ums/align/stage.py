@@ -431,5 +431,4 @@ def _fingerprint(crop: dict[str, Any], config: AlignConfig) -> str:
 
 
 ALIGN = CaptureStage(STAGE, plan, estimate_frame, current=stored_estimate, record=record_estimate, then=plan_renders,
-                     gpu=_uses_gpu, driver_helps=lambda config: config.method == "ecc",
-                     nothing_to_do="no cropped pair (run `ums crop` first)")
+                     gpu=_uses_gpu, nothing_to_do="no cropped pair (run `ums crop` first)")

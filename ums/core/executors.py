@@ -16,10 +16,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -212,10 +211,7 @@ class LocalPoolExecutor:
     """A process pool on this machine (forkserver: forking a process that runs threads can
     deadlock the child; the server preloads the stage's module so workers start fast)."""
 
-    def __init__(self, workers: int, preload: Sequence[str], gpus: Sequence[int] | None = None,
-                 driver_helps: bool = False):
-        self.driver_helps = driver_helps
-        self._stop_helping = threading.Event()
+    def __init__(self, workers: int, preload: Sequence[str], gpus: Sequence[int] | None = None):
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["ums.core.executors", *preload])
@@ -231,10 +227,7 @@ class LocalPoolExecutor:
                                          initargs=(os.getpid(), devices))
 
     def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
-        submitted = [self._pool.submit(function, task) for task in tasks]
-        if self.driver_helps:
-            submitted = self._help_while_starting(function, tasks, submitted)
-        futures = {future: index for index, future in enumerate(submitted)}
+        futures = {self._pool.submit(function, task): index for index, task in enumerate(tasks)}
         delivered = set()
         try:
             for future in as_completed(futures):
@@ -247,53 +240,8 @@ class LocalPoolExecutor:
                     delivered.add(future)
                     yield index, future.result()
             raise WorkerLost(len(futures) - len(delivered), "a worker process died (killed, or out of memory)") from None
-        finally:
-            self._stop_helping.set()
-
-    def _help_while_starting(self, function: Callable[[T], R], tasks: Sequence[T],
-                             submitted: list[Future]) -> list[Future]:
-        """A thread of this process runs tasks, from the end of the batch, until a worker has
-        finished its first one; the futures the caller waits on, one per task, whoever runs it.
-
-        A pool's first start costs its forkserver the stage's imports (~0.8 s for ingest, as long as
-        ingesting 50 captures): on a short batch the workers would start after the work could have
-        been done. A task taken here is one no worker has begun (its pool future is cancelled
-        first), so each runs once, and ``process`` being pure, its result is the same bytes wherever
-        it ran. A thread, not the driver's own loop: the driver goes on recording what the workers
-        finish, and a task that hangs (a file on a stalled mount) holds this thread as it would hold
-        a worker. OpenCV and numpy release the GIL, so the thread computes beside the driver. Only
-        for cheap stages (the runner says which): a model-loading stage would load its model here too."""
-        results: list[Future] = [Future() for _ in submitted]
-        started = threading.Event()
-        stop = self._stop_helping = threading.Event()
-
-        def relay(index: int, done: Future) -> None:
-            if done.cancelled():
-                return  # the helper took it
-            started.set()
-            if done.exception() is None:
-                results[index].set_result(done.result())
-            else:
-                results[index].set_exception(done.exception())
-
-        def helper() -> None:
-            with single_threaded():
-                for index in reversed(range(len(submitted))):
-                    if started.is_set() or stop.is_set():
-                        return
-                    if submitted[index].cancel():  # no worker has it: it is this thread's now
-                        try:
-                            results[index].set_result(function(tasks[index]))
-                        except BaseException as exc:  # noqa: BLE001 - handed to the driver as a worker's would be
-                            results[index].set_exception(exc)
-
-        for index, future in enumerate(submitted):
-            future.add_done_callback(partial(relay, index))
-        threading.Thread(target=helper, name="ums-driver-help", daemon=True).start()
-        return results
 
     def close(self, cancel: bool = False) -> None:
-        self._stop_helping.set()
         if cancel:
             for process in list(getattr(self._pool, "_processes", {}).values()):
                 process.terminate()  # a running task would otherwise finish first
@@ -403,10 +351,8 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def open_executor(settings: ExecutorSettings, n_tasks: int, name: str, gpu: bool = False, preload: Sequence[str] = (),
-                  driver_helps: bool = False):
-    """The executor ``settings`` ask for, sized to ``n_tasks`` (a small local batch runs in process).
-    ``driver_helps``: a local pool's tasks may also run in this process while the pool starts."""
+def open_executor(settings: ExecutorSettings, n_tasks: int, name: str, gpu: bool = False, preload: Sequence[str] = ()):
+    """The executor ``settings`` ask for, sized to ``n_tasks`` (a small local batch runs in process)."""
     if settings.executor == "dask":
         return DaskExecutor(settings, settings.workers or default_workers(), gpu, name)
     if gpu:
@@ -415,7 +361,7 @@ def open_executor(settings: ExecutorSettings, n_tasks: int, name: str, gpu: bool
     workers = min(settings.workers or default_workers(), n_tasks)
     if workers <= 1:
         return InProcessExecutor()
-    return LocalPoolExecutor(workers, preload, driver_helps=driver_helps)
+    return LocalPoolExecutor(workers, preload)
 
 
 def gpu_workers(settings: ExecutorSettings, name: str) -> int:

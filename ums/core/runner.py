@@ -161,9 +161,9 @@ class TaskMap:
     their outcomes to the driver in task order."""
 
     def __init__(self, settings: ExecutorSettings | None, name: str, gpu: bool = False, preload: Sequence[str] = (),
-                 retry: str | None = None, driver_helps: bool = False):
+                 retry: str | None = None):
         self.settings = settings or ExecutorSettings()
-        self.name, self.gpu, self.preload, self.driver_helps = name, gpu, tuple(preload), driver_helps
+        self.name, self.gpu, self.preload = name, gpu, tuple(preload)
         self.retry = retry or f"rerun `ums {name}`"  # what a failure's issue tells the user to do
         self._executor = None
 
@@ -216,7 +216,7 @@ class TaskMap:
     def _executor_for(self, n_tasks: int):
         if self._executor is not None:
             return self._executor
-        executor = open_executor(self.settings, n_tasks, self.name, self.gpu, self.preload, self.driver_helps)
+        executor = open_executor(self.settings, n_tasks, self.name, self.gpu, self.preload)
         if not isinstance(executor, InProcessExecutor):  # a later, larger map may still want a pool
             self._executor = executor
         return executor
@@ -227,9 +227,8 @@ class StageRun(TaskMap):
     settings, and under ``executor`` where it ran."""
 
     def __init__(self, workspace: Workspace, stage: str, config: BaseModel, executor: ExecutorSettings | None = None,
-                 gpu: bool = False, preload: Sequence[str] = (), details: dict[str, Any] | None = None,
-                 driver_helps: bool = False):
-        super().__init__(executor, stage, gpu, preload, driver_helps=driver_helps)
+                 gpu: bool = False, preload: Sequence[str] = (), details: dict[str, Any] | None = None):
+        super().__init__(executor, stage, gpu, preload)
         self.workspace, self.stage, self.config = workspace, stage, config
         self.details = details or {}
         self.summary: dict[str, Any] = {}
@@ -286,8 +285,7 @@ class CaptureStage:
     fingerprint, every output intact against its stamp). ``record(context, outcome)``: the driver's
     writes for one outcome, kept or new (default: the stage result with the capture's issues, counted).
     ``then(context, finished)``: a further pass planned in the driver from the pass just run, or None.
-    ``finish(context)``: the driver's last step, after every pass. ``driver_helps(config)``: whether
-    the driver may run tasks itself while a local pool starts (stages that load no model)."""
+    ``finish(context)``: the driver's last step, after every pass."""
 
     name: str
     plan: Callable[[Workspace, Any], list[Task]]
@@ -297,7 +295,6 @@ class CaptureStage:
     then: Callable[[StageContext, Pass], Pass | None] | None = None
     finish: Callable[[StageContext], None] | None = None
     gpu: Callable[[Any], bool] = lambda config: False
-    driver_helps: Callable[[Any], bool] = lambda config: False
     nothing_to_do: str = "no capture is ready for this stage"
     details: Callable[[Any], dict[str, Any]] = lambda config: {}
 
@@ -360,7 +357,7 @@ def run_capture_stage(workspace: Workspace, stage: CaptureStage, config: BaseMod
     """Plan, skip what is current, run the rest on ``executor`` (None: its defaults), record each
     capture as it finishes; then any further pass the stage plans, and its final step."""
     with StageRun(workspace, stage.name, config, executor, gpu=stage.gpu(config), preload=[stage.process.__module__],
-                  details=stage.details(config), driver_helps=stage.driver_helps(config)) as run:
+                  details=stage.details(config)) as run:
         workspace.replace_issues(stage.name, "workspace", [])  # issues live per capture now
         context = StageContext(workspace, stage.name, config, report)
         stage_pass: Pass | None = stage.first_pass(context)

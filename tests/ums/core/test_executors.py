@@ -53,29 +53,6 @@ def test_each_gpu_worker_sees_its_own_card():
     assert devices == ["0", "1"]
 
 
-def square_where(value: int) -> tuple[int, int]:
-    return value * value, os.getpid()
-
-
-@pytest.mark.parametrize("driver_helps", [True, False])
-def test_the_driver_runs_tasks_from_the_end_only_while_a_pool_starts(driver_helps):
-    """A new pool's workers need its forkserver's imports first; a cheap stage's driver takes tasks
-    meanwhile, from the end of the batch, each exactly once."""
-    pool = LocalPoolExecutor(2, [], driver_helps=driver_helps)
-    try:
-        delivered = list(pool.run(square_where, list(range(40))))
-    finally:
-        pool.close()
-    indexes = [index for index, _ in delivered]
-    assert sorted(indexes) == list(range(40))
-    assert all(square == index * index for index, (square, _) in delivered)
-    in_driver = sorted(index for index, (_, pid) in delivered if pid == os.getpid())
-    if driver_helps:
-        assert in_driver and in_driver == list(range(40 - len(in_driver), 40))  # a run of the last tasks
-    else:
-        assert in_driver == []
-
-
 def test_pool_workers_leave_when_their_killed_driver_is_a_zombie_whose_parent_reads_its_pipes(tmp_path):
     """The parent blocks on the driver's pipes, which the workers inherited: nothing reaps the killed
     driver until they close, so a signal-0 probe would find it alive forever."""
