@@ -34,8 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ums.align.flow import identity_grid  # noqa: E402
-from ums.align.stage import AlignConfig, align_workspace, flight_offsets, scale_spread, with_scale  # noqa: E402
-from ums.camera import apply_homography  # noqa: E402
+from registration import truth_residual  # noqa: E402  (bench/registration.py)
+
+from ums.align.stage import (AlignConfig, _confident, align_workspace, flight_offsets, scale_spread,  # noqa: E402
+                             with_scale)
 from ums.core.executors import ExecutorSettings  # noqa: E402
 from ums.core.records import AlignEstimate  # noqa: E402
 from ums.core.workspace import Workspace  # noqa: E402
@@ -58,18 +60,6 @@ def flights(data: Path | None) -> list[tuple[str, Path | None]]:
     return found
 
 
-def residual_fn(results: dict, truth_capture: dict, grid: np.ndarray):
-    crop_map = np.array(results["crop"]["thermal_to_visible"]) @ np.array(results["crop"]["output_to_thermal"])
-    back = np.linalg.inv(crop_map)
-    expected = apply_homography(back, apply_homography(np.array(truth_capture["thermal_to_wide"]), grid))
-
-    def residual(transform) -> float:
-        ours = apply_homography(back, apply_homography(crop_map @ np.asarray(transform), grid))
-        return float(np.linalg.norm(ours - expected, axis=1).mean())
-
-    return residual
-
-
 def measure_flight(scratch: Path, pairs: Path | None, rig: dict, seed: int, captures: int) -> dict:
     truth_path = synth_flight(scratch / "flight", SynthFlightConfig(n=captures, seed=seed, pairs=pairs,
                                                                     show_progress=False, **rig))
@@ -82,7 +72,7 @@ def measure_flight(scratch: Path, pairs: Path | None, rig: dict, seed: int, capt
         align_workspace(ws, AlignConfig(motion="euclidean"), QUIET)
         for capture in ws.captures():
             results = ws.stage_results(capture.capture_id)
-            residuals["euclidean"].append(residual_fn(results, truth[capture.sequence], grid)(results["align"]["transform"]))
+            residuals["euclidean"].append(truth_residual(results, truth[capture.sequence], grid)(results["align"]["transform"]))
         config = AlignConfig()
         report = align_workspace(ws, config, QUIET)
         estimates, frames, sizes = {}, [], {}
@@ -95,12 +85,13 @@ def measure_flight(scratch: Path, pairs: Path | None, rig: dict, seed: int, capt
         flight = next(iter(always.values()), None)
         for capture in ws.captures():
             results = ws.stage_results(capture.capture_id)
-            residual = residual_fn(results, truth[capture.sequence], grid)
+            residual = truth_residual(results, truth[capture.sequence], grid)
             own = estimates[capture.capture_id].transform
             residuals["own scale"].append(residual(own))
             residuals["flight scale"].append(residual(with_scale(own, flight, sizes[capture.capture_id])))
             residuals["align"].append(residual(results["align"]["transform"]))
-    scales = [np.hypot(e.transform[0][0], e.transform[1][0]) for e in estimates.values() if e.ok]
+    # the frames flight_offsets takes its median from
+    scales = [np.hypot(e.transform[0][0], e.transform[1][0]) for e in estimates.values() if _confident(e, config)]
     shutil.rmtree(scratch)
     return {"residuals": residuals, "flight_scale": float(np.hypot(flight[0][0], flight[1][0])) if flight else None,
             "scale_sigma": scale_spread(scales), "offsets": report.offsets}

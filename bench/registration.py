@@ -48,8 +48,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -409,24 +411,31 @@ def synth_flight_rows(captures: int, motions: tuple[str, ...] = ("translation", 
     return rows
 
 
+def truth_residual(results: dict, truth_capture: dict, grid: np.ndarray) -> Callable[[Any], float]:
+    """For one capture's stage results: the mean distance (output px, over ``grid``) between where an
+    align transform puts the grid in the W frame and where groundtruth.json's ``thermal_to_wide`` does."""
+    from ums.camera import apply_homography
+
+    crop_map = np.array(results["crop"]["thermal_to_visible"]) @ np.array(results["crop"]["output_to_thermal"])
+    back = np.linalg.inv(crop_map)
+    expected = apply_homography(back, apply_homography(np.array(truth_capture["thermal_to_wide"]), grid))
+
+    def residual(transform) -> float:
+        ours = apply_homography(back, apply_homography(crop_map @ np.asarray(transform), grid))
+        return float(np.linalg.norm(ours - expected, axis=1).mean())
+
+    return residual
+
+
 def add_flight_rows(rows: dict[str, Row], ws, offset, truth: dict, grid: np.ndarray, name: str, seconds: float,
                     crop_ms: float | None) -> None:
     """The rows of one align run: each frame's and the flight offset's residual against the truth
     (and crop's alone, given ``crop_ms``)."""
-    from ums.camera import apply_homography
-
     rows[f"+ align {name}"] = row = Row()
     rows[f"  flight offset ({name})"] = offset_row = Row()
     for capture in ws.captures():
         results = ws.stage_results(capture.capture_id)
-        crop_map = np.array(results["crop"]["thermal_to_visible"]) @ np.array(results["crop"]["output_to_thermal"])
-        back = np.linalg.inv(crop_map)
-        expected = apply_homography(back, apply_homography(np.array(truth[capture.sequence]["thermal_to_wide"]), grid))
-
-        def residual(transform):
-            ours = apply_homography(back, apply_homography(crop_map @ np.asarray(transform), grid))
-            return float(np.linalg.norm(ours - expected, axis=1).mean())
-
+        residual = truth_residual(results, truth[capture.sequence], grid)
         row.add(residual(results["align"]["transform"]), seconds)
         offset_row.add(residual(offset))
         if crop_ms is not None:
