@@ -51,7 +51,7 @@ import cv2  # noqa: E402
 
 from ums import crop  # noqa: E402
 from ums.align.stage import AlignConfig, align_workspace  # noqa: E402
-from ums.core.executors import ExecutorSettings, open_executor, single_threaded  # noqa: E402
+from ums.core.executors import ExecutorSettings, open_executor, reuse_freed_memory, single_threaded  # noqa: E402
 from ums.ingest import IngestConfig, ingest_flight  # noqa: E402
 from ums.synth import SynthFlightConfig, synth_flight  # noqa: E402
 from ums.core.workspace import Workspace  # noqa: E402
@@ -320,6 +320,9 @@ def main() -> None:
     parser.add_argument("--pipeline-only", action="store_true", help="only ingest + crop + align against the decode")
     args = parser.parse_args()
     stages = STAGES[:3] if args.no_autolabel else STAGES
+    # as in every process that runs tasks (a one-worker run tunes this one): the decode floors are
+    # then measured under the same allocator as the stages they are compared with
+    reuse_freed_memory()
 
     if not (args.flight / "groundtruth.json").exists() or len(list(args.flight.rglob("DJI_*.JPG"))) != 2 * args.n:
         shutil.rmtree(args.flight, ignore_errors=True)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ums.core.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, write_image
+from ums.core.atomic import RUNS_PNG, UNCOMPRESSED_TIFF, read_image, write_image
 from ums.camera import (
     CameraModel,
     CameraProfile,
@@ -470,10 +470,8 @@ def _thermal_image(workspace_root: Path, capture: CaptureRecord) -> tuple[np.nda
     """Raw counts (uint16) from ingest's PNG and True, when it wrote one; else the palette preview in
     grey and False."""
     if capture.thermal_raw is not None:
-        try:
-            counts = decode_mapped(workspace_root / capture.thermal_raw.path, cv2.IMREAD_UNCHANGED)
-        except OSError:  # gone since ingest: the preview still gives a usable (8-bit) thermal image
-            counts = None
+        # None when gone since ingest: the preview still gives a usable (8-bit) thermal image
+        counts = read_image(workspace_root / capture.thermal_raw.path, cv2.IMREAD_UNCHANGED)
         if counts is not None and counts.shape != tuple(capture.thermal_raw.shape):
             raise ValueError(f"{capture.thermal_raw.path} holds {counts.shape[1]}x{counts.shape[0]} counts where ingest "
                              f"recorded {capture.thermal_raw.shape[1]}x{capture.thermal_raw.shape[0]}: rerun `ums ingest`")

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ums import evidence as ev
 from ums.camera import CameraProfile
 from ums.detections import box_iou
+from ums.core.atomic import read_image
 from ums.core.executors import ExecutorSettings
 from ums.masks import decode_rle
 from ums.core.records import LabelRecord, StageResult
@@ -149,8 +150,8 @@ def plan(workspace: Workspace, config: QueueConfig) -> list[QueueTask]:
 
 
 def process(task: QueueTask) -> Evidence:
-    counts = cv2.imread(str(task.workspace_root / task.counts), cv2.IMREAD_UNCHANGED) if task.counts else None
-    visible = cv2.imread(str(task.workspace_root / task.visible), cv2.IMREAD_COLOR)
+    counts = read_image(task.workspace_root / task.counts, cv2.IMREAD_UNCHANGED) if task.counts else None
+    visible = read_image(task.workspace_root / task.visible, cv2.IMREAD_COLOR)
     if visible is None:
         raise ValueError(f"cannot decode the aligned image {task.visible}: run `ums align` again")
     valid = ev.valid_area(visible)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ums.align.ecc import ECC_VERSION, RegistrationFailure
 from ums.align.flow import warp_with_flow
 from ums.align.registration import DEFAULT_MOTION, MIN_CONSISTENT, register
-from ums.core.atomic import write_bytes, write_image
+from ums.core.atomic import read_image, write_bytes, write_image
 from ums.core.records import AlignDecision, AlignEstimate, AlignFiles, CropResult, Issue
 from ums.core.executors import ExecutorSettings
 from ums.core.runner import (
@@ -240,7 +240,7 @@ def _uses_gpu(config: AlignConfig) -> bool:
 def _load(workspace_root: Path, files: dict[str, str], key: str, flags: int) -> np.ndarray:
     """A crop output; one that does not decode is crop's to redo, not a registration failure to keep."""
     path = workspace_root / files[key]
-    image = cv2.imread(str(path), flags)
+    image = read_image(path, flags)
     if image is None:
         raise ValueError(f"cannot decode the cropped image {files[key]}: run `ums crop` (it redoes damaged "
                          "outputs), then `ums align`")

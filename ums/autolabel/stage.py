@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ums.core.atomic import write_image
+from ums.core.atomic import read_image, write_image
 from ums.detections import Detections, drop_repeats
 from ums.autolabel.detectors import DetectorConfig, load_detector
 from ums.autolabel.native import (
@@ -348,8 +348,8 @@ def _load_models(detector_json: str, sam_json: str | None):
 
 
 def _pair_images(task: AutolabelTask) -> tuple[np.ndarray, np.ndarray]:
-    thermal = cv2.imread(str(task.workspace_root / task.align_files["ir"]), cv2.IMREAD_GRAYSCALE)
-    visible = cv2.imread(str(task.workspace_root / task.align_files["vis"]), cv2.IMREAD_COLOR)
+    thermal = read_image(task.workspace_root / task.align_files["ir"], cv2.IMREAD_GRAYSCALE)
+    visible = read_image(task.workspace_root / task.align_files["vis"], cv2.IMREAD_COLOR)
     if thermal is None or visible is None:
         raise ValueError(f"cannot read the aligned pair of {task.key} (rerun `ums align`)")
     return thermal, visible

@@ -130,6 +130,7 @@ def _pool_worker_init(driver_pid: int, devices=None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
     os.environ.update(dict.fromkeys(ONE_THREAD_ENVIRONMENT, "1"))  # for libraries a task loads later
     pin_threads()
+    reuse_freed_memory()
     threading.Thread(target=_exit_with, args=(driver_pid,), name="ums-driver-watch", daemon=True).start()
 
 
@@ -160,7 +161,7 @@ def _alive(pid: int) -> bool:
 
 def _call_single_threaded(function: Callable[[T], R], task: T) -> R:
     """On a Dask worker: pinned per task, not for the worker's life (the cluster may be shared)."""
-    _reuse_freed_memory()
+    reuse_freed_memory()
     with single_threaded():
         return function(task)
 
@@ -174,16 +175,19 @@ def _c_library():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-def _reuse_freed_memory() -> None:
-    """Let glibc reuse freed image buffers in this Dask worker, once per process.
+def reuse_freed_memory() -> None:
+    """Let glibc keep freed image buffers for reuse in this process, once per process (every process
+    that runs tasks: pool workers, a Dask worker, the driver running a batch itself).
 
-    A Dask nanny starts its worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back to the
-    OS). That also fixes glibc's mmap threshold at 128 KB: every array of a 640x512 image is then a
-    fresh mmap, zeroed page by page, and freed with munmap. Measured on align's registration: 2.4x
-    the CPU time of the same task in a plain process (0.39 s against 0.16 s per frame). Restoring
-    the thresholds glibc would reach by itself (32 MB mmap, 64 MB trim) brings it back to 0.15 s; the
-    worker still returns memory above that."""
-    if _MALLOC_TUNED or not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+    By default glibc serves each array above 128 KB (one 640x512 image plane is 1.3 MB) with a fresh
+    mmap, or hands the top of its heap back to the OS as soon as 2x its adaptive threshold lies free
+    there; either way the next image faults its pages in one by one, and on a virtual machine a
+    page fault is dear. A gradient map of align's ECC took 5.4 ms that way and 1.9 ms with the
+    thresholds fixed at 32 MB (mmap) and 64 MB (trim); the geometry pipeline as a whole ran in
+    0.85x the time (bench/RESULTS.md, "Freed memory"). A Dask nanny makes it worse: it starts its
+    worker with MALLOC_TRIM_THRESHOLD_=65536, which also pins the mmap threshold at 128 KB (align's
+    registration took 2.4x the CPU time). The process still returns freed memory beyond 64 MB."""
+    if _MALLOC_TUNED:
         return
     _MALLOC_TUNED.append(True)
     try:
@@ -199,6 +203,7 @@ class InProcessExecutor:
     """``--workers 1``: the tasks run here, one after another."""
 
     def run(self, function: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        reuse_freed_memory()
         with single_threaded():
             for index, task in enumerate(tasks):
                 yield index, function(task)

@@ -1,16 +1,19 @@
-"""The libdeflate PNG writer: any decoder gives back exactly the pixels, and the stages' images go through it."""
+"""The libdeflate PNG writer and reader: any decoder gives back exactly the pixels, the reader gives what
+OpenCV gives or leaves the file to OpenCV, and the stages' images go through both."""
 
 from __future__ import annotations
 
 import io
+import struct
 
 import cv2
+import deflate
 import numpy as np
 import pytest
 from PIL import Image
 
-from ums.core.atomic import write_image
-from ums.core.png import encode_png, png_supported
+from ums.core.atomic import read_image, write_image
+from ums.core.png import SIGNATURE, _chunk, decode_png, encode_png, png_supported
 
 
 def _images() -> dict[str, np.ndarray]:
@@ -73,3 +76,79 @@ def test_write_image_uses_it_and_opencv_for_the_rest(tmp_path):
     explicit = write_image(tmp_path / "mask.png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     assert explicit.read_bytes() != encode_png(mask)
     assert np.array_equal(cv2.imread(str(explicit), cv2.IMREAD_UNCHANGED), mask)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(_images()))
+def test_decode_png_gives_opencvs_pixels(name):
+    image = _images()[name]
+    data = encode_png(image)
+    decoded = decode_png(data)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded is not None and decoded.dtype == expected.dtype and decoded.flags.writeable
+    assert np.array_equal(decoded, expected)
+
+
+def test_the_flags_that_ask_for_the_stored_pixels_use_it_and_the_rest_go_to_opencv(tmp_path):
+    grey, colour, counts = (_images()[name] for name in ("grey 8-bit", "BGR", "grey 16-bit counts"))
+    assert np.array_equal(decode_png(encode_png(grey), cv2.IMREAD_GRAYSCALE), grey)
+    assert np.array_equal(decode_png(encode_png(colour), cv2.IMREAD_COLOR), colour)
+    # a conversion is OpenCV's to make (its grey weights, its 16 to 8-bit rule)
+    for image, flags in ((colour, cv2.IMREAD_GRAYSCALE), (grey, cv2.IMREAD_COLOR), (counts, cv2.IMREAD_GRAYSCALE),
+                         (counts, cv2.IMREAD_COLOR), (grey, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+        assert decode_png(encode_png(image), flags) is None
+        path = write_image(tmp_path / "image.png", image)
+        assert np.array_equal(read_image(path, flags), cv2.imread(str(path), flags))
+
+
+def test_rows_mixing_none_and_up_are_read_and_other_filters_go_to_opencv(tmp_path):
+    image = _images()["grey 8-bit"]
+    rows = np.empty((image.shape[0], image.shape[1] + 1), np.uint8)
+    rows[:, 0] = 0
+    rows[:, 1:] = image
+    rows[1::2, 0] = 2  # odd rows as their difference from the row above
+    rows[1::2, 1:] = image[1::2] - image[0:-1:2]
+    mixed = _png(image.shape, 8, 0, deflate.zlib_compress(rows.tobytes(), 6))
+    assert np.array_equal(decode_png(mixed), image)
+    # OpenCV's adaptive filtering picks sub, average and Paeth rows as well
+    adaptive = cv2.imencode(".png", _images()["BGR"])[1].tobytes()
+    assert decode_png(adaptive) is None
+    path = tmp_path / "adaptive.png"
+    path.write_bytes(adaptive)
+    assert np.array_equal(read_image(path, cv2.IMREAD_UNCHANGED), _images()["BGR"])
+
+
+def test_damaged_cut_or_unusual_files_are_left_to_opencv(tmp_path):
+    data = bytearray(encode_png(_images()["BGR"]))
+    idat = data.index(b"IDAT")
+    flipped = bytearray(data)
+    flipped[idat + 20] ^= 0xFF  # the chunk's CRC no longer matches
+    assert decode_png(bytes(flipped)) is None
+    assert decode_png(bytes(data[:-20])) is None  # no IEND
+    assert decode_png(b"not a png at all") is None
+    # a transparency chunk changes what OpenCV returns (an alpha channel): not ours to guess
+    iend = data.rindex(b"IEND") - 4
+    with_trns = bytes(data[:iend]) + _chunk(b"tRNS", b"\x00\x01\x00\x02\x00\x03") + bytes(data[iend:])
+    assert decode_png(with_trns) is None
+    # pixel-neutral metadata changes nothing
+    with_text = bytes(data[:iend]) + _chunk(b"tEXt", b"Software\x00ums") + bytes(data[iend:])
+    assert np.array_equal(decode_png(with_text), _images()["BGR"])
+    # a data stream of the wrong length for the header: refused, not reshaped
+    short = _png((4, 4), 8, 0, deflate.zlib_compress(bytes(4 * 5 - 1), 1))
+    assert decode_png(short) is None
+    for name, content in (("cut.png", bytes(data[: len(data) // 2])), ("empty.png", b"")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert read_image(path, cv2.IMREAD_UNCHANGED) is None
+    assert read_image(tmp_path / "missing.png", cv2.IMREAD_UNCHANGED) is None
+
+
+def test_read_image_reads_other_formats_with_opencv(tmp_path):
+    image = _images()["BGR"]
+    path = write_image(tmp_path / "image.tif", image, [cv2.IMWRITE_TIFF_COMPRESSION, 1])
+    assert np.array_equal(read_image(path, cv2.IMREAD_COLOR), image)
+
+
+def _png(shape: tuple[int, int], depth: int, colour_type: int, idat: bytes) -> bytes:
+    header = struct.pack(">IIBBBBB", shape[1], shape[0], depth, colour_type, 0, 0, 0)
+    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

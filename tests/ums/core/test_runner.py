@@ -337,10 +337,10 @@ def test_ctrl_c_stops_the_workers_and_the_rerun_resumes(flight, reference, tmp_p
     assert finish_and_digest(root) == reference
 
 
-def test_a_dask_workers_malloc_thresholds_are_restored_once(monkeypatch):
-    """A nanny's MALLOC_TRIM_THRESHOLD_ makes every image array a fresh mmap (2.4x align's CPU time,
-    bench/RESULTS.md): the task wrapper sets glibc's own thresholds back, once per process, and only
-    where that variable is set."""
+def test_every_process_that_runs_tasks_keeps_freed_memory_for_reuse_once(monkeypatch):
+    """glibc's default thresholds (and a Dask nanny's MALLOC_TRIM_THRESHOLD_) make every image array
+    a fresh run of page faults (a gradient map 2.8x the time, bench/RESULTS.md): a Dask task, a
+    pool worker and a batch run in this process fix them, once per process."""
     from ums.core import executors
 
     calls = []
@@ -351,13 +351,25 @@ def test_a_dask_workers_malloc_thresholds_are_restored_once(monkeypatch):
             return 1
 
     monkeypatch.setattr(executors, "_c_library", Libc)
+    thresholds = [(-3, 32 * 1024 * 1024), (-1, 64 * 1024 * 1024)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     monkeypatch.setattr(executors, "_MALLOC_TUNED", [])
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert executors._call_single_threaded(abs, -3) == 3 and calls == []
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
-    executors._call_single_threaded(abs, -3)
+    assert executors._call_single_threaded(abs, -3) == 3
     executors._call_single_threaded(abs, -4)
-    assert calls == [(-3, 32 * 1024 * 1024), (-1, 64 * 1024 * 1024)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    assert calls == thresholds
+    calls.clear()
+    monkeypatch.setattr(executors, "_MALLOC_TUNED", [])
+    assert list(executors.InProcessExecutor().run(abs, [-1, -2])) == [(0, 1), (1, 2)]
+    assert calls == thresholds
+    calls.clear()
+    monkeypatch.setattr(executors, "_MALLOC_TUNED", [])
+    # the worker's other settings are not this test's: none of them may stay behind in this process
+    monkeypatch.setattr(executors, "_exit_with", lambda pid: None)
+    monkeypatch.setattr(executors, "pin_threads", lambda: None)
+    monkeypatch.setattr(executors.signal, "signal", lambda *args: None)
+    for name in executors.ONE_THREAD_ENVIRONMENT:
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    executors._pool_worker_init(os.getpid())
+    assert calls == thresholds
 
 
 def test_a_stage_on_a_local_dask_cluster_names_its_dashboard_when_asked(tmp_path):
