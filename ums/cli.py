@@ -532,6 +532,13 @@ def train_detector(
                                               "Where the val split comes from.", None, "--split",
                                               shown_default=config_default("train-detector", "split")),
     seed: Optional[int] = typer.Option(None, help=shown("Random seed.", config_default("train-detector", "seed"))),
+    min_steps: Optional[int] = typer.Option(None, min=0, metavar="N", help=shown(
+        "Optimizer steps at least (a small reviewed set gets more epochs; 0: exactly --epochs).",
+        config_default("train-detector", "min_steps"))),
+    weights_from: Optional[str] = choice_option("ums.train_detector:TrainDetectorConfig.weights_from",
+                                                "Which epoch best.pt holds (auto: the last one while val has fewer "
+                                                "than 10 captures).", None, "--weights-from",
+                                                shown_default=config_default("train-detector", "weights_from")),
     progress: bool = ProgressOption,
 ) -> None:
     """Fine-tune a detector on the reviewed and human labels; relabel the rest with
@@ -541,7 +548,8 @@ def train_detector(
     try:
         settings = load_config(TrainDetectorConfig, config or default_config_path("train-detector"), base=base,
                                epochs=epochs, image_size=image_size, batch=batch, device=device, name=name,
-                               resume=resume, modalities=modalities, split=split_rule, seed=seed)
+                               resume=resume, modalities=modalities, split=split_rule, seed=seed,
+                               min_steps=min_steps, weights_from=weights_from)
         problem = device_problem(settings.device)
         if problem:
             fail(problem)

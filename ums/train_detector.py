@@ -58,6 +58,14 @@ AMP_CHECK_WEIGHTS = "yolo26n"  # what ultralytics' mixed-precision check on a GP
 METRICS = {"mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)",
            "precision": "metrics/precision(B)", "recall": "metrics/recall(B)"}
 SHORT_RUN_STEPS = 300  # below this many optimizer steps a run is too short for a warm-up
+# Fewer val captures than this cannot tell one epoch from the next: on 4 reviewed captures (1 in val) the
+# epoch they chose scored 2.5-4.5 AP@0.5 points below the last one on average, and up to 15 below
+# (three seeds; bench/RESULTS.md, "Model in the loop: how much one fine-tune's figure is noise").
+MIN_VAL_CAPTURES_TO_CHOOSE = 10
+# A first review's few images give a couple of optimizer steps an epoch: 40 epochs on 4 reviewed captures
+# (80 steps) gained 0-13 AP@0.5 points over the base detector by seed, 120 epochs (240 steps) 17-25 on
+# all three seeds (bench/RESULTS.md, "Model in the loop").
+MIN_STEPS = 240
 ULTRALYTICS_LICENCE = "AGPL-3.0 (ultralytics; models it trains are AGPL-3.0 unless under an Ultralytics licence)"
 
 
@@ -68,7 +76,9 @@ class TrainDetectorConfig(BaseModel):
 
     base: str = Field("yolo11n", description="a `ums weights` name or a local .pt to fine-tune, or an ultralytics "
                                              ".yaml (yolo11n.yaml) to train from scratch")
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, description="epochs at least (more when min_steps asks for them)")
+    min_steps: int = Field(MIN_STEPS, ge=0, description="optimizer steps a run takes at least: a small reviewed set gets "
+                           "more epochs (4 captures at batch 4: 2 steps an epoch, so 120 epochs); 0: exactly epochs")
     image_size: int = Field(640, ge=32, multiple_of=32, description="training and validation input size (px)")
     batch: int = Field(16, ge=1)
     device: str = Field("cpu", description="cpu, cuda, cuda:1 ...")
@@ -88,6 +98,11 @@ class TrainDetectorConfig(BaseModel):
     nominal_batch: int | None = Field(None, ge=1, description="images per optimizer step (gradients accumulate up "
                                       "to it); null: the batch itself. ultralytics' 64 suits large datasets: on the "
                                       "few dozen images of a first review it would step once in several epochs")
+    weights_from: Literal["auto", "best-val", "last-epoch"] = Field(
+        "auto", description="which epoch best.pt holds: best-val (the one the val split scores best; patience stops "
+                            "early), last-epoch (the final one; val is scored once, at the end); auto: last-epoch while "
+                            f"the val split holds fewer than {MIN_VAL_CAPTURES_TO_CHOOSE} captures, too few to tell "
+                            "epochs apart, else best-val")
     warmup_epochs: float | None = Field(None, ge=0, description="learning-rate warm-up; null: 3 epochs, none for a "
                                         f"run of fewer than {SHORT_RUN_STEPS} optimizer steps, which ultralytics' "
                                         "warm-up (at least 100 iterations) would take whole")
@@ -392,10 +407,20 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
     notices: list[str] = []
     record = _read_captures(run_dir)
     nominal_batch = config.nominal_batch or config.batch
-    arguments = dict(data=str(run_dir / "data.yaml"), epochs=config.epochs, imgsz=config.image_size,
-                     batch=config.batch, nbs=nominal_batch, warmup_epochs=_warmup_epochs(record, config, nominal_batch),
-                     device=device, workers=config.workers, patience=config.patience,
-                     seed=config.seed, save_dir=str(run_dir), exist_ok=True, plots=True, val=True, verbose=False,
+    by_val = chosen_by_val(record, config)
+    epochs = planned_epochs(record, config)
+    if epochs > config.epochs:
+        notices.append(f"{epochs} epochs instead of {config.epochs}: the training set gives "
+                       f"{_steps_per_epoch(record, config)} optimizer step(s) an epoch, and a run takes at least "
+                       f"{config.min_steps} (--min-steps)")
+    if not by_val and config.weights_from == "auto":
+        notices.append(f"best.pt holds the last epoch: {len(record['splits'].get('val', []))} val capture(s) are too "
+                       f"few to choose an epoch by (--weights-from best-val to choose anyway)")
+    # without per-epoch validation ultralytics scores only the final epoch, so best.pt is the last one
+    arguments = dict(data=str(run_dir / "data.yaml"), epochs=epochs, imgsz=config.image_size,
+                     batch=config.batch, nbs=nominal_batch, warmup_epochs=_warmup_epochs(record, config),
+                     device=device, workers=config.workers, patience=config.patience if by_val else 0,
+                     seed=config.seed, save_dir=str(run_dir), exist_ok=True, plots=True, val=by_val, verbose=False,
                      amp=config.amp and _amp_checkable(device, notices), resume=config.resume)
     with _epoch_progress(model, config.epochs, progress), _amp_weights_from_ums_home():
         model.train(trainer=RunFolderTrainer, **arguments)
@@ -406,11 +431,27 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
                                metrics, trainer.epoch + 1, config.resume, notices)
 
 
-def _warmup_epochs(record: dict, config: TrainDetectorConfig, nominal_batch: int) -> float:
+def chosen_by_val(record: dict, config: TrainDetectorConfig) -> bool:
+    """Whether best.pt is the epoch the val split scores best (else the last epoch)."""
+    if config.weights_from != "auto":
+        return config.weights_from == "best-val"
+    return len(record["splits"].get("val", [])) >= MIN_VAL_CAPTURES_TO_CHOOSE
+
+
+def planned_epochs(record: dict, config: TrainDetectorConfig) -> int:
+    """``epochs``, or more where the training set is too small for ``min_steps`` optimizer steps in them."""
+    return max(config.epochs, math.ceil(config.min_steps / _steps_per_epoch(record, config)))
+
+
+def _steps_per_epoch(record: dict, config: TrainDetectorConfig) -> int:
+    images = len(record["splits"].get("train", [])) * len(MODALITY_FOLDERS[config.modalities])
+    return max(1, math.ceil(images / max(config.batch, config.nominal_batch or config.batch)))
+
+
+def _warmup_epochs(record: dict, config: TrainDetectorConfig) -> float:
     if config.warmup_epochs is not None:
         return config.warmup_epochs
-    images = len(record["splits"].get("train", [])) * len(MODALITY_FOLDERS[config.modalities])
-    steps = config.epochs * math.ceil(images / max(config.batch, nominal_batch))
+    steps = planned_epochs(record, config) * _steps_per_epoch(record, config)
     return 0.0 if steps < SHORT_RUN_STEPS else 3.0
 
 
@@ -490,6 +531,8 @@ def model_card(workspace: Workspace, config: TrainDetectorConfig, report: TrainD
     left_out = ", ".join(f"{count} {why}" for why, count in record.get("left_out", {}).items()) or "none"
     metrics = "\n".join(f"| {key} | {value:.4f} |" for key, value in report.metrics.items())
     notices = "".join(f"\n- {notice}" for notice in report.notices)
+    best = ("the epoch with the best val fitness" if chosen_by_val(record, config)
+            else "the last epoch: too few val captures to choose one by")
     return f"""# Detector {report.run_dir.name}
 
 An ultralytics YOLO detector trained by `ums train-detector` on the reviewed labels of the workspace
@@ -499,14 +542,14 @@ reviewed with it (human and reviewed labels stay untouched):
     ums autolabel --workspace {workspace.root} --detector {report.weights} --taxonomy ums --force
 
 ## Weights
-- `best.pt` (best val fitness; use this one), `last.pt` (the last epoch)
+- `best.pt` ({best}; use this one), `last.pt` (the last epoch)
 - base: `{config.base}`; licence of the base weights: {record['base_licence']}
 - code licence of the trainer: {ULTRALYTICS_LICENCE}
 - trained: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; ums {version('ums-tsjnet')}, ultralytics
   {version('ultralytics')}, torch {version('torch')}
 
 ## Training
-- epochs: {report.epochs} of {config.epochs} (patience {config.patience}){' - resumed' if report.resumed else ''};
+- epochs: {report.epochs} of {planned_epochs(record, config)} (patience {config.patience}){' - resumed' if report.resumed else ''};
   image size {config.image_size}; batch {config.batch}; device {config.device}; seed {config.seed}
 - modalities: {config.modalities} (aligned visible and thermal images on the thermal grid, one set of labels)
 - val split: {record['split_rule']}

@@ -14,7 +14,7 @@ from ums.core.records import LabelRecord
 from ums.train_detector import RunFinished, TrainDetectorConfig, TrainDetectorError, train_detector
 
 # a tiny untrained YOLO11 at 64 px: two epochs on three pairs take seconds on a CPU
-TINY = dict(base="yolo11n.yaml", epochs=2, image_size=64, batch=4, workers=0)
+TINY = dict(base="yolo11n.yaml", epochs=2, image_size=64, batch=4, workers=0, min_steps=0)
 
 
 def review(ws, capture_id: str, *tags: str) -> None:
@@ -84,6 +84,7 @@ def test_only_settled_pairs_and_their_human_or_reviewed_labels_are_trained_on(re
 
 @pytest.mark.slow
 def test_the_run_folder_holds_weights_plots_and_a_model_card(reviewed, trained):
+    import torch
     from ultralytics import YOLO
 
     run = trained.run_dir
@@ -100,6 +101,11 @@ def test_the_run_folder_holds_weights_plots_and_a_model_card(reviewed, trained):
     assert "epochs: 2 of 2" in card and "| 5 | truck |" in card and "| train | 2 | 3 |" in card
     assert f"| mAP50 | {trained.metrics['mAP50']:.4f} |" in card
     assert "1 partly reviewed" in card and f"--detector {run / 'best.pt'} --taxonomy ums --force" in card
+    # one val capture cannot choose an epoch: best.pt is the last one, and both the card and the report say so
+    assert "`best.pt` (the last epoch: too few val captures to choose one by" in card
+    assert any("best.pt holds the last epoch: 1 val capture(s)" in notice for notice in trained.notices)
+    best, last = (YOLO(str(run / name)).model.state_dict() for name in ("best.pt", "last.pt"))
+    assert all(torch.equal(best[key], last[key]) for key in best)
     [row] = [r for r in reviewed.runs("train-detector") if "first" in r["config_json"]]
     assert row["finished_at"] and "interrupted" not in row["summary_json"]
 
@@ -211,5 +217,24 @@ def test_a_first_review_trains_without_the_warm_up_that_would_take_the_whole_run
     ultralytics' warm-up (at least 100 iterations) would take; 200 pairs: 3,000 steps, warm-up kept."""
     record = {"splits": {"train": [f"c{i}" for i in range(captures)]}}
     config = TrainDetectorConfig(epochs=epochs, batch=4)
-    assert td._warmup_epochs(record, config, config.nominal_batch or config.batch) == expected
-    assert td._warmup_epochs(record, config.model_copy(update={"warmup_epochs": 1.5}), 4) == 1.5
+    assert td._warmup_epochs(record, config) == expected
+    assert td._warmup_epochs(record, config.model_copy(update={"warmup_epochs": 1.5})) == 1.5
+
+
+@pytest.mark.parametrize(("captures", "settings", "expected"),
+                         [(4, {}, 120), (8, {}, 60), (200, {}, 30), (4, {"min_steps": 0}, 30),
+                          (4, {"modalities": "thermal"}, 240), (4, {"batch": 2, "epochs": 200}, 200)])
+def test_a_small_reviewed_set_trains_for_enough_optimizer_steps(captures, settings, expected):
+    """4 pairs x 2 modalities at batch 4 are 2 steps an epoch: 240 steps take 120 epochs (40 gave
+    0-13 AP@0.5 points by seed, 120 gave 17-25, bench/RESULTS.md); a large set keeps its epochs."""
+    record = {"splits": {"train": [f"c{i}" for i in range(captures)]}}
+    assert td.planned_epochs(record, TrainDetectorConfig(**{"batch": 4, **settings})) == expected
+
+
+@pytest.mark.parametrize(("val_captures", "weights_from", "expected"),
+                         [(1, "auto", False), (9, "auto", False), (10, "auto", True), (1, "best-val", True),
+                          (40, "last-epoch", False)])
+def test_a_val_split_too_small_to_choose_an_epoch_leaves_best_pt_the_last_one(val_captures, weights_from, expected):
+    """One val capture scored the epochs close to chance (bench/RESULTS.md): below 10, best.pt is the last epoch."""
+    record = {"splits": {"train": ["a", "b"], "val": [f"c{i}" for i in range(val_captures)]}}
+    assert td.chosen_by_val(record, TrainDetectorConfig(weights_from=weights_from)) is expected
