@@ -63,7 +63,7 @@ SHORT_RUN_STEPS = 300  # below this many optimizer steps a run is too short for 
 # (three seeds; bench/RESULTS.md, "Model in the loop: how much one fine-tune's figure is noise").
 MIN_VAL_CAPTURES_TO_CHOOSE = 10
 # A first review's few images give a couple of optimizer steps an epoch: 40 epochs on 4 reviewed captures
-# (80 steps) gained 0-13 AP@0.5 points over the base detector by seed, 120 epochs (240 steps) 17-25 on
+# (80 steps) gained -6 to +13 AP@0.5 points over the base detector by seed, 120 epochs (240 steps) 17-25 on
 # all three seeds (bench/RESULTS.md, "Model in the loop").
 MIN_STEPS = 240
 ULTRALYTICS_LICENCE = "AGPL-3.0 (ultralytics; models it trains are AGPL-3.0 unless under an Ultralytics licence)"
@@ -422,7 +422,7 @@ def _train(model, run_dir: Path, config: TrainDetectorConfig, device: str, progr
                      device=device, workers=config.workers, patience=config.patience if by_val else 0,
                      seed=config.seed, save_dir=str(run_dir), exist_ok=True, plots=True, val=by_val, verbose=False,
                      amp=config.amp and _amp_checkable(device, notices), resume=config.resume)
-    with _epoch_progress(model, config.epochs, progress), _amp_weights_from_ums_home():
+    with _epoch_progress(model, epochs, progress), _amp_weights_from_ums_home():
         model.train(trainer=RunFolderTrainer, **arguments)
     _remove_empty(run_dir / "weights")  # ultralytics makes it before the trainer moves its weights out
     trainer = model.trainer
@@ -533,6 +533,7 @@ def model_card(workspace: Workspace, config: TrainDetectorConfig, report: TrainD
     notices = "".join(f"\n- {notice}" for notice in report.notices)
     best = ("the epoch with the best val fitness" if chosen_by_val(record, config)
             else "the last epoch: too few val captures to choose one by")
+    stopping = f"patience {config.patience}" if chosen_by_val(record, config) else "no early stop: val scored at the end"
     return f"""# Detector {report.run_dir.name}
 
 An ultralytics YOLO detector trained by `ums train-detector` on the reviewed labels of the workspace
@@ -549,7 +550,7 @@ reviewed with it (human and reviewed labels stay untouched):
   {version('ultralytics')}, torch {version('torch')}
 
 ## Training
-- epochs: {report.epochs} of {planned_epochs(record, config)} (patience {config.patience}){' - resumed' if report.resumed else ''};
+- epochs: {report.epochs} of {planned_epochs(record, config)} ({stopping}){' - resumed' if report.resumed else ''};
   image size {config.image_size}; batch {config.batch}; device {config.device}; seed {config.seed}
 - modalities: {config.modalities} (aligned visible and thermal images on the thermal grid, one set of labels)
 - val split: {record['split_rule']}
