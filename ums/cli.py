@@ -363,6 +363,12 @@ def autolabel(
         "ums.autolabel.stage:AutolabelConfig.slice", "Sliced detection (auto: when a person would be too small for "
         "one full-image pass, from the range and the focal length).", None, "--slice",
         shown_default=config_default("autolabel", "slice")),
+    slice_windows: Optional[str] = choice_option(
+        "ums.autolabel.slicing:SlicingConfig.windows", "Where slices go: the whole view (grid), or a window on each "
+        "isolated warm spot of the thermal image (warm-spots; the full pass covers the rest).", None, "--slice-windows",
+        shown_default=config_default("autolabel", "slicing.windows")),
+    object_px: Optional[float] = typer.Option(None, "--object-px", metavar="PX", help=shown(
+        "Enlarge slices until a 0.5 m object spans this many detector pixels.", "as they are")),
     visible_resolution: Optional[str] = choice_option(
         "ums.autolabel.stage:AutolabelConfig.visible_resolution", "Visible image the visible detector sees: the "
         "source frame's own pixels over the thermal view (native) or the aligned image.", None,
@@ -387,7 +393,7 @@ def autolabel(
                                    "classes": classes, "text_encoder": text_encoder},
                          sam={"checkpoint": sam, "model_type": sam_type, "image": sam_image, "device": device},
                          masks=masks, force=force, slice=slice_mode, visible_resolution=visible_resolution,
-                         thermal_upsample=thermal_upsample)
+                         thermal_upsample=thermal_upsample, slicing={"windows": slice_windows, "object_px": object_px})
 
 
 @app.command()

@@ -66,8 +66,9 @@ class Detector(Protocol):
     taxonomy: str
     prompts: dict[int, str]  # class id -> the words an open-vocabulary detector was prompted with (else empty)
 
-    def detect(self, image: np.ndarray) -> Detections:
-        """Detections on a BGR (or grey) uint8 image, boxes in its pixels."""
+    def detect(self, image: np.ndarray, image_size: int | None = None) -> Detections:
+        """Detections on a BGR (or grey) uint8 image, boxes in its pixels; ``image_size``: the input
+        side it is letterboxed to (None: the configured one; a fixed-size export keeps its own)."""
 
 
 def load_detector(config: DetectorConfig) -> Detector:
@@ -111,10 +112,12 @@ def load_ultralytics(path: Path):
         raise ValueError(f"--detector {path}: ultralytics cannot load it ({exc}); accepted: {ACCEPTED}") from exc
 
 
-def predict_boxes(model, image: np.ndarray, config: DetectorConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_boxes(model, image: np.ndarray, config: DetectorConfig,
+                  image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """xyxy boxes, scores and class indices of one ultralytics prediction."""
     threads = torch.get_num_threads()
-    result = model.predict(_grey_to_bgr(image), conf=config.confidence, iou=config.iou, imgsz=config.image_size,
+    result = model.predict(_grey_to_bgr(image), conf=config.confidence, iou=config.iou,
+                           imgsz=image_size or config.image_size,
                            device=config.device, verbose=False)[0]
     torch.set_num_threads(threads)  # ultralytics' device selection drops torch to one CPU thread
     boxes = result.boxes
@@ -147,8 +150,8 @@ class UltralyticsDetector:
         self.taxonomy = model_taxonomy(names, config.taxonomy, path)
         _check_names(names, self.taxonomy, path)
 
-    def detect(self, image: np.ndarray) -> Detections:
-        return Detections(*predict_boxes(self.model, image, self.config), self.taxonomy)
+    def detect(self, image: np.ndarray, image_size: int | None = None) -> Detections:
+        return Detections(*predict_boxes(self.model, image, self.config, image_size), self.taxonomy)
 
 
 def _numbers_only(names: dict[int, str]) -> bool:
@@ -205,13 +208,15 @@ class Yolov7OnnxDetector:
             raise ValueError(f"--detector {path}: output shape {shape} is neither a YOLOv7 end-to-end export "
                              "(N, 7) nor a raw export (1, boxes, 5 + classes)")
         size = self.input.shape[-1]
-        self.size = size if isinstance(size, int) else config.image_size
+        self.fixed = isinstance(size, int)
+        self.size = size if self.fixed else config.image_size
         # YOLOv7's releases are COCO models and its exports carry no class names
         self.config, self.prompts = config, {}
         self.taxonomy = NAMELESS_TAXONOMY if config.taxonomy == AUTO_TAXONOMY else config.taxonomy
 
-    def detect(self, image: np.ndarray) -> Detections:
-        letterboxed, scale, pad = letterbox(_grey_to_bgr(image), self.size)
+    def detect(self, image: np.ndarray, image_size: int | None = None) -> Detections:
+        # the export's input size is fixed (``image_size`` applies where the input is dynamic)
+        letterboxed, scale, pad = letterbox(_grey_to_bgr(image), self.size if self.fixed else image_size or self.size)
         blob = cv2.cvtColor(letterboxed, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0
         output = self.session.run(None, {self.input.name: blob})[0]
         boxes, scores, classes = self._decode(np.asarray(output, np.float32))

@@ -342,8 +342,8 @@ class OpenVocabularyDetector:
                              f"the model was trained with, by default {default_text_encoder(family, model)})")
         give_classes(model, family, texts, embeddings)
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray, image_size: int | None = None) -> Detections:
         from ums.autolabel.detectors import predict_boxes
 
-        boxes, scores, prompt_index = predict_boxes(self.model, image, self.config)
+        boxes, scores, prompt_index = predict_boxes(self.model, image, self.config, image_size)
         return to_taxonomy(boxes, scores, prompt_index, self.vocabulary, self.config.iou, self.taxonomy)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -41,7 +41,15 @@ from ums.autolabel.native import (
     native_region,
 )
 from ums.autolabel.sam import SamConfig, load_sam, segment_boxes, segment_boxes_in_chunks
-from ums.autolabel.slicing import SliceDecision, SlicingConfig, decide, ground_sample_distance, sliced_detect
+from ums.autolabel.slicing import (
+    SliceDecision,
+    SlicingConfig,
+    cheaper_windows,
+    decide,
+    ground_sample_distance,
+    sliced_detect,
+    warm_spots,
+)
 from ums.camera import CameraProfile, profile_for_model
 from ums.crop import DECODE_FLAGS, capture_range, decode_frame, frame_intrinsics
 from ums.masks import decode_rle, encode_rle, semantic_map
@@ -188,8 +196,9 @@ def process(task: AutolabelTask) -> AutolabelResult:
     mapping = load_mapping(detector.taxonomy, TARGET_TAXONOMY)  # `auto` and open-vocabulary models name their own
     thermal, visible = _pair_images(task)
     view = _visible_view(task, visible)
-    visible_found, visible_decision = _detect_visible(detector, view, config)
-    thermal_found, thermal_decision = _detect_thermal(detector, thermal, view.grid_gsd_m, config)
+    spots = _warm_spots(thermal, view.grid_gsd_m, config)
+    visible_found, visible_decision = _detect_visible(detector, view, config, spots)
+    thermal_found, thermal_decision = _detect_thermal(detector, thermal, view.grid_gsd_m, config, spots)
     per_modality = {"visible": visible_found.mapped(mapping), "thermal": thermal_found.mapped(mapping)}
     merged = merge_modalities(per_modality, thermal.shape[1], thermal.shape[0], config.merge)
     masks = _masks(predictor, config.sam.image, view, thermal, merged) if predictor else None
@@ -276,33 +285,52 @@ def _range_m(task: AutolabelTask) -> float | None:
 
 
 # -- detection ---------------------------------------------------------------------------------------
-def _detect(detector, image: np.ndarray, gsd_m: float | None, config: AutolabelConfig) -> tuple[Detections, SliceDecision]:
+def _warm_spots(thermal: np.ndarray, grid_gsd_m: float | None, config: AutolabelConfig) -> np.ndarray | None:
+    """The thermal image's small warm spots (grid pixels) where slices go there (``windows: warm-spots``)."""
+    if config.slicing.windows != "warm-spots":
+        return None
+    object_px = config.slicing.min_object_m / grid_gsd_m if grid_gsd_m else None
+    return warm_spots(thermal, object_px, config.slicing)
+
+
+def _detect(detector, image: np.ndarray, gsd_m: float | None, config: AutolabelConfig,
+            spots: np.ndarray | None = None) -> tuple[Detections, SliceDecision]:
+    """One image's detections: a full pass, or slices (on the grid, or on ``spots``, the warm spots in
+    this image's pixels, where their windows cost less than the grid)."""
     size = (image.shape[1], image.shape[0])
     decision = decide(config.slice, size, gsd_m, config.detector.image_size, config.slicing)
-    found = sliced_detect(detector, image, config.slicing) if decision.sliced else detector.detect(image)
-    return found, decision
+    if not decision.sliced:
+        return detector.detect(image), decision
+    windows = cheaper_windows(spots, size, decision, config.slicing) if spots is not None else None
+    if windows is not None:
+        decision = replace(decision, slices=len(windows), windows="warm-spots")
+    return sliced_detect(detector, image, config.slicing, windows, decision.zoom), decision
 
 
-def _detect_visible(detector, view: VisibleView, config: AutolabelConfig) -> tuple[Detections, SliceDecision]:
+def _detect_visible(detector, view: VisibleView, config: AutolabelConfig,
+                    spots: np.ndarray | None = None) -> tuple[Detections, SliceDecision]:
     """Visible detections on the aligned grid (the detector's taxonomy)."""
-    found, decision = _detect(detector, view.image, view.gsd_m, config)
     if view.region is None:
-        return found, decision
+        return _detect(detector, view.image, view.gsd_m, config, spots)
+    native_spots = None if spots is None else view.geometry.forward(spots) + 0.5 - view.region.origin
+    found, decision = _detect(detector, view.image, view.gsd_m, config, native_spots)
     boxes, kept = boxes_to_grid(found.boxes, view.region, view.geometry)
     return Detections(boxes, found.scores[kept], found.classes[kept], found.taxonomy), decision
 
 
-def _detect_thermal(detector, thermal: np.ndarray, gsd_m: float | None,
-                    config: AutolabelConfig) -> tuple[Detections, SliceDecision]:
+def _detect_thermal(detector, thermal: np.ndarray, gsd_m: float | None, config: AutolabelConfig,
+                    spots: np.ndarray | None = None) -> tuple[Detections, SliceDecision]:
     """Thermal detections on the grid; on an enlarged copy with ``thermal_upsample`` (its boxes scaled
     back: a resize maps pixel edges linearly)."""
     factor = config.thermal_upsample
     if factor == 1.0:
-        return _detect(detector, thermal, gsd_m, config)
+        return _detect(detector, thermal, gsd_m, config, spots)
     height, width = thermal.shape[:2]
     size = (round(width * factor), round(height * factor))
     enlarged = cv2.resize(thermal, size, interpolation=cv2.INTER_CUBIC)
-    found, decision = _detect(detector, enlarged, gsd_m / factor if gsd_m is not None else None, config)
+    enlarged_spots = None if spots is None else (spots + 0.5) * factor - 0.5
+    found, decision = _detect(detector, enlarged, gsd_m / factor if gsd_m is not None else None, config,
+                              enlarged_spots)
     scale = np.array([size[0] / width, size[1] / height] * 2, np.float32)
     return Detections(found.boxes / scale, found.scores, found.classes, found.taxonomy), decision
 
@@ -313,6 +341,8 @@ def _slicing_record(decisions: dict[str, SliceDecision]) -> dict[str, dict]:
         "slices": {name: d.slices for name, d in decisions.items()},
         "gsd_m": {name: round(d.gsd_m, 6) for name, d in decisions.items() if d.gsd_m is not None},
         "object_px": {name: round(d.object_px, 2) for name, d in decisions.items() if d.object_px is not None},
+        "slice_windows": {name: d.windows for name, d in decisions.items() if d.sliced},
+        "zoom": {name: d.zoom for name, d in decisions.items() if d.sliced},
     }
 
 

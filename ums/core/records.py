@@ -275,6 +275,9 @@ class AutolabelResult(StageResult):
     slices: dict[str, int] = Field(default_factory=dict)
     gsd_m: dict[str, float] = Field(default_factory=dict)
     object_px: dict[str, float] = Field(default_factory=dict)
+    # per sliced modality: where the slices were ("grid" or "warm-spots") and how much each was enlarged
+    slice_windows: dict[str, str] = Field(default_factory=dict)
+    zoom: dict[str, float] = Field(default_factory=dict)
 
 
 FileProbe.model_rebuild()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -169,6 +171,33 @@ def test_native_detection_slices_by_range_and_records_why(aligned, native):
 
 
 @pytest.mark.slow
+def test_warm_spot_windows_sit_on_the_warm_people_and_cost_fewer_passes_than_the_grid(aligned, native, synthetic_flight):
+    import json
+
+    from ums.autolabel.slicing import slice_zoom
+
+    ran = CliRunner().invoke(app, ["autolabel", "-w", str(aligned.root), "--detector", str(native.detector.weights),
+                                   "--no-masks", "--visible-resolution", "native", "--slice-windows", "warm-spots",
+                                   "--object-px", "24", "--no-progress"])
+    assert ran.exit_code == 0, ran.output
+    warm = native.model_copy(update={"slicing": native.slicing.model_copy(update={"windows": "warm-spots",
+                                                                                   "object_px": 24})})
+    truth = {Path(record["files"]["T"]).name: record
+             for record in json.loads((synthetic_flight / "groundtruth.json").read_text())["captures"]}
+    for capture in aligned.captures():
+        result = aligned.stage_result(capture.capture_id, "autolabel")
+        windows = result["slices"]["visible"]
+        people = sum(o["category"] == "person" for o in truth[Path(capture.frames["T"].path).name]["objects"])
+        assert result["slicing"]["visible"] == "sliced" and result["slice_windows"] == {"visible": "warm-spots"}
+        # about one window per person in view (two close ones share one), where the grid takes 20
+        assert 1 <= windows <= people + 1 and windows < 20
+        assert result["zoom"]["visible"] == slice_zoom(result["gsd_m"]["visible"], warm.slicing) > 1
+        # the fixed rows on each window and on the full pass; a window cut short by the view's border
+        # letterboxes differently and can lose the person row outside it
+        assert windows + 2 <= result["detections"]["visible"] <= 2 * windows + 2
+
+
+@pytest.mark.slow
 def test_native_full_pass_boxes_land_where_the_aligned_ones_do(aligned, config, native):
     # the detector letterboxes the native view as it does the aligned one, 4x smaller: the same rows
     # come back on the grid near the same places. Not exactly: the native view is the axis-aligned
@@ -245,8 +274,8 @@ def test_open_vocabulary_prompts_stay_with_their_labels(aligned, native, monkeyp
             self.detector, self.taxonomy = detector, detector.taxonomy
             self.prompts = {0: "a person seen from above", 2: "a car", 16: "a dog"}  # the detector's own ids
 
-        def detect(self, image):
-            return self.detector.detect(image)
+        def detect(self, image, image_size=None):
+            return self.detector.detect(image, image_size)
 
     def prompted_models(detector_config, sam_config):
         detector, predictor = real_models(detector_config, sam_config)
