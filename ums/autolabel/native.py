@@ -192,11 +192,19 @@ def boxes_from_grid(boxes: np.ndarray, region: NativeRegion, geometry: GridToVis
     width, height = region.size
     mapped = []
     for box in np.asarray(boxes, np.float64).reshape(-1, 4):
-        native = geometry.forward(box_outline(box, step) - 0.5) + 0.5 - region.origin
+        native = native_points(box_outline(box, step), region, geometry)
         x0, y0 = np.clip(native.min(0), 0, [width, height])
         x1, y1 = np.clip(native.max(0), 0, [width, height])
         mapped.append([x0, y0, x1, y1])
     return np.array(mapped, np.float64).reshape(-1, 4)
+
+
+def native_points(points: np.ndarray, region: NativeRegion, geometry: GridToVisible) -> np.ndarray:
+    """Aligned-grid points -> native-image points, both in pixel-edge coordinates (as boxes are)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if not len(points):
+        return points
+    return geometry.forward(points - 0.5) + 0.5 - region.origin
 
 
 def grid_maps(region: NativeRegion, geometry: GridToVisible) -> tuple[np.ndarray, np.ndarray]:

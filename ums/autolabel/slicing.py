@@ -34,16 +34,18 @@ class SlicingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    size: int = Field(640, ge=32, multiple_of=32, description="grid slice side in pixels of the image the detector "
-                      "is given")
+    size: int = Field(640, ge=32, description="grid slice side in pixels of the image the detector is given (its "
+                      "input size for slices, whatever detector.image_size says)")
     overlap: float = Field(0.2, ge=0, lt=1, description="share of a grid slice its neighbour repeats")
     windows: Literal["grid", "warm-spots"] = Field(
         "grid", description="grid: overlapping slices over the whole image; warm-spots: a window on each small warm "
         "spot of the thermal image only (the grid where they would cost more)")
     object_px: float | None = Field(
         None, gt=0, description="enlarge slices until the smallest object of interest spans this many detector "
-        "pixels (at most max_zoom times; needs the range); None: slices at the image's own sampling")
-    window_size: int = Field(320, ge=32, multiple_of=32, description="warm-spot window side in detector input pixels")
+        "pixels (at most max_zoom times; needs the range; grid slices then cover zoom^2 times as many): None: "
+        "slices at the image's own sampling")
+    window_size: int = Field(320, ge=32, description="warm-spot window side in detector input pixels (an export of a "
+                             "fixed input size letterboxes it to that)")
     max_zoom: float = Field(4.0, ge=1, le=8)
     warm_spot_contrast: float = Field(10.0, gt=0, description="grey levels (8-bit thermal image) a warm spot stands "
                                       "above the warmest pixel around it at least")
@@ -128,18 +130,18 @@ def slice_count(size: tuple[int, int], config: SlicingConfig, zoom: float = 1.0)
 
 # -- warm spots ----------------------------------------------------------------------------------------
 def warm_spots(thermal: np.ndarray, object_px: float | None, config: SlicingConfig) -> np.ndarray:
-    """Centres (x, y; pixel (0, 0)'s centre at 0) of the isolated warm spots of an 8-bit thermal image:
-    pixels warmer, by ``warm_spot_contrast`` grey levels and ``warm_spot_noise`` times the pixel noise,
-    than every pixel of a ring one to two object sizes around them. People and animals are such spots;
-    roofs, roads and sunlit ground are not (their ring holds pixels as warm), nor is a car beside
-    its warm engine, which the full-image pass finds anyway. ``object_px``: the smallest object's
-    size in thermal pixels (None: 3)."""
+    """Centres (x, y) of the isolated warm spots of an 8-bit thermal image, in pixel-edge coordinates
+    (pixel (0, 0) spans 0..1, as boxes do): pixels warmer, by ``warm_spot_contrast`` grey levels and
+    ``warm_spot_noise`` times the pixel noise, than every pixel of a ring one to two object sizes
+    around them. People and animals are such spots; roofs, roads and sunlit ground are not (their
+    ring holds pixels as warm), nor is a car beside its warm engine, which the full-image pass finds
+    anyway. ``object_px``: the smallest object's size in thermal pixels (None: 3)."""
     grey = thermal if thermal.ndim == 2 else cv2.cvtColor(thermal, cv2.COLOR_BGR2GRAY)
     surroundings = cv2.dilate(grey, _ring(object_px or 3.0))
     threshold = max(config.warm_spot_contrast, config.warm_spot_noise * pixel_noise(grey))
     warmer = grey.astype(np.int16) - surroundings.astype(np.int16) >= threshold
     count, _, _, centres = cv2.connectedComponentsWithStats(warmer.astype(np.uint8), connectivity=8)
-    return centres[1:count].astype(np.float64).reshape(-1, 2)
+    return centres[1:count].astype(np.float64).reshape(-1, 2) + 0.5
 
 
 def _ring(object_px: float) -> np.ndarray:
@@ -158,19 +160,30 @@ def pixel_noise(grey: np.ndarray) -> float:
 
 
 def spot_windows(points: np.ndarray, size: tuple[int, int], side: int) -> list[list[int]]:
-    """Windows of ``side`` px inside an image of ``size`` (w, h) covering every point: in reading
-    order, a point gets a window centred on it unless an earlier window holds it a quarter side
-    or more from its borders (an object there is whole in that window)."""
+    """Windows of ``side`` px inside an image of ``size`` (w, h) covering every point in it: in
+    reading order, a point gets a window centred on it (shifted inside the image) unless an earlier
+    window holds it a quarter side or more from each of its borders that is not the image's own (an
+    object there is whole in that window)."""
     width, height = size
     margin = side / 4
+    inside = [(x, y) for x, y in np.round(np.asarray(points, np.float64).reshape(-1, 2), 2).tolist()
+              if 0 <= x <= width and 0 <= y <= height]
     windows: list[list[int]] = []
-    for x, y in sorted(map(tuple, np.round(np.asarray(points, np.float64).reshape(-1, 2), 2)), key=lambda p: (p[1], p[0])):
-        if any(x0 + margin <= x <= x1 - margin and y0 + margin <= y <= y1 - margin for x0, y0, x1, y1 in windows):
+    for x, y in sorted(inside, key=lambda point: (point[1], point[0])):
+        if any(_well_inside(x, y, window, margin, size) for window in windows):
             continue
         x0 = int(np.clip(round(x - side / 2), 0, max(width - side, 0)))
         y0 = int(np.clip(round(y - side / 2), 0, max(height - side, 0)))
         windows.append([x0, y0, min(x0 + side, width), min(y0 + side, height)])
     return windows
+
+
+def _well_inside(x: float, y: float, window: list[int], margin: float, size: tuple[int, int]) -> bool:
+    x0, y0, x1, y1 = window
+    width, height = size
+    return ((x0 == 0 or x >= x0 + margin) and (x1 == width or x <= x1 - margin)
+            and (y0 == 0 or y >= y0 + margin) and (y1 == height or y <= y1 - margin)
+            and x0 <= x <= x1 and y0 <= y <= y1)
 
 
 def cheaper_windows(spots: np.ndarray, size: tuple[int, int], decision: SliceDecision,

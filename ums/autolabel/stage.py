@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
@@ -38,6 +38,7 @@ from ums.autolabel.native import (
     grid_maps,
     masks_to_grid,
     native_image,
+    native_points,
     native_region,
 )
 from ums.autolabel.sam import SamConfig, load_sam, segment_boxes, segment_boxes_in_chunks
@@ -196,7 +197,7 @@ def process(task: AutolabelTask) -> AutolabelResult:
     mapping = load_mapping(detector.taxonomy, TARGET_TAXONOMY)  # `auto` and open-vocabulary models name their own
     thermal, visible = _pair_images(task)
     view = _visible_view(task, visible)
-    spots = _warm_spots(thermal, view.grid_gsd_m, config)
+    spots = _warm_spot_finder(thermal, view.grid_gsd_m, config)
     visible_found, visible_decision = _detect_visible(detector, view, config, spots)
     thermal_found, thermal_decision = _detect_thermal(detector, thermal, view.grid_gsd_m, config, spots)
     per_modality = {"visible": visible_found.mapped(mapping), "thermal": thermal_found.mapped(mapping)}
@@ -285,53 +286,56 @@ def _range_m(task: AutolabelTask) -> float | None:
 
 
 # -- detection ---------------------------------------------------------------------------------------
-def _warm_spots(thermal: np.ndarray, grid_gsd_m: float | None, config: AutolabelConfig) -> np.ndarray | None:
-    """The thermal image's small warm spots (grid pixels) where slices go there (``windows: warm-spots``)."""
+Spots = Callable[[], np.ndarray]  # warm spots (x, y; pixel-edge coordinates) of an image, found when asked
+
+
+def _warm_spot_finder(thermal: np.ndarray, grid_gsd_m: float | None, config: AutolabelConfig) -> Spots | None:
+    """The thermal image's isolated warm spots on the grid, found once and only if a slicing asks
+    (``windows: warm-spots``; their ring filter is the cost, up to tens of ms at low altitude)."""
     if config.slicing.windows != "warm-spots":
         return None
     object_px = config.slicing.min_object_m / grid_gsd_m if grid_gsd_m else None
-    return warm_spots(thermal, object_px, config.slicing)
+    return cache(lambda: warm_spots(thermal, object_px, config.slicing))
 
 
 def _detect(detector, image: np.ndarray, gsd_m: float | None, config: AutolabelConfig,
-            spots: np.ndarray | None = None) -> tuple[Detections, SliceDecision]:
+            spots: Spots | None = None) -> tuple[Detections, SliceDecision]:
     """One image's detections: a full pass, or slices (on the grid, or on ``spots``, the warm spots in
-    this image's pixels, where their windows cost less than the grid)."""
+    this image's pixels, where their windows cost less than the grid; no spot: the full pass only)."""
     size = (image.shape[1], image.shape[0])
     decision = decide(config.slice, size, gsd_m, config.detector.image_size, config.slicing)
     if not decision.sliced:
         return detector.detect(image), decision
-    windows = cheaper_windows(spots, size, decision, config.slicing) if spots is not None else None
+    windows = cheaper_windows(spots(), size, decision, config.slicing) if spots is not None else None
     if windows is not None:
         decision = replace(decision, slices=len(windows), windows="warm-spots")
     return sliced_detect(detector, image, config.slicing, windows, decision.zoom), decision
 
 
 def _detect_visible(detector, view: VisibleView, config: AutolabelConfig,
-                    spots: np.ndarray | None = None) -> tuple[Detections, SliceDecision]:
+                    spots: Spots | None = None) -> tuple[Detections, SliceDecision]:
     """Visible detections on the aligned grid (the detector's taxonomy)."""
     if view.region is None:
         return _detect(detector, view.image, view.gsd_m, config, spots)
-    native_spots = None if spots is None else view.geometry.forward(spots) + 0.5 - view.region.origin
-    found, decision = _detect(detector, view.image, view.gsd_m, config, native_spots)
+    found, decision = _detect(detector, view.image, view.gsd_m, config,
+                              None if spots is None else lambda: native_points(spots(), view.region, view.geometry))
     boxes, kept = boxes_to_grid(found.boxes, view.region, view.geometry)
     return Detections(boxes, found.scores[kept], found.classes[kept], found.taxonomy), decision
 
 
 def _detect_thermal(detector, thermal: np.ndarray, gsd_m: float | None, config: AutolabelConfig,
-                    spots: np.ndarray | None = None) -> tuple[Detections, SliceDecision]:
-    """Thermal detections on the grid; on an enlarged copy with ``thermal_upsample`` (its boxes scaled
-    back: a resize maps pixel edges linearly)."""
+                    spots: Spots | None = None) -> tuple[Detections, SliceDecision]:
+    """Thermal detections on the grid; on an enlarged copy with ``thermal_upsample`` (its boxes and
+    spots scaled: a resize maps pixel edges linearly)."""
     factor = config.thermal_upsample
     if factor == 1.0:
         return _detect(detector, thermal, gsd_m, config, spots)
     height, width = thermal.shape[:2]
     size = (round(width * factor), round(height * factor))
     enlarged = cv2.resize(thermal, size, interpolation=cv2.INTER_CUBIC)
-    enlarged_spots = None if spots is None else (spots + 0.5) * factor - 0.5
-    found, decision = _detect(detector, enlarged, gsd_m / factor if gsd_m is not None else None, config,
-                              enlarged_spots)
     scale = np.array([size[0] / width, size[1] / height] * 2, np.float32)
+    found, decision = _detect(detector, enlarged, gsd_m / factor if gsd_m is not None else None, config,
+                              None if spots is None else lambda: spots() * scale[:2])
     return Detections(found.boxes / scale, found.scores, found.classes, found.taxonomy), decision
 
 

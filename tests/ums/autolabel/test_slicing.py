@@ -137,7 +137,8 @@ def thermal_scene() -> tuple[np.ndarray, list[tuple[int, int]]]:
 def test_warm_spots_are_the_small_warm_objects_not_roofs_or_sunlit_ground():
     image, people = thermal_scene()
     spots = warm_spots(image, 3.0, SlicingConfig())
-    assert sorted(map(tuple, np.round(spots).astype(int).tolist())) == sorted(people)
+    # pixel-edge coordinates, as boxes: the centre of pixel (x, y) is (x + 0.5, y + 0.5)
+    np.testing.assert_allclose(sorted(spots.tolist()), sorted([x + 0.5, y + 0.5] for x, y in people), atol=1e-6)
     assert pixel_noise(image) == pytest.approx(2.0, rel=0.35)
     # the roof's corners are warm, but so is the rest of the ring around them; the people stand 45 grey
     # levels above theirs, which a threshold of 60 no longer takes
@@ -154,6 +155,11 @@ def test_spot_windows_cover_every_spot_once_and_stay_inside_the_image():
     for x, y in points:
         assert any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in windows)
     assert spot_windows(np.zeros((0, 2)), (2000, 1500), 160) == []
+    # near a corner the image's own border needs no margin: one window for three spots, not three
+    assert spot_windows(np.array([[1990.0, 1490.0], [1995.0, 1495.0], [1998.0, 1480.0]]), (2000, 1500), 160) == [
+        [1840, 1340, 2000, 1500]]
+    assert spot_windows(np.array([[5.0, 5.0], [10.0, 10.0]]), (2000, 1500), 160) == [[0, 0, 160, 160]]
+    assert spot_windows(np.array([[-5.0, 10.0], [2100.0, 50.0]]), (2000, 1500), 160) == []  # outside the view
 
 
 def test_warm_spot_windows_replace_the_grid_only_where_they_cost_less():

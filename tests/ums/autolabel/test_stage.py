@@ -174,23 +174,42 @@ def test_native_detection_slices_by_range_and_records_why(aligned, native):
 def test_warm_spot_windows_sit_on_the_warm_people_and_cost_fewer_passes_than_the_grid(aligned, native, synthetic_flight):
     import json
 
-    from ums.autolabel.slicing import slice_zoom
+    from ums.autolabel import stage
+    from ums.autolabel.native import boxes_from_grid, native_points
+    from ums.autolabel.slicing import slice_zoom, spot_windows
 
     ran = CliRunner().invoke(app, ["autolabel", "-w", str(aligned.root), "--detector", str(native.detector.weights),
                                    "--no-masks", "--visible-resolution", "native", "--slice-windows", "warm-spots",
                                    "--object-px", "24", "--no-progress"])
     assert ran.exit_code == 0, ran.output
-    warm = native.model_copy(update={"slicing": native.slicing.model_copy(update={"windows": "warm-spots",
-                                                                                   "object_px": 24})})
     truth = {Path(record["files"]["T"]).name: record
              for record in json.loads((synthetic_flight / "groundtruth.json").read_text())["captures"]}
+    warm = native.model_copy(update={"slicing": native.slicing.model_copy(update={"windows": "warm-spots",
+                                                                                   "object_px": 24})})
+    people_in_windows, window_counts = 0, {}
+    for task in stage.plan(aligned, warm):  # where the windows fall: on the people, in the native view
+        thermal, visible = stage._pair_images(task)
+        view = stage._visible_view(task, visible)
+        spots = stage._warm_spot_finder(thermal, view.grid_gsd_m, warm)()
+        side = round(warm.slicing.window_size / slice_zoom(view.gsd_m, warm.slicing))
+        windows = spot_windows(native_points(spots, view.region, view.geometry), view.image.shape[1::-1], side)
+        window_counts[task.key] = len(windows)
+        record = truth[Path(task.file).name]
+        for person in (o["box_thermal"] for o in record["objects"] if o["category"] == "person"):
+            grid_box = np.array(person) + 0.5  # groundtruth.json: pixel (0, 0)'s centre at (0, 0)
+            if not any(np.all(np.abs(spot - (grid_box[:2] + grid_box[2:]) / 2) <= 2) for spot in spots):
+                continue  # not warm in this thermal image
+            x0, y0, x1, y1 = boxes_from_grid(grid_box[None], view.region, view.geometry)[0]
+            assert any(wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1 for wx0, wy0, wx1, wy1 in windows)
+            people_in_windows += 1
+    assert people_in_windows >= 4
     for capture in aligned.captures():
         result = aligned.stage_result(capture.capture_id, "autolabel")
         windows = result["slices"]["visible"]
         people = sum(o["category"] == "person" for o in truth[Path(capture.frames["T"].path).name]["objects"])
         assert result["slicing"]["visible"] == "sliced" and result["slice_windows"] == {"visible": "warm-spots"}
         # about one window per person in view (two close ones share one), where the grid takes 20
-        assert 1 <= windows <= people + 1 and windows < 20
+        assert windows == window_counts[capture.capture_id] and 1 <= windows <= people + 1 and windows < 20
         assert result["zoom"]["visible"] == slice_zoom(result["gsd_m"]["visible"], warm.slicing) > 1
         # the fixed rows on each window and on the full pass; a window cut short by the view's border
         # letterboxes differently and can lose the person row outside it
