@@ -531,9 +531,9 @@ def model_card(workspace: Workspace, config: TrainDetectorConfig, report: TrainD
     left_out = ", ".join(f"{count} {why}" for why, count in record.get("left_out", {}).items()) or "none"
     metrics = "\n".join(f"| {key} | {value:.4f} |" for key, value in report.metrics.items())
     notices = "".join(f"\n- {notice}" for notice in report.notices)
-    best = ("the epoch with the best val fitness" if chosen_by_val(record, config)
-            else "the last epoch: too few val captures to choose one by")
-    stopping = f"patience {config.patience}" if chosen_by_val(record, config) else "no early stop: val scored at the end"
+    by_val = chosen_by_val(record, config)
+    best = "the epoch with the best val fitness" if by_val else "the last epoch: too few val captures to choose one by"
+    stopping = f"patience {config.patience}" if by_val else "no early stop: val scored at the end"
     return f"""# Detector {report.run_dir.name}
 
 An ultralytics YOLO detector trained by `ums train-detector` on the reviewed labels of the workspace

@@ -20,6 +20,9 @@ def test_yolov7_end_to_end_export(tmp_path):
     assert len(found) == 1 and found.classes.tolist() == [2] and found.taxonomy == "coco"
     np.testing.assert_allclose(found.boxes[0], [200, 140, 600, 540], atol=1e-3)
     assert found.scores[0] == pytest.approx(0.9)
+    # the export's input is fixed at 640: an input size asked per call (a slice's) cannot change it
+    np.testing.assert_allclose(detector.detect(np.zeros((960, 1280, 3), np.uint8), image_size=320).boxes[0],
+                               [200, 140, 600, 540], atol=1e-3)
 
 
 def test_yolov7_raw_export_gets_our_nms(tmp_path):
@@ -56,6 +59,9 @@ def test_ultralytics_model_by_path(tmp_path):
     assert found.taxonomy == "coco" and len(found) > 0
     assert (found.boxes[:, [0, 2]] <= 320 + 1e-3).all() and (found.boxes[:, [1, 3]] <= 240 + 1e-3).all()
     assert ((0 <= found.classes) & (found.classes < 80)).all()
+    assert list(detector.model.predictor.imgsz) == [320, 320]  # the configured input size
+    detector.detect(np.full((240, 320, 3), 90, np.uint8), image_size=160)  # a slice's own size, per call
+    assert list(detector.model.predictor.imgsz) == [160, 160]
 
 
 def test_class_names_must_match_the_taxonomy(tmp_path):
